@@ -1,0 +1,28 @@
+"""rdgraph: gradient flows of the relative entropy on R^d × G with DOLFINx and PETSc.
+
+A system of reaction–diffusion equations, one density per vertex of a weighted graph,
+each drifting in its own potential on one shared mesh and coupled through the graph.
+
+Example:
+    >>> import rdgraph
+    >>> settings = rdgraph.load_settings("examples/nas.toml", ["time.dt=1e-2"])
+    >>> result = rdgraph.run(settings, out_dir="results/nas")
+"""
+
+__version__ = "0.1.0"
+
+from rdgraph.config import Settings, load_settings, settings_from_dict  # noqa: E402
+from rdgraph.errors import InputError, SolverError  # noqa: E402
+from rdgraph.simulation import RunResult, Simulation, run  # noqa: E402
+
+__all__ = [
+    "InputError",
+    "RunResult",
+    "Settings",
+    "Simulation",
+    "SolverError",
+    "__version__",
+    "load_settings",
+    "run",
+    "settings_from_dict",
+]

@@ -1,0 +1,3 @@
+from rdgraph.cli import entry_point
+
+entry_point()

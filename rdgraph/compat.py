@@ -1,0 +1,39 @@
+"""Import DOLFINx the same way whichever distribution provides it.
+
+The ``dolfinx-solver-real`` wheel ships a ``dolfinx_solver`` module that must be imported
+before ``dolfinx``/``petsc4py`` (it loads the MPI library the bindings were built against).
+Conda and the official Docker images have no such module, and need nothing.
+"""
+
+try:  # pragma: no cover - depends on the installation
+    import dolfinx_solver  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+from mpi4py import MPI  # noqa: E402
+
+import dolfinx  # noqa: E402
+import dolfinx.fem.petsc  # noqa: E402,F401
+from petsc4py import PETSc  # noqa: E402
+
+__all__ = ["MPI", "PETSc", "dolfinx", "versions"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the stack, for ``summary.json`` and ``rdgraph info``."""
+    import platform
+
+    import numpy
+
+    import rdgraph
+
+    major, minor, patch = PETSc.Sys.getVersion()
+    return {
+        "rdgraph": rdgraph.__version__,
+        "dolfinx": dolfinx.__version__,
+        "petsc": f"{major}.{minor}.{patch}",
+        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+        "mpi4py": __import__("mpi4py").__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,412 @@
+"""Run settings: the TOML schema, validation and ``--set`` overrides.
+
+Everything here is plain Python and runs identically on every MPI rank, before any
+collective operation, so that a bad config fails the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rdgraph.errors import InputError
+
+__all__ = [
+    "COUPLINGS",
+    "GRAPH_KINDS",
+    "MESH_SHAPES",
+    "SCHEMES",
+    "SOLVER_TYPES",
+    "GraphSettings",
+    "MeshSettings",
+    "ModelSettings",
+    "OutputSettings",
+    "Settings",
+    "SolverSettings",
+    "SpaceSettings",
+    "TimeSettings",
+    "apply_overrides",
+    "load_settings",
+    "settings_from_dict",
+]
+
+MESH_SHAPES = ("interval", "rectangle", "box", "file")
+GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
+COUPLINGS = ("laplacian", "gibbs")
+SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2")
+SOLVER_TYPES = ("direct", "krylov")
+
+
+@dataclass
+class MeshSettings:
+    shape: str = "rectangle"
+    cells: list[int] = field(default_factory=lambda: [32, 32])
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+    file: str | None = None
+
+
+@dataclass
+class SpaceSettings:
+    degree: int = 1
+    # None: 2*degree + 2, enough for the polynomial parts of every form.
+    quadrature_degree: int | None = None
+
+
+@dataclass
+class GraphSettings:
+    kind: str = "path"
+    n: int | None = None
+    dim: int | None = None
+    shape: list[int] | None = None
+    weight: float = 1.0
+    p: float = 0.5
+    edges: list[list[float]] | None = None
+    file: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class ModelSettings:
+    coupling: str = "laplacian"
+    beta: float = 1.0
+    potential: str | None = None
+    potentials: list[str] | None = None
+    initial: str | None = None
+    initials: list[str] | None = None
+    source: str | None = None
+    sources: list[str] | None = None
+
+
+@dataclass
+class TimeSettings:
+    scheme: str = "implicit-euler"
+    dt: float = 1e-3
+    t_end: float = 0.1
+
+
+@dataclass
+class SolverSettings:
+    type: str = "direct"
+    ksp_type: str = "gmres"
+    pc_type: str = "bjacobi"
+    rtol: float = 1e-12
+    atol: float = 1e-50
+    max_it: int = 1000
+    petsc_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputSettings:
+    dir: str | None = None
+    fields_every: int = 10
+    npz: bool = True
+
+
+@dataclass
+class Settings:
+    mesh: MeshSettings = field(default_factory=MeshSettings)
+    space: SpaceSettings = field(default_factory=SpaceSettings)
+    graph: GraphSettings = field(default_factory=GraphSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    time: TimeSettings = field(default_factory=TimeSettings)
+    solver: SolverSettings = field(default_factory=SolverSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The settings as nested plain data, without unset (None) values: TOML has no null."""
+        out: dict[str, dict[str, Any]] = {}
+        for f in dataclasses.fields(self):
+            section = dataclasses.asdict(getattr(self, f.name))
+            out[f.name] = {k: v for k, v in section.items() if v is not None}
+        return out
+
+    @property
+    def num_steps(self) -> int:
+        return round(self.time.t_end / self.time.dt)
+
+
+_SECTION_CLASSES = {
+    "mesh": MeshSettings,
+    "space": SpaceSettings,
+    "graph": GraphSettings,
+    "model": ModelSettings,
+    "time": TimeSettings,
+    "solver": SolverSettings,
+    "output": OutputSettings,
+}
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float))) and not isinstance(v, bool)
+
+
+def _int(key: str, v, *, low: int | None = None, high: int | None = None) -> int:
+    if not _is_int(v):
+        raise InputError(f"{key} = {v!r}: expected an integer")
+    if (low is not None and v < low) or (high is not None and v > high):
+        rng = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        raise InputError(f"{key} = {v!r}: must be in {rng}")
+    return v
+
+
+def _float(key: str, v, *, positive: bool = False, nonnegative: bool = False) -> float:
+    if not _is_number(v):
+        raise InputError(f"{key} = {v!r}: expected a number")
+    v = float(v)
+    if not math.isfinite(v):
+        raise InputError(f"{key} = {v!r}: must be finite")
+    if positive and v <= 0:
+        raise InputError(f"{key} = {v!r}: must be > 0")
+    if nonnegative and v < 0:
+        raise InputError(f"{key} = {v!r}: must be >= 0")
+    return v
+
+
+def _str(key: str, v, choices=None) -> str:
+    if not isinstance(v, str):
+        raise InputError(f"{key} = {v!r}: expected a string")
+    if choices is not None and v not in choices:
+        raise InputError(
+            f"{key} = {v!r}: must be one of {', '.join(choices)}{_suggest(v, choices)}"
+        )
+    return v
+
+
+def _list(key: str, v, item, *, length: int | None = None) -> list:
+    if not isinstance(v, list):
+        raise InputError(f"{key} = {v!r}: expected a list")
+    if length is not None and len(v) != length:
+        raise InputError(f"{key} = {v!r}: expected {length} entries, got {len(v)}")
+    return [item(f"{key}[{i}]", x) for i, x in enumerate(v)]
+
+
+def _check_mesh(s: MeshSettings) -> None:
+    _str("mesh.shape", s.shape, MESH_SHAPES)
+    if s.shape == "file":
+        if s.file is None:
+            raise InputError("mesh.shape = 'file' needs mesh.file = \"path/to/mesh.msh\"")
+        _str("mesh.file", s.file)
+        return
+    dim = MESH_SHAPES.index(s.shape) + 1
+    s.cells = _list("mesh.cells", s.cells, lambda k, v: _int(k, v, low=1), length=dim)
+    if s.lower is None:
+        s.lower = [0.0] * dim
+    if s.upper is None:
+        s.upper = [1.0] * dim
+    s.lower = _list("mesh.lower", s.lower, _float, length=dim)
+    s.upper = _list("mesh.upper", s.upper, _float, length=dim)
+    for i, (lo, hi) in enumerate(zip(s.lower, s.upper)):
+        if not lo < hi:
+            raise InputError(f"mesh.lower[{i}] = {lo} must be less than mesh.upper[{i}] = {hi}")
+    if s.file is not None:
+        raise InputError(f"mesh.file is only used with mesh.shape = 'file' (shape is {s.shape!r})")
+
+
+def _check_space(s: SpaceSettings) -> None:
+    s.degree = _int("space.degree", s.degree, low=1, high=3)
+    if s.quadrature_degree is not None:
+        s.quadrature_degree = _int("space.quadrature_degree", s.quadrature_degree, low=1, high=30)
+
+
+def _check_graph(s: GraphSettings) -> None:
+    _str("graph.kind", s.kind, GRAPH_KINDS)
+    if s.n is not None:
+        s.n = _int("graph.n", s.n, low=1)
+    if s.dim is not None:
+        s.dim = _int("graph.dim", s.dim, low=1, high=16)
+    if s.shape is not None:
+        s.shape = _list("graph.shape", s.shape, lambda k, v: _int(k, v, low=1), length=2)
+    s.weight = _float("graph.weight", s.weight, positive=True)
+    s.p = _float("graph.p", s.p, nonnegative=True)
+    if s.p > 1:
+        raise InputError(f"graph.p = {s.p}: must be a probability in [0, 1]")
+    s.seed = _int("graph.seed", s.seed, low=0)
+    if s.edges is not None and not isinstance(s.edges, list):
+        raise InputError(f"graph.edges = {s.edges!r}: expected a list of [g, h, w] triples")
+    if s.file is not None:
+        _str("graph.file", s.file)
+
+
+def _exprs(key: str, single, many) -> None:
+    if single is not None and many is not None:
+        raise InputError(f"give either model.{key} or model.{key}s, not both")
+    if single is not None:
+        _str(f"model.{key}", single)
+    if many is not None:
+        _list(f"model.{key}s", many, _str)
+
+
+def _check_model(s: ModelSettings) -> None:
+    _str("model.coupling", s.coupling, COUPLINGS)
+    s.beta = _float("model.beta", s.beta, positive=True)
+    _exprs("potential", s.potential, s.potentials)
+    _exprs("initial", s.initial, s.initials)
+    _exprs("source", s.source, s.sources)
+
+
+def _check_time(s: TimeSettings) -> None:
+    _str("time.scheme", s.scheme, SCHEMES)
+    s.dt = _float("time.dt", s.dt, positive=True)
+    s.t_end = _float("time.t_end", s.t_end, positive=True)
+    steps = s.t_end / s.dt
+    if steps > 1e8:
+        raise InputError(f"time.t_end / time.dt = {steps:.3g} steps: too many")
+    if round(steps) < 1 or abs(round(steps) - steps) > 1e-8 * max(1.0, steps):
+        raise InputError(
+            f"time.t_end = {s.t_end} is not a whole number of steps of time.dt = {s.dt}"
+        )
+
+
+def _check_solver(s: SolverSettings) -> None:
+    _str("solver.type", s.type, SOLVER_TYPES)
+    _str("solver.ksp_type", s.ksp_type)
+    _str("solver.pc_type", s.pc_type)
+    s.rtol = _float("solver.rtol", s.rtol, positive=True)
+    s.atol = _float("solver.atol", s.atol, positive=True)
+    s.max_it = _int("solver.max_it", s.max_it, low=1)
+    if not isinstance(s.petsc_options, dict):
+        raise InputError(f"solver.petsc_options = {s.petsc_options!r}: expected a table")
+    for k, v in s.petsc_options.items():
+        if not isinstance(v, (str, int, float, bool)):
+            raise InputError(f"solver.petsc_options.{k} = {v!r}: expected a string, number or bool")
+
+
+def _check_output(s: OutputSettings) -> None:
+    if s.dir is not None:
+        _str("output.dir", s.dir)
+    s.fields_every = _int("output.fields_every", s.fields_every, low=0)
+    if not isinstance(s.npz, bool):
+        raise InputError(f"output.npz = {s.npz!r}: expected true or false")
+
+
+_CHECKS = {
+    "mesh": _check_mesh,
+    "space": _check_space,
+    "graph": _check_graph,
+    "model": _check_model,
+    "time": _check_time,
+    "solver": _check_solver,
+    "output": _check_output,
+}
+
+
+def settings_from_dict(data: dict[str, Any], *, source: str = "config") -> Settings:
+    """Build validated settings from nested plain data (as read from TOML).
+
+    Args:
+        data: ``{section: {key: value}}``.
+        source: Where the data came from, for messages.
+
+    Raises:
+        InputError: Unknown sections or keys, wrong types, out-of-range values.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a table of sections")
+    sections = {}
+    for name, values in data.items():
+        if name not in _SECTION_CLASSES:
+            raise InputError(
+                f"{source}: unknown section [{name}]{_suggest(name, _SECTION_CLASSES)}; "
+                f"sections are {', '.join(_SECTION_CLASSES)}"
+            )
+        if not isinstance(values, dict):
+            raise InputError(f"{source}: [{name}] must be a table, got {values!r}")
+        cls = _SECTION_CLASSES[name]
+        keys = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in keys:
+                raise InputError(
+                    f"{source}: unknown key {name}.{key}{_suggest(key, keys)}; "
+                    f"[{name}] takes {', '.join(sorted(keys))}"
+                )
+        sections[name] = cls(**values)
+    settings = Settings(**sections)
+    for name, check in _CHECKS.items():
+        check(getattr(settings, name))
+    return settings
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make relative file paths in a config file relative to the file's folder."""
+    for section in ("mesh", "graph"):
+        value = data.get(section, {}).get("file") if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data[section]["file"] = str(base / value)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value``; the value is read as TOML, else taken as a string."""
+    if "=" not in text:
+        raise InputError(f"--set {text!r}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    parts = path.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--set {text!r}: the key must be section.key, e.g. time.dt=1e-3")
+    section, key = parts
+    if section not in _SECTION_CLASSES:
+        raise InputError(
+            f"--set {text!r}: unknown section [{section}]{_suggest(section, _SECTION_CLASSES)}"
+        )
+    keys = {f.name for f in dataclasses.fields(_SECTION_CLASSES[section])}
+    if key not in keys:
+        raise InputError(f"--set {text!r}: unknown key {section}.{key}{_suggest(key, keys)}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set section.key=value`` strings to nested config data (a copy)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config; relative file paths in it become relative to its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"config file {str(path)!r} cannot be read: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    _resolve_paths(data, path.resolve().parent)
+    return data
+
+
+def load_settings(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> Settings:
+    """Read, override and validate a config; ``path=None`` gives the built-in default problem."""
+    if path is None:
+        from rdgraph.defaults import default_config
+
+        data, source = default_config(), "built-in default"
+    else:
+        data, source = read_config(path), str(path)
+    data = apply_overrides(data, overrides or [])
+    return settings_from_dict(data, source=source)

@@ -1,0 +1,236 @@
+"""The weak forms of the semi-discrete reaction–diffusion system on one shared space.
+
+Every vertex uses the same Lagrange space. Forms are compiled once with the vertex index
+as a ``fem.Constant`` and re-assembled per vertex (or per edge), so a graph with N
+vertices costs a handful of compiled forms, not N or N².
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ufl
+
+from rdgraph.compat import MPI, dolfinx
+from rdgraph.config import ModelSettings, SpaceSettings
+from rdgraph.errors import InputError
+from rdgraph.expressions import Expression, parse
+from rdgraph.graph import Graph
+
+__all__ = ["Model"]
+
+fem = dolfinx.fem
+
+# exp() overflows float64 past ~709.8; keep some headroom for sums of rates.
+_MAX_EXPONENT = 700.0
+
+
+def _parse_per_vertex(
+    settings: ModelSettings, key: str, n: int, variables: tuple[str, ...], gdim: int, default
+) -> list[Expression] | Expression | None:
+    """One expression in ``g`` or a list of ``n`` expressions, from ``model.key(s)``."""
+    single, many = getattr(settings, key), getattr(settings, key + "s")
+    if many is not None:
+        if len(many) != n:
+            raise InputError(f"model.{key}s has {len(many)} entries but the graph has {n} vertices")
+        return [
+            parse(s, variables=tuple(v for v in variables if v != "g"), gdim=gdim,
+                  what=f"model.{key}s[{i}]")
+            for i, s in enumerate(many)
+        ]
+    if single is None:
+        return None if default is None else parse(default, variables=variables, gdim=gdim)
+    return parse(single, variables=variables, gdim=gdim, what=f"model.{key}")
+
+
+class Model:
+    """Forms and coefficients of the model in MODEL.md for one mesh, graph and coupling.
+
+    Args:
+        mesh: The shared mesh.
+        graph: The vertex graph.
+        model: Model settings (coupling, beta, expressions).
+        space: Space settings (degree, quadrature degree).
+    """
+
+    def __init__(
+        self, mesh: dolfinx.mesh.Mesh, graph: Graph, model: ModelSettings, space: SpaceSettings
+    ):
+        self.mesh = mesh
+        self.graph = graph
+        self.settings = model
+        self.coupling = model.coupling
+        self.degree = space.degree
+        gdim = mesh.geometry.dim
+        n = graph.n
+        self.potentials = _parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0")
+        self.initials = _parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1")
+        self.sources = _parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
+
+        self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
+        self.num_owned = self.V.dofmap.index_map.size_local
+        self.x = ufl.SpatialCoordinate(mesh)
+        scalar = dolfinx.default_scalar_type
+        self._g = fem.Constant(mesh, scalar(0))  # vertex a form is assembled for
+        self._h = fem.Constant(mesh, scalar(0))  # second vertex, for edge forms
+        self.time = fem.Constant(mesh, scalar(0))
+        self.beta = fem.Constant(mesh, scalar(model.beta))
+        qdeg = space.quadrature_degree or 2 * space.degree + 2
+        self.dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": qdeg})
+
+        self.potential_g = self._vertex_ufl(self.potentials, self._g)
+        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        dx, beta = self.dx, self.beta
+        self.mass_form = fem.form(u * v * dx)
+        flux = beta * ufl.grad(u) + u * ufl.grad(self.potential_g)
+        self.stiffness_form = fem.form(ufl.inner(flux, ufl.grad(v)) * dx)
+        self.rate_form = None
+        if self.coupling == "gibbs":
+            potential_h = self._vertex_ufl(self.potentials, self._h)
+            self.rate_form = fem.form(self.rate(self.potential_g, potential_h) * u * v * dx)
+        self.source_form = None
+        if self.sources is not None:
+            self.source_form = fem.form(self._vertex_ufl(self.sources, self._g) * v * dx)
+
+        self._potential_nodal = [self._nodal(self.potentials, g) for g in range(n)]
+        self._check_rates()
+        self._energy_setup()
+
+    # -- expressions -------------------------------------------------------------------------
+    def rate(self, potential_g, potential_h):
+        """Detailed-balance jump rate g → h per unit weight, ``exp((V_g − V_h) / 2β)``."""
+        return ufl.exp((potential_g - potential_h) / (2 * self.beta))
+
+    def _vertex_ufl(self, exprs, index: fem.Constant):
+        """A UFL expression equal to vertex ``index``'s expression, compiled once for all."""
+        t = self.time
+        if isinstance(exprs, Expression):
+            value = exprs.to_ufl(self.x, g=index, t=t)
+        else:
+            # A list: select by the index constant (one compiled form for all vertices).
+            value = ufl.as_ufl(exprs[-1].to_ufl(self.x, t=t))
+            for i in range(len(exprs) - 2, -1, -1):
+                value = ufl.conditional(ufl.lt(index, i + 0.5), exprs[i].to_ufl(self.x, t=t), value)
+        value = ufl.as_ufl(value)
+        if not ufl.domain.extract_domains(value):
+            # A plain number has no mesh: UFL cannot differentiate or compile it alone.
+            value = fem.Constant(self.mesh, dolfinx.default_scalar_type(float(value)))
+        return value
+
+    def _nodal(self, exprs, g: int, t: float = 0.0) -> np.ndarray:
+        """Nodal values of vertex ``g``'s expression on local dofs (owned and ghost)."""
+        points = self.V.tabulate_dof_coordinates().T
+        expr = exprs if isinstance(exprs, Expression) else exprs[g]
+        return np.asarray(expr.evaluate(points, g=g, t=t), dtype=np.float64) * np.ones(
+            points.shape[1]
+        )
+
+    def potential_nodal(self, g: int) -> np.ndarray:
+        """Nodal values of ``V_g`` on local dofs."""
+        return self._potential_nodal[g]
+
+    def initial_nodal(self, g: int) -> np.ndarray:
+        """Nodal values of the initial density of vertex ``g`` on local dofs."""
+        return self._nodal(self.initials, g)
+
+    def _all_finite(self, values: np.ndarray) -> bool:
+        return bool(self.mesh.comm.allreduce(bool(np.isfinite(values).all()), op=MPI.LAND))
+
+    def check_finite(self) -> None:
+        """Refuse potentials and initial densities that are NaN/inf on the mesh (collective)."""
+        for g in range(self.graph.n):
+            for what, values, exprs in (
+                ("potential", self._potential_nodal[g], self.potentials),
+                ("initial", self.initial_nodal(g), self.initials),
+            ):
+                if not self._all_finite(values):
+                    src = exprs if isinstance(exprs, Expression) else exprs[g]
+                    raise InputError(
+                        f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
+                        f"for vertex g = {g}"
+                    )
+
+    def _check_rates(self) -> None:
+        if self.coupling != "gibbs" or not self.graph.edges:
+            return
+        beta = self.settings.beta
+        local = max(
+            float(np.max(np.abs(self._potential_nodal[g] - self._potential_nodal[h]), initial=0))
+            for g, h, _ in self.graph.edges
+        )
+        largest = self.mesh.comm.allreduce(local, op=MPI.MAX) / (2 * beta)
+        if not np.isfinite(largest) or largest > _MAX_EXPONENT:
+            raise InputError(
+                f"gibbs rates overflow: |V_g - V_h| / (2 beta) reaches {largest:.4g} on the mesh "
+                f"(limit {_MAX_EXPONENT:g} for float64) with model.beta = {beta}; "
+                "raise beta or reduce the potential differences"
+            )
+
+    # -- assembly ----------------------------------------------------------------------------
+    def set_vertex(self, g: int, h: int = 0) -> None:
+        self._g.value = g
+        self._h.value = h
+
+    def set_time(self, t: float) -> None:
+        self.time.value = t
+
+    def assemble_source(self, g: int, t: float) -> np.ndarray:
+        """Owned entries of the source vector ``(f_g(t), φ)``."""
+        self.set_vertex(g)
+        self.set_time(t)
+        b = fem.assemble_vector(self.source_form)
+        b.scatter_reverse(dolfinx.la.InsertMode.add)
+        return b.array[: self.num_owned].copy()
+
+    # -- energies ----------------------------------------------------------------------------
+    def _energy_setup(self) -> None:
+        comm, n = self.mesh.comm, self.graph.n
+        beta = self.settings.beta
+        # Shift potentials by their smallest nodal value so exp(-V/beta) stays in range.
+        local_min = min(float(np.min(p, initial=np.inf)) for p in self._potential_nodal)
+        self.potential_shift = comm.allreduce(local_min, op=MPI.MIN)
+        shift = fem.Constant(self.mesh, dolfinx.default_scalar_type(self.potential_shift))
+        self._rho = fem.Function(self.V, name="rho")
+        rho, dx = self._rho, self.dx
+        boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
+        weight_form = fem.form(boltzmann * dx)
+        weights = []
+        for g in range(n):
+            self.set_vertex(g)
+            weights.append(comm.allreduce(fem.assemble_scalar(weight_form), op=MPI.SUM))
+        self.gibbs_integrals = np.array(weights)  # ∫ exp(-(V_g - V*)/β), V* the shift
+        if not np.all(np.isfinite(self.gibbs_integrals)) or self.gibbs_integrals.sum() <= 0:
+            raise InputError(
+                f"the Gibbs weights exp(-V/beta) are not finite or vanish with "
+                f"model.beta = {beta}: the potentials vary too much on the mesh"
+            )
+        # Negative nodal undershoots contribute nothing to the entropy terms.
+        positive = ufl.gt(rho, 0)
+        log_rho = ufl.ln(ufl.max_value(rho, 1e-300))
+        entropy = ufl.conditional(positive, rho * log_rho, 0)
+        self._free_energy_form = fem.form((beta * entropy + self.potential_g * rho) * dx)
+        self._log_reference = fem.Constant(self.mesh, dolfinx.default_scalar_type(0))
+        relative = entropy + rho * ((self.potential_g - shift) / self.beta + self._log_reference)
+        self._relative_entropy_form = fem.form(relative * dx)
+
+    @property
+    def gibbs_fractions(self) -> np.ndarray:
+        """Vertex masses of the Gibbs state per unit total mass, ``∫π_g / Σ_h ∫π_h``."""
+        return self.gibbs_integrals / self.gibbs_integrals.sum()
+
+    def energies(self, functions, total_mass: float) -> tuple[float, float]:
+        """Free energy F(ρ) and relative entropy H(ρ | ρ_π) (collective).
+
+        ρ_π is the Gibbs state scaled to ``total_mass``. Nodal values ≤ 0 count as 0 in
+        ``ρ log ρ``.
+        """
+        comm = self.mesh.comm
+        log_z = np.log(self.gibbs_integrals.sum())
+        self._log_reference.value = log_z - np.log(max(total_mass, 1e-300))
+        free, relative = 0.0, 0.0
+        for g, u in enumerate(functions):
+            self._rho.x.array[:] = u.x.array
+            self.set_vertex(g)
+            free += fem.assemble_scalar(self._free_energy_form)
+            relative += fem.assemble_scalar(self._relative_entropy_form)
+        free, relative = comm.allreduce(np.array([free, relative]), op=MPI.SUM)
+        return float(free), float(relative)

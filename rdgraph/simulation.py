@@ -1,0 +1,297 @@
+"""A simulation: settings in, a time-stepped state and diagnostics out.
+
+:class:`Simulation` holds the state in memory (for scripts and tests); :func:`run` adds the
+run directory and its files (the command-line contract).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rdgraph.blocks import BlockLayout
+from rdgraph.compat import MPI, dolfinx, versions
+from rdgraph.config import Settings
+from rdgraph.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
+from rdgraph.graph import Graph, build_graph
+from rdgraph.io import (
+    DiagnosticsCSV,
+    FieldWriter,
+    gather_nodal_values,
+    prepare_run_directory,
+    save_npz,
+    write_config,
+    write_json,
+)
+from rdgraph.meshes import build_mesh
+from rdgraph.model import Model, _parse_per_vertex
+from rdgraph.operators import BlockOperators
+from rdgraph.solvers import solver_options
+from rdgraph.timestepping import TimeStepper
+
+__all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
+
+_MESH_GDIM = {"interval": 1, "rectangle": 2, "box": 3}
+
+
+def graph_from_settings(settings: Settings) -> Graph:
+    """The graph described by ``[graph]`` (pure Python, identical on every rank)."""
+    s = settings.graph
+    return build_graph(
+        s.kind, n=s.n, dim=s.dim, shape=s.shape, weight=s.weight, p=s.p, edges=s.edges,
+        file=s.file, seed=s.seed,
+    )
+
+
+def _check_expressions(settings: Settings, graph: Graph, gdim: int) -> None:
+    model = settings.model
+    _parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0")
+    _parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1")
+    _parse_per_vertex(model, "source", graph.n, ("x", "g", "t"), gdim, None)
+
+
+class Simulation:
+    """The semi-discrete reaction–diffusion system of one config, ready to time-step.
+
+    Args:
+        settings: Validated settings.
+        comm: The communicator the mesh is distributed over.
+        solver_overrides: PETSc options (without prefix) that override the config's,
+            e.g. from the command line.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        comm: MPI.Comm = MPI.COMM_WORLD,
+        solver_overrides: dict | None = None,
+    ):
+        start = time.perf_counter()
+        self.settings = settings
+        self.comm = comm
+        self.graph = graph_from_settings(settings)
+        if settings.mesh.shape in _MESH_GDIM:
+            # Catch expression errors before the first collective operation.
+            _check_expressions(settings, self.graph, _MESH_GDIM[settings.mesh.shape])
+        self.mesh = build_mesh(settings.mesh, comm)
+        self.model = Model(self.mesh, self.graph, settings.model, settings.space)
+        self.model.check_finite()
+        self.layout = BlockLayout(self.model.V, self.graph.n)
+        self.operators = BlockOperators(self.model, self.layout)
+        self.functions = []
+        for g in range(self.graph.n):
+            u = dolfinx.fem.Function(self.model.V, name=f"rho_{g}")
+            u.x.array[:] = self.model.initial_nodal(g)
+            self.functions.append(u)
+        self.state = self.layout.create_vector()
+        self.layout.from_functions(self.functions, self.state)
+        self.solver_options = solver_options(settings.solver, solver_overrides)
+        self.stepper = TimeStepper(
+            self.model, self.operators, settings.time.scheme, settings.time.dt,
+            self.solver_options,
+        )
+        self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
+        self.step_index = 0
+        self.t = 0.0
+        self.num_steps = settings.num_steps
+        self.setup_time = time.perf_counter() - start
+
+    @property
+    def num_dofs(self) -> int:
+        """Scalar dofs per vertex (global)."""
+        return self.layout.size_global
+
+    def diagnostics(self, ksp_iterations: int = 0) -> Diagnostics:
+        """Diagnostics of the current state (collective)."""
+        return self.recorder(self.step_index, self.t, self.functions, ksp_iterations)
+
+    def advance(self) -> int:
+        """Take one time step; return the Krylov iterations it took."""
+        iterations = self.stepper.step(self.state, self.t)
+        self.step_index += 1
+        # t = n dt, not a running sum, so that long runs end exactly at t_end.
+        self.t = self.step_index * self.settings.time.dt
+        self.layout.to_functions(self.state, self.functions)
+        return iterations
+
+    def run(
+        self, observer: Callable[[Diagnostics], None] | None = None
+    ) -> list[Diagnostics]:
+        """Step to ``t_end``, calling ``observer`` with the diagnostics of every step from 0."""
+        history = [self.diagnostics()]
+        if observer:
+            observer(history[-1])
+        while self.step_index < self.num_steps:
+            iterations = self.advance()
+            history.append(self.diagnostics(iterations))
+            if observer:
+                observer(history[-1])
+        return history
+
+    def minimum_potentials(self) -> np.ndarray:
+        """Smallest nodal value of each ``V_g`` (collective)."""
+        local = np.array([np.min(self.model.potential_nodal(g), initial=np.inf)
+                          for g in range(self.graph.n)])
+        result = np.empty_like(local)
+        self.comm.Allreduce(local, result, op=MPI.MIN)
+        return result
+
+    def destroy(self) -> None:
+        """Free PETSc objects (collective; do not rely on the garbage collector)."""
+        self.stepper.destroy()
+        self.operators.destroy()
+        self.state.destroy()
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced."""
+
+    out_dir: Path
+    history: list[Diagnostics]
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def final(self) -> Diagnostics:
+        return self.history[-1]
+
+
+def _print(comm: MPI.Comm, *args) -> None:
+    if comm.rank == 0:
+        print(*args, flush=True)
+
+
+def _report(sim: Simulation, history: list[Diagnostics], summary: dict) -> None:
+    """The end-of-run table: where the mass went, the energy decrease, the cost."""
+    comm = sim.comm
+    first, last = history[0], history[-1]
+    depth = sim.minimum_potentials()
+    gibbs = last.mass * sim.model.gibbs_fractions
+    if comm.rank != 0:
+        return
+    lines = ["", f"{'vertex':>6} {'min V':>10} {'mass(0)':>11} {'mass(T)':>11} "
+             f"{'share(T)':>9} {'Gibbs mass':>11}"]
+    for g in range(sim.graph.n):
+        lines.append(
+            f"{g:>6d} {depth[g]:>10.4g} {first.vertex_masses[g]:>11.5g} "
+            f"{last.vertex_masses[g]:>11.5g} {last.vertex_masses[g] / last.mass:>9.2%} "
+            f"{gibbs[g]:>11.5g}"
+        )
+    winner = int(np.argmax(last.vertex_masses))
+    lines += [
+        "",
+        f"winner: vertex {winner} holds {last.vertex_masses[winner] / last.mass:.1%} of the mass "
+        f"at t = {last.t:.6g}",
+        f"free energy: F(0) = {first.free_energy:.6g}, F(T) = {last.free_energy:.6g}, "
+        f"decrease {first.free_energy - last.free_energy:.6g}",
+        f"relative entropy: {first.rel_entropy:.6g} -> {last.rel_entropy:.6g}",
+        f"mass drift: {abs(last.mass - first.mass) / abs(first.mass):.3g} (relative)",
+        f"time per step: {summary['time_per_step']:.4g} s over {len(history) - 1} steps "
+        f"(set-up {summary['setup_time']:.3g} s, {summary['ranks']} ranks, "
+        f"{summary['dofs_total']} unknowns)",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(
+    settings: Settings,
+    *,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    solver_overrides: dict | None = None,
+    config_name: str = "default",
+    quiet: bool = False,
+) -> RunResult:
+    """Run one simulation and write its run directory.
+
+    Args:
+        settings: Validated settings.
+        out_dir: The run directory; default ``output.dir``, else ``results/<config_name>``
+            (then a fresh ``-2``, ``-3`` ... suffix instead of touching an existing one).
+        overwrite: Replace an existing non-empty run directory.
+        comm: The communicator.
+        solver_overrides: PETSc options that override the config's (no prefix).
+        config_name: Name for the default run directory.
+        quiet: Print nothing but errors.
+
+    Returns:
+        The run directory, the diagnostics of every step and the summary.
+    """
+    wall_start = time.perf_counter()
+    sim = Simulation(settings, comm, solver_overrides)
+    explicit = out_dir is not None or settings.output.dir is not None
+    target = out_dir if out_dir is not None else settings.output.dir
+    out = prepare_run_directory(
+        target if target is not None else Path("results") / config_name,
+        comm, overwrite=overwrite, explicit=explicit,
+    )
+    if comm.rank == 0:
+        write_config(out / "config.toml", settings.to_dict())
+    if not quiet:
+        _print(comm, f"rdgraph: {sim.graph.n} vertices x {sim.num_dofs} dofs "
+                     f"({settings.model.coupling}, {settings.time.scheme}, dt = "
+                     f"{settings.time.dt:g}, {sim.num_steps} steps) -> {out}")
+    csv = DiagnosticsCSV(out / "diagnostics.csv", csv_header(sim.graph.n), comm)
+    fields_every = settings.output.fields_every
+    fields = FieldWriter(out / "fields.bp", sim.functions, comm) if fields_every else None
+    report_every = max(1, sim.num_steps // 10)
+    step_start = None
+
+    def observe(d: Diagnostics) -> None:
+        nonlocal step_start
+        csv.write(d.row())
+        last = d.step == sim.num_steps
+        if fields and (d.step % fields_every == 0 or last):
+            fields.write(d.t)
+        if d.step == 0:
+            step_start = time.perf_counter()
+        elif not quiet and (d.step % report_every == 0 or last):
+            _print(comm, f"  step {d.step:>6d}  t = {d.t:<10.6g} mass = {d.mass:.12g}  "
+                         f"F = {d.free_energy:.6g}  its = {d.ksp_iterations}")
+
+    try:
+        history = sim.run(observe)
+    finally:
+        csv.close()
+        if fields:
+            fields.close()
+    step_time = time.perf_counter() - step_start
+    x, rho = gather_nodal_values(sim.functions)
+    if settings.output.npz and comm.rank == 0:
+        save_npz(out / "final.npz", x=x, rho=rho, t=np.array(sim.t))
+    summary = {
+        "versions": versions(),
+        "ranks": comm.size,
+        "vertices": sim.graph.n,
+        "dofs_per_vertex": sim.num_dofs,
+        "dofs_total": sim.num_dofs * sim.graph.n,
+        "degree": settings.space.degree,
+        "coupling": settings.model.coupling,
+        "scheme": settings.time.scheme,
+        "dt": settings.time.dt,
+        "steps": sim.step_index,
+        "t_end": sim.t,
+        "setup_time": sim.setup_time,
+        "wall_time": time.perf_counter() - wall_start,
+        "time_per_step": step_time / max(1, sim.step_index),
+        "solver_options": {k: v for k, v in sim.solver_options.items()},
+        "final_vertex_masses": [float(m) for m in history[-1].vertex_masses],
+        "gibbs_vertex_fractions": [float(f) for f in sim.model.gibbs_fractions],
+        "initial_mass": history[0].mass,
+        "final_mass": history[-1].mass,
+        "initial_free_energy": history[0].free_energy,
+        "final_free_energy": history[-1].free_energy,
+    }
+    if not quiet:
+        _report(sim, history, summary)
+    summary["wall_time"] = time.perf_counter() - wall_start
+    if comm.rank == 0:
+        write_json(out / "summary.json", summary)
+    sim.destroy()
+    return RunResult(out_dir=out, history=history, summary=summary)
+

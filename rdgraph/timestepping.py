@@ -1,0 +1,121 @@
+"""Time schemes for ``(I ⊗ M) ρ' + A ρ = F``: implicit Euler, Crank–Nicolson, BDF2.
+
+Each step solves one system with a fixed matrix ``a (I ⊗ M) + b τ A``, set up once per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rdgraph.blocks import BlockLayout
+from rdgraph.compat import PETSc
+from rdgraph.model import Model
+from rdgraph.operators import BlockOperators
+from rdgraph.solvers import LinearSolver
+
+__all__ = ["SCHEME_COEFFICIENTS", "TimeStepper"]
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    mass: float  # a in a (I⊗M) ρ^{n+1} + b τ A ρ^{n+1} = ...
+    operator: float  # b
+    order: int
+
+
+SCHEME_COEFFICIENTS = {
+    "implicit-euler": _Scheme(1.0, 1.0, 1),
+    "crank-nicolson": _Scheme(1.0, 0.5, 2),
+    "bdf2": _Scheme(1.5, 1.0, 2),
+}
+
+
+class TimeStepper:
+    """Advances the block state ``x`` by one fixed step ``dt`` of the chosen scheme.
+
+    Args:
+        model: Forms and sources.
+        operators: The assembled block operators.
+        scheme: "implicit-euler", "crank-nicolson" or "bdf2" (started by one implicit-Euler step).
+        dt: The fixed time step.
+        solver_options: PETSc options for the block solves (without prefix).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        operators: BlockOperators,
+        scheme: str,
+        dt: float,
+        solver_options: dict,
+    ):
+        self.model = model
+        self.layout: BlockLayout = operators.layout
+        self.scheme = scheme
+        self.dt = dt
+        self._options = solver_options
+        self._operators = operators
+        coeffs = SCHEME_COEFFICIENTS[scheme]
+        self.mass_matrix = operators.matrix(1.0, 0.0)
+        self.operator_matrix = operators.matrix(0.0, 1.0) if scheme == "crank-nicolson" else None
+        self.system_matrix = operators.matrix(coeffs.mass, coeffs.operator * dt)
+        self.solver = LinearSolver(self.system_matrix, solver_options, name=f"{scheme} step")
+        self._startup = None  # implicit-Euler solver for BDF2's first step, built lazily
+        self._rhs = self.layout.create_vector()
+        self._work = self.layout.create_vector()
+        self._source_new = self.layout.create_vector() if model.source_form else None
+        self._source_old = self.layout.create_vector() if model.source_form else None
+        self._previous = None  # x^{n-1} for BDF2
+        self.steps_taken = 0
+
+    def _assemble_sources(self, t: float, out: PETSc.Vec) -> None:
+        for g in range(self.model.graph.n):
+            self.layout.block(out, g)[:] = self.model.assemble_source(g, t)
+
+    def step(self, x: PETSc.Vec, t: float) -> int:
+        """Replace ``x`` = ρ^n at time ``t`` by ρ^{n+1}; return the Krylov iterations."""
+        dt, rhs = self.dt, self._rhs
+        has_source = self._source_new is not None
+        if has_source:
+            self._assemble_sources(t + dt, self._source_new)
+        solver = self.solver
+        if self.scheme == "implicit-euler" or (self.scheme == "bdf2" and self._previous is None):
+            self.mass_matrix.mult(x, rhs)
+            if has_source:
+                rhs.axpy(dt, self._source_new)
+            if self.scheme == "bdf2":
+                self._previous = x.copy()
+                solver = self._startup_solver()
+        elif self.scheme == "crank-nicolson":
+            self.mass_matrix.mult(x, rhs)
+            self.operator_matrix.mult(x, self._work)
+            rhs.axpy(-0.5 * dt, self._work)
+            if has_source:
+                self._assemble_sources(t, self._source_old)
+                rhs.axpy(0.5 * dt, self._source_old)
+                rhs.axpy(0.5 * dt, self._source_new)
+        else:  # bdf2: 3/2 M x^{n+1} + τ A x^{n+1} = M (2 x^n - x^{n-1}/2) + τ F^{n+1}
+            self._work.array[:] = 2.0 * x.array_r - 0.5 * self._previous.array_r
+            self.mass_matrix.mult(self._work, rhs)
+            if has_source:
+                rhs.axpy(dt, self._source_new)
+            x.copy(self._previous)
+        iterations = solver.solve(rhs, x)
+        self.steps_taken += 1
+        return iterations
+
+    def _startup_solver(self) -> LinearSolver:
+        if self._startup is None:
+            matrix = self._operators.matrix(1.0, self.dt)
+            self._startup = (LinearSolver(matrix, self._options, name="bdf2 start step"), matrix)
+        return self._startup[0]
+
+    def destroy(self) -> None:
+        self.solver.destroy()
+        for obj in (self.mass_matrix, self.operator_matrix, self.system_matrix, self._rhs,
+                    self._work, self._source_new, self._source_old, self._previous):
+            if obj is not None:
+                obj.destroy()
+        if self._startup is not None:
+            self._startup[0].destroy()
+            self._startup[1].destroy()

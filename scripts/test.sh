@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up .venv and run the whole test suite, serially and on 2 MPI ranks.
+# Extra arguments go to pytest (e.g. -k mass).
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh" || exit 1
+cd "$root"
+bin="$root/.venv/bin"
+# A hang in a collective must not eat the CI budget.
+limit="${RDGRAPH_TEST_TIMEOUT:-1800}"
+
+echo "== rdgraph tests: serial =="
+timeout "$limit" "$bin/python" -m pytest "$@"
+serial=$?
+echo "== rdgraph tests: mpiexec -n 2 =="
+timeout "$limit" "$bin/mpiexec" -n 2 "$bin/python" -m pytest -p no:cacheprovider "$@"
+parallel=$?
+echo "serial exit status $serial, 2-rank exit status $parallel"
+[ "$serial" -eq 0 ] && [ "$parallel" -eq 0 ]

@@ -1,0 +1,50 @@
+"""Shared fixtures. Every test runs serially and under ``mpiexec -n 2``."""
+
+from __future__ import annotations
+
+import copy
+import gc
+from pathlib import Path
+
+import pytest
+
+from rdgraph.compat import MPI  # noqa: F401  (imports DOLFINx the supported way)
+
+BASE_CONFIG = {
+    "mesh": {"shape": "rectangle", "cells": [8, 8]},
+    "space": {"degree": 1},
+    "graph": {"kind": "path", "n": 3},
+    "model": {"coupling": "laplacian", "beta": 1.0},
+    "time": {"scheme": "implicit-euler", "dt": 0.01, "t_end": 0.05},
+    "solver": {"type": "direct"},
+    "output": {"fields_every": 0},
+}
+
+
+def make_config(**sections) -> dict:
+    """BASE_CONFIG with the given sections' keys replaced (a deep copy)."""
+    data = copy.deepcopy(BASE_CONFIG)
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+@pytest.fixture
+def config():
+    return make_config
+
+
+@pytest.fixture
+def shared_tmp(tmp_path_factory) -> Path:
+    """A temporary folder made on rank 0 and seen by every rank."""
+    comm = MPI.COMM_WORLD
+    path = str(tmp_path_factory.mktemp("shared")) if comm.rank == 0 else None
+    return Path(comm.bcast(path, root=0))
+
+
+@pytest.fixture(autouse=True)
+def collective_teardown():
+    """Destroy PETSc objects collectively: gc on every rank, then a barrier."""
+    yield
+    gc.collect()
+    MPI.COMM_WORLD.Barrier()

@@ -1,0 +1,197 @@
+"""The identities of MODEL.md that hold exactly (to solver tolerance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_config
+
+from rdgraph.compat import MPI
+from rdgraph.config import settings_from_dict
+from rdgraph.simulation import Simulation
+
+# Unequal weights and unequal potentials: the identities must not depend on either.
+WEIGHTED_PATH = {"kind": "edges", "n": 3, "edges": [[0, 1, 2.0], [1, 2, 0.5]]}
+UNEQUAL_POTENTIALS = ["x[0]**2", "2*(x[0] - 0.5)**2 + x[1]", "sin(3*x[1]) + x[0]"]
+BUMPS = "1 + 0.5*cos(pi*x[0])*cos(2*pi*x[1]) + 0.2*g"
+
+
+def simulate(data: dict, comm=MPI.COMM_WORLD):
+    sim = Simulation(settings_from_dict(data), comm)
+    history = sim.run()
+    return sim, history
+
+
+def masses(history) -> np.ndarray:
+    return np.array([d.vertex_masses for d in history])
+
+
+@pytest.mark.parametrize("scheme", ["implicit-euler", "crank-nicolson", "bdf2"])
+@pytest.mark.parametrize("coupling", ["laplacian", "gibbs"])
+def test_total_mass_is_conserved(scheme, coupling):
+    data = make_config(
+        graph=WEIGHTED_PATH,
+        model={"coupling": coupling, "beta": 0.5, "potentials": UNEQUAL_POTENTIALS,
+               "initial": BUMPS},
+        time={"scheme": scheme, "dt": 0.05, "t_end": 0.5},
+    )
+    sim, history = simulate(data)
+    total = masses(history).sum(axis=1)
+    assert np.allclose(total, total[0], rtol=1e-11, atol=0)
+    # Something did happen: the vertex masses moved.
+    assert np.abs(masses(history)[-1] - masses(history)[0]).max() > 1e-3
+    sim.destroy()
+
+
+@pytest.mark.parametrize("scheme", ["implicit-euler", "crank-nicolson", "bdf2"])
+def test_laplacian_vertex_mass_recursion(scheme):
+    """m' = -L m holds exactly for the discrete vertex masses, whatever the V_g."""
+    dt = 0.1
+    data = make_config(
+        graph=WEIGHTED_PATH,
+        model={"coupling": "laplacian", "beta": 0.3, "potentials": UNEQUAL_POTENTIALS,
+               "initials": ["1", "2 + x[0]", "exp(x[1])"]},
+        time={"scheme": scheme, "dt": dt, "t_end": 1.0},
+    )
+    sim, history = simulate(data)
+    L = sim.graph.laplacian()
+    I = np.eye(sim.graph.n)
+    m = masses(history)
+    for n in range(1, len(m)):
+        if scheme == "implicit-euler" or (scheme == "bdf2" and n == 1):
+            residual = (I + dt * L) @ m[n] - m[n - 1]
+        elif scheme == "crank-nicolson":
+            residual = (I + dt / 2 * L) @ m[n] - (I - dt / 2 * L) @ m[n - 1]
+        else:
+            residual = (1.5 * I + dt * L) @ m[n] - (2 * m[n - 1] - 0.5 * m[n - 2])
+        assert np.abs(residual).max() <= 1e-10 * np.abs(m[n]).max(), (n, residual)
+    sim.destroy()
+
+
+def test_gibbs_stationary_vertex_masses_exact():
+    """V_g = V + c_g: every vertex shares one density shape, masses tend to e^{-c_g/β}."""
+    beta = 0.5
+    offsets = np.array([0.0, 0.3, -0.2, 0.5])
+    data = make_config(
+        graph={"kind": "cycle", "n": 4, "weight": 1.5},
+        model={
+            "coupling": "gibbs",
+            "beta": beta,
+            "potentials": [f"(x[0] - 0.3)**2 + 0.5*x[1] + {c}" for c in offsets],
+            "initials": ["1 + x[0]", "2", "1 + x[1]*x[0]", "0.5"],
+        },
+        time={"scheme": "implicit-euler", "dt": 5.0, "t_end": 400.0},
+    )
+    sim, history = simulate(data)
+    expected = np.exp(-offsets / beta)
+    expected *= history[0].mass / expected.sum()
+    assert np.allclose(history[-1].vertex_masses, expected, rtol=1e-9)
+    # The model's Gibbs fractions are the same numbers.
+    assert np.allclose(sim.model.gibbs_fractions * history[0].mass, expected, rtol=1e-9)
+    sim.destroy()
+
+
+def test_gibbs_stationary_state_converges_with_h():
+    """General V_g: the discrete stationary masses approach m ∫π_g / Σ∫π_h as h → 0."""
+    errors = []
+    for cells in (8, 16):
+        data = make_config(
+            mesh={"cells": [cells, cells]},
+            graph=WEIGHTED_PATH,
+            model={"coupling": "gibbs", "beta": 0.5, "potentials": UNEQUAL_POTENTIALS},
+            time={"scheme": "implicit-euler", "dt": 10.0, "t_end": 500.0},
+        )
+        sim, history = simulate(data)
+        final = history[-1]
+        target = final.mass * sim.model.gibbs_fractions
+        errors.append(np.abs(final.vertex_masses - target).max() / final.mass)
+        # Converged in time: the last steps no longer move.
+        assert np.abs(history[-1].vertex_masses - history[-2].vertex_masses).max() < 1e-12
+        sim.destroy()
+    assert errors[1] < 1e-2
+    assert errors[0] / errors[1] > 3.0, errors  # second order in h
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_cosine_mode_solution(degree):
+    """V = 0, laplacian: ρ_g = c + a_g cos(πx) cos(πy) e^{-(2βπ² + λ) t}, L a = λ a."""
+    beta, w, t_end = 0.05, 0.7, 0.5
+    lam, a = 2 * w, np.array([1.0, -1.0])  # path of 2 vertices
+    initials = [f"1 + {a_g}*0.5*cos(pi*x[0])*cos(pi*x[1])" for a_g in a]
+    data = make_config(
+        mesh={"cells": [24, 24]},
+        space={"degree": degree},
+        graph={"kind": "path", "n": 2, "weight": w},
+        model={"coupling": "laplacian", "beta": beta, "initials": initials},
+        time={"scheme": "crank-nicolson", "dt": 0.005, "t_end": t_end},
+    )
+    sim, history = simulate(data)
+    x = sim.model.V.tabulate_dof_coordinates()[: sim.model.num_owned]
+    decay = np.exp(-(2 * beta * np.pi**2 + lam) * t_end)
+    mode = np.cos(np.pi * x[:, 0]) * np.cos(np.pi * x[:, 1])
+    local = 0.0
+    for g, u in enumerate(sim.functions):
+        exact = 1 + a[g] * 0.5 * mode * decay
+        local = max(local, np.abs(u.x.array[: sim.model.num_owned] - exact).max())
+    error = MPI.COMM_WORLD.allreduce(local, op=MPI.MAX)
+    amplitude = 0.5 * decay
+    assert error < (0.03 if degree == 1 else 0.003) * amplitude, error / amplitude
+    sim.destroy()
+
+
+@pytest.mark.parametrize("scheme", ["implicit-euler", "bdf2"])
+def test_relative_entropy_and_free_energy_decrease_gibbs(scheme):
+    data = make_config(
+        mesh={"cells": [12, 12]},
+        graph=WEIGHTED_PATH,
+        model={"coupling": "gibbs", "beta": 0.5, "potentials": UNEQUAL_POTENTIALS,
+               "initial": BUMPS},
+        time={"scheme": scheme, "dt": 0.02, "t_end": 1.0},
+    )
+    sim, history = simulate(data)
+    relative = np.array([d.rel_entropy for d in history])
+    free = np.array([d.free_energy for d in history])
+    assert np.all(np.diff(relative) <= 1e-12 * abs(relative[0]))
+    assert np.all(np.diff(free) <= 1e-12 * abs(free[0]))
+    assert relative[-1] < 0.5 * relative[0]
+    assert min(d.min_density for d in history) > 0
+    sim.destroy()
+
+
+def test_relative_entropy_decreases_laplacian_equal_potentials():
+    data = make_config(
+        graph={"kind": "star", "n": 4, "weight": 2.0},
+        model={"coupling": "laplacian", "beta": 0.4, "potential": "(x[0] - 0.2)**2 + x[1]",
+               "initial": BUMPS},
+        time={"scheme": "implicit-euler", "dt": 0.02, "t_end": 0.5},
+    )
+    sim, history = simulate(data)
+    relative = np.array([d.rel_entropy for d in history])
+    assert np.all(np.diff(relative) <= 1e-12 * abs(relative[0]))
+    sim.destroy()
+
+
+def test_same_diagnostics_on_every_rank_count():
+    """COMM_WORLD (distributed) and COMM_SELF (each rank alone) give the same numbers."""
+    data = make_config(
+        mesh={"cells": [10, 7]},
+        space={"degree": 2},
+        graph=WEIGHTED_PATH,
+        model={"coupling": "gibbs", "beta": 0.5, "potentials": UNEQUAL_POTENTIALS,
+               "initial": BUMPS, "source": "0.1*sin(pi*x[0])*t*(g - 1)"},
+        time={"scheme": "crank-nicolson", "dt": 0.05, "t_end": 0.25},
+    )
+    from rdgraph.io import gather_nodal_values
+
+    results = []
+    for comm in (MPI.COMM_WORLD, MPI.COMM_SELF):
+        sim, history = simulate(data, comm)
+        rows = np.array([d.row()[:-1] for d in history])  # all but ksp_iterations
+        x, rho = gather_nodal_values(sim.functions)
+        results.append((rows, x, rho))
+        sim.destroy()
+    (rows_w, x_w, rho_w), (rows_s, x_s, rho_s) = results
+    assert np.allclose(rows_w, rows_s, rtol=1e-10, atol=1e-13)
+    if MPI.COMM_WORLD.rank == 0:
+        assert np.array_equal(x_w, x_s)
+        assert np.allclose(rho_w, rho_s, rtol=1e-10, atol=1e-13)
