@@ -44,7 +44,7 @@ def check_mesh_file(path: str | Path) -> int:
             gmsh.open(str(path))
         except Exception as e:  # gmsh raises plain Exception on parse errors
             raise InputError(f"mesh.file {str(path)!r} cannot be parsed by gmsh: {e}") from None
-        dims = [d for d in range(3, 0, -1) if gmsh.model.mesh.getElements(d)[0]]
+        dims = [d for d in range(3, 0, -1) if len(gmsh.model.mesh.getElements(d)[0]) > 0]
         if not dims:
             raise InputError(f"mesh.file {str(path)!r} holds no cells")
         if not gmsh.model.getPhysicalGroups(dims[0]):
