@@ -39,7 +39,8 @@ MESH_SHAPES = ("interval", "rectangle", "box", "file")
 GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
 COUPLINGS = ("laplacian", "gibbs")
 SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2")
-SOLVER_TYPES = ("direct", "krylov")
+SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
+INNER_SOLVERS = ("auto", "lu", "amg")
 
 
 @dataclass
@@ -93,6 +94,8 @@ class TimeSettings:
 @dataclass
 class SolverSettings:
     type: str = "direct"
+    # Scalar solves of the spectral solver: cached LU, AMG, or "auto" (LU for small meshes).
+    inner: str = "auto"
     ksp_type: str = "gmres"
     pc_type: str = "bjacobi"
     rtol: float = 1e-12
@@ -274,6 +277,7 @@ def _check_time(s: TimeSettings) -> None:
 
 def _check_solver(s: SolverSettings) -> None:
     _str("solver.type", s.type, SOLVER_TYPES)
+    _str("solver.inner", s.inner, INNER_SOLVERS)
     _str("solver.ksp_type", s.ksp_type)
     _str("solver.pc_type", s.pc_type)
     s.rtol = _float("solver.rtol", s.rtol, positive=True)

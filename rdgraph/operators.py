@@ -1,8 +1,12 @@
 """The global operator ``A = blockdiag(K_g) + C`` of MODEL.md, assembled without N² forms.
 
-``M`` and the vertex operators ``K_g`` are assembled once each from two compiled forms; the
-graph coupling ``C`` is built from ``M`` (laplacian) or from one compiled weighted-mass
-form re-assembled per directed edge (gibbs).
+``M`` and the vertex operators ``K_g`` come from two compiled forms (one ``K`` for all
+vertices when the potential does not depend on ``g``); the gibbs coupling from one more
+weighted-mass form assembled per directed edge. Everything lives as value arrays on the
+shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored: it is applied
+from ``M`` and the graph's weights. From these pieces :class:`BlockOperators` builds either
+an assembled monolithic matrix (for direct solvers and PETSc preconditioners that need
+entries) or a matrix-free PETSc shell (memory linear in N for laplacian).
 """
 
 from __future__ import annotations
@@ -11,13 +15,21 @@ import numpy as np
 
 from rdgraph.blocks import BlockLayout, ScalarPattern
 from rdgraph.compat import PETSc
+from rdgraph.expressions import Expression
 from rdgraph.model import Model
 
-__all__ = ["BlockOperators"]
+__all__ = ["BlockOperators", "BlockShell"]
 
 
 class BlockOperators:
-    """Values of the mass matrix and of every block of ``A`` on the shared scalar pattern.
+    """The pieces of ``a (I ⊗ M) + b A`` on the shared scalar pattern.
+
+    Attributes:
+        mass: Values of ``M``.
+        stiffness: Values of ``K_g`` per vertex (the same array for all when equal).
+        diagonal: Values of ``K_g + C_gg`` per vertex.
+        off_diagonal: gibbs only: values of ``C_gh`` per directed edge ``(g, h)``.
+        equal_vertex_operators: Every ``K_g`` is the same.
 
     Args:
         model: The model whose forms are assembled.
@@ -27,40 +39,66 @@ class BlockOperators:
     def __init__(self, model: Model, layout: BlockLayout):
         self.model = model
         self.layout = layout
+        self.graph = model.graph
+        self.coupling = model.coupling
         self.pattern = ScalarPattern(model.mass_form)
-        graph = model.graph
+        n = self.graph.n
         self.mass = self.pattern.assemble(model.mass_form)
-        blocks: dict[tuple[int, int], np.ndarray] = {}
-        for g in range(graph.n):
-            model.set_vertex(g)
-            blocks[g, g] = self.pattern.assemble(model.stiffness_form)
-        if model.coupling == "laplacian":
-            # C = L ⊗ M
-            for g, h, w in graph.edges:
-                blocks[g, g] += w * self.mass
-                blocks[h, h] += w * self.mass
-                blocks[g, h] = -w * self.mass
-                blocks[h, g] = -w * self.mass
+        self.equal_vertex_operators = isinstance(model.potentials, Expression) and not (
+            model.potentials.depends_on("g")
+        )
+        if self.equal_vertex_operators:
+            model.set_vertex(0)
+            shared = self.pattern.assemble(model.stiffness_form)
+            self.stiffness = [shared] * n
+        else:
+            self.stiffness = []
+            for g in range(n):
+                model.set_vertex(g)
+                self.stiffness.append(self.pattern.assemble(model.stiffness_form))
+        self.off_diagonal: dict[tuple[int, int], np.ndarray] = {}
+        if self.coupling == "laplacian":
+            degrees = self.graph.degrees()
+            # C = L ⊗ M: C_gg = d_g M; the off-diagonal -w_gh M is applied, not stored.
+            self.diagonal = [self.stiffness[g] + degrees[g] * self.mass for g in range(n)]
         else:
             # C_gg = Σ_h w_gh M[k_gh],  C_gh = -w_gh M[k_hg],  k_gh = exp((V_g - V_h)/2β)
-            for g, h, w in graph.edges:
+            self.diagonal = [self.stiffness[g].copy() for g in range(n)]
+            for g, h, w in self.graph.edges:
                 for a, b in ((g, h), (h, g)):
                     model.set_vertex(a, b)
                     weighted = w * self.pattern.assemble(model.rate_form)  # w M[k_ab]
-                    blocks[a, a] += weighted
-                    blocks[b, a] = -weighted
-        self.blocks = blocks
+                    self.diagonal[a] += weighted
+                    self.off_diagonal[b, a] = -weighted
+
+    def blocks(self, mass_coefficient: float, operator_coefficient: float) -> dict:
+        """Values of every non-zero block of ``a (I ⊗ M) + b A``."""
+        a, b = mass_coefficient, operator_coefficient
+        out = {}
+        for g in range(self.graph.n):
+            out[g, g] = a * self.mass + b * self.diagonal[g] if b else a * self.mass
+        if b:
+            if self.coupling == "laplacian":
+                for g, h, w in self.graph.edges:
+                    out[g, h] = -b * w * self.mass
+                    out[h, g] = out[g, h]
+            else:
+                for key, values in self.off_diagonal.items():
+                    out[key] = b * values
+        return out
 
     def matrix(self, mass_coefficient: float, operator_coefficient: float) -> PETSc.Mat:
-        """The monolithic matrix ``a (I ⊗ M) + b A``."""
-        combined = {}
-        for (g, h), values in self.blocks.items():
-            combined[g, h] = operator_coefficient * values
-            if g == h and mass_coefficient != 0:
-                combined[g, h] = combined[g, h] + mass_coefficient * self.mass
-        if operator_coefficient == 0:
-            combined = {(g, g): mass_coefficient * self.mass for g in range(self.layout.num_blocks)}
-        return self.layout.matrix(self.pattern, combined)
+        """The assembled monolithic matrix ``a (I ⊗ M) + b A`` (stores every block)."""
+        return self.layout.matrix(self.pattern, self.blocks(mass_coefficient, operator_coefficient))
+
+    def shell(self, mass_coefficient: float, operator_coefficient: float) -> PETSc.Mat:
+        """``a (I ⊗ M) + b A`` as a matrix-free PETSc shell (no per-edge copies of M)."""
+        context = BlockShell(self, mass_coefficient, operator_coefficient)
+        size = (self.layout.num_blocks * self.layout.size_local,
+                self.layout.num_blocks * self.layout.size_global)
+        A = PETSc.Mat().createPython((size, size), context, comm=self.layout.comm)
+        A.setUp()
+        return A
 
     def mass_row_sums(self) -> np.ndarray:
         """``M 1`` on the owned dofs: vertex masses are its dot product with each block."""
@@ -70,3 +108,64 @@ class BlockOperators:
 
     def destroy(self) -> None:
         self.pattern.destroy()
+
+
+class BlockShell:
+    """Python context of the shell ``a (I ⊗ M) + b A``: N scalar products per application.
+
+    laplacian: ``y_g = M (a x_g − b (W X)_g) + b (K_g + d_g M) x_g``; gibbs adds the stored
+    directed-edge blocks.
+    """
+
+    def __init__(self, operators: BlockOperators, mass_coefficient: float,
+                 operator_coefficient: float):
+        layout = operators.layout
+        self.layout = layout
+        self.a, self.b = mass_coefficient, operator_coefficient
+        self.coupling = operators.coupling
+        pattern, comm = operators.pattern, layout.comm
+        self.mass = pattern.matrix(operators.mass, comm)
+        # Share one scalar matrix among vertices whose diagonal blocks are the same array.
+        cache: dict[int, PETSc.Mat] = {}
+        self.diagonal = []
+        for values in operators.diagonal if self.b else []:
+            key = id(values)
+            if key not in cache:
+                cache[key] = pattern.matrix(values, comm)
+            self.diagonal.append(cache[key])
+        self._owned = list(cache.values())
+        self.weights = operators.graph.weights
+        self.off_diagonal = {key: pattern.matrix(values, comm)
+                             for key, values in operators.off_diagonal.items()} if self.b else {}
+        self._x, self._y = self.mass.createVecs()
+        self._t = self._y.duplicate()
+
+    def mult(self, mat, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        n = self.layout.size_local
+        N = self.layout.num_blocks
+        X = x.array_r.reshape(N, n)
+        Y = y.array.reshape(N, n)
+        if self.b and self.coupling == "laplacian":
+            mixed = self.a * X - self.b * (self.weights @ X)
+        else:
+            mixed = self.a * X
+        sx, sy, st = self._x, self._y, self._t
+        for g in range(N):
+            sx.array[:] = mixed[g]
+            self.mass.mult(sx, sy)
+            if self.b:
+                sx.array[:] = X[g]
+                self.diagonal[g].mult(sx, st)
+                sy.axpy(self.b, st)
+            Y[g] = sy.array_r
+        for (g, h), matrix in self.off_diagonal.items():
+            sx.array[:] = X[h]
+            matrix.mult(sx, st)
+            Y[g] += self.b * st.array_r
+
+    def destroy(self, mat=None) -> None:
+        """Free the scalar matrices (PETSc calls this when the shell is destroyed)."""
+        for obj in [self.mass, *self._owned, *self.off_diagonal.values(), self._x, self._y,
+                    self._t]:
+            obj.destroy()
+        self._owned, self.off_diagonal = [], {}

@@ -30,7 +30,6 @@ from rdgraph.io import (
 from rdgraph.meshes import build_mesh
 from rdgraph.model import Model, _parse_per_vertex
 from rdgraph.operators import BlockOperators
-from rdgraph.solvers import solver_options
 from rdgraph.timestepping import TimeStepper
 
 __all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
@@ -89,11 +88,11 @@ class Simulation:
             self.functions.append(u)
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
-        self.solver_options = solver_options(settings.solver, solver_overrides)
         self.stepper = TimeStepper(
             self.model, self.operators, settings.time.scheme, settings.time.dt,
-            self.solver_options,
+            settings.solver, solver_overrides,
         )
+        self.solver_options = {**self.stepper.solver.options, **(solver_overrides or {})}
         self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
         self.step_index = 0
         self.t = 0.0

@@ -1,7 +1,18 @@
-"""Linear solvers for the block system, configured through PETSc options under a prefix.
+"""Block solvers for ``a (I ⊗ M) + b A``, configured through PETSc options under a prefix.
 
-Precedence, lowest first: rdgraph's defaults, ``[solver]`` in the config (including its
-``petsc_options`` table), then command-line options such as ``-rd_ksp_monitor``.
+Types (``[solver] type``):
+
+* ``direct``: MUMPS LU of the assembled monolithic matrix.
+* ``krylov``: a PETSc KSP/PC of your choice on the assembled monolithic matrix.
+* ``fieldsplit``: GMRES with PETSc ``fieldsplit`` over vertices (one split per vertex).
+* ``spectral``: the graph-spectral (Kronecker) solver of :mod:`rdgraph.spectral`, matrix-free:
+  exact when the vertex operators are equal (laplacian coupling, potential independent of
+  ``g``), otherwise a preconditioner for GMRES on the true operator.
+* ``auto``: ``spectral``.
+
+Option precedence, lowest first: rdgraph's defaults, ``[solver]`` in the config (including its
+``petsc_options`` table), then command-line options. The block solve uses the prefix ``rd_``,
+the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit_v<g>_``.
 """
 
 from __future__ import annotations
@@ -12,9 +23,12 @@ from rdgraph.compat import PETSc
 from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
-__all__ = ["OPTIONS_PREFIX", "LinearSolver", "solver_options"]
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "solver_options"]
 
 OPTIONS_PREFIX = "rd_"
+SPECTRAL_PREFIX = "spectral_"
+# Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
+LU_MAX_DOFS = 60_000
 
 
 def _direct_package() -> str:
@@ -25,14 +39,15 @@ def _direct_package() -> str:
     return "petsc"
 
 
+def _lu() -> dict:
+    return {"ksp_type": "preonly", "pc_type": "lu",
+            "pc_factor_mat_solver_type": _direct_package()}
+
+
 def solver_options(settings: SolverSettings, overrides: dict[str, Any] | None = None) -> dict:
-    """The PETSc options (without prefix) for the block solve."""
+    """The PETSc options (without prefix) of the outer block solve."""
     if settings.type == "direct":
-        options: dict[str, Any] = {
-            "ksp_type": "preonly",
-            "pc_type": "lu",
-            "pc_factor_mat_solver_type": _direct_package(),
-        }
+        options: dict[str, Any] = _lu()
     else:
         options = {
             "ksp_type": settings.ksp_type,
@@ -54,6 +69,24 @@ def _option_value(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str) -> None:
+    """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found."""
+    ksp.setOptionsPrefix(prefix)
+    database = PETSc.Options()
+    for key, value in options.items():
+        database.setValue(f"{prefix}{key}", _option_value(value))
+    try:
+        ksp.setFromOptions()
+    finally:
+        for key in options:
+            database.delValue(f"{prefix}{key}")
+
+
+def _reason_name(reason: int) -> str:
+    names = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if k.isupper()}
+    return names.get(reason, str(reason))
+
+
 class LinearSolver:
     """A KSP for one fixed matrix, set up once and applied every step.
 
@@ -68,17 +101,8 @@ class LinearSolver:
         self.name = name
         self.ksp = PETSc.KSP().create(A.getComm())
         self.ksp.setOperators(A)
-        self.ksp.setOptionsPrefix(prefix)
-        database = PETSc.Options()
-        for key, value in options.items():
-            database.setValue(f"{prefix}{key}", _option_value(value))
-        try:
-            self.ksp.setFromOptions()
-            self.ksp.setUp()
-        finally:
-            # Leave the global database as found: the next solver may want other options.
-            for key in options:
-                database.delValue(f"{prefix}{key}")
+        configure_ksp(self.ksp, options, prefix)
+        self.ksp.setUp()
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
         """Solve ``A x = b`` (x is the initial guess); return the iteration count.
@@ -89,12 +113,129 @@ class LinearSolver:
         self.ksp.solve(b, x)
         reason = self.ksp.getConvergedReason()
         if reason < 0:
-            names = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if k.isupper()}
             raise SolverError(
-                f"{self.name}: the linear solve diverged ({names.get(reason, reason)}, "
+                f"{self.name}: the linear solve diverged ({_reason_name(reason)}, "
                 f"{self.ksp.getIterationNumber()} iterations)"
             )
         return self.ksp.getIterationNumber()
 
     def destroy(self) -> None:
         self.ksp.destroy()
+
+
+class BlockSolver:
+    """The solver of ``a (I ⊗ M) + b A`` chosen by ``[solver] type``.
+
+    Args:
+        operators: The block operators (:class:`rdgraph.operators.BlockOperators`).
+        mass_coefficient: ``a``.
+        operator_coefficient: ``b``.
+        settings: The ``[solver]`` settings.
+        overrides: Command-line PETSc options (without the ``rd_`` prefix).
+        name: What is being solved, for error messages.
+    """
+
+    def __init__(self, operators, mass_coefficient: float, operator_coefficient: float,
+                 settings: SolverSettings, overrides: dict | None = None, *, name: str):
+        overrides = dict(overrides or {})
+        inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
+                           for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
+        self.kind = "spectral" if settings.type == "auto" else settings.type
+        self.name = name
+        self.matrix = None
+        self.preconditioner = None
+        a, b = mass_coefficient, operator_coefficient
+        if self.kind in ("direct", "krylov"):
+            self.matrix = operators.matrix(a, b)
+            self._solver = LinearSolver(self.matrix, solver_options(settings, overrides),
+                                        name=name)
+        elif self.kind == "fieldsplit":
+            self.matrix = operators.matrix(a, b)
+            self._solver = self._fieldsplit(operators, settings, overrides)
+        else:
+            self._solver = self._spectral(operators, a, b, settings, overrides, inner_overrides)
+        self.options = self._describe(settings)
+
+    def _describe(self, settings) -> dict:
+        return {"type": self.kind, "ksp_type": self._solver.ksp.getType(),
+                "pc_type": self._solver.ksp.getPC().getType()}
+
+    def _fieldsplit(self, operators, settings, overrides) -> LinearSolver:
+        options = {"ksp_type": "gmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
+                   "ksp_max_it": settings.max_it, "pc_type": "fieldsplit",
+                   "pc_fieldsplit_type": "multiplicative"}
+        options.update(settings.petsc_options)
+        options.update(overrides)
+        ksp = PETSc.KSP().create(self.matrix.getComm())
+        ksp.setOperators(self.matrix)
+        pc = ksp.getPC()
+        pc.setType("fieldsplit")
+        layout = operators.layout
+        start, n = layout.local_range[0], layout.size_local
+        for g in range(layout.num_blocks):
+            index = PETSc.IS().createStride(n, start + g * n, 1, comm=layout.comm)
+            pc.setFieldSplitIS((f"v{g}", index))
+        configure_ksp(ksp, options, OPTIONS_PREFIX)
+        ksp.setUp()
+        inner = {"ksp_type": "preonly", "pc_type": "lu" if layout.size_global <= LU_MAX_DOFS
+                 else "gamg"}
+        if inner["pc_type"] == "lu":
+            inner["pc_factor_mat_solver_type"] = _direct_package()
+        for g, sub in enumerate(pc.getFieldSplitSubKSP()):
+            configure_ksp(sub, inner, f"{OPTIONS_PREFIX}fieldsplit_v{g}_")
+        solver = LinearSolver.__new__(LinearSolver)
+        solver.name, solver.ksp = self.name, ksp
+        return solver
+
+    def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
+        from rdgraph.spectral import SpectralPreconditioner
+
+        exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
+        inner_kind = settings.inner
+        if inner_kind == "auto":
+            inner_kind = "lu" if operators.layout.size_global <= LU_MAX_DOFS else "amg"
+        if inner_kind == "lu":
+            inner = _lu()
+        elif exact:
+            # The scalar solves are the whole solve: iterate them to the tolerance.
+            inner = {"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": settings.rtol,
+                     "ksp_atol": settings.atol, "ksp_max_it": settings.max_it}
+        else:
+            inner = {"ksp_type": "preonly", "pc_type": "gamg"}  # one V-cycle per mode
+        inner.update(inner_overrides)
+        if exact:
+            outer = {"ksp_type": "preonly"}
+        else:
+            outer = {"ksp_type": "gmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
+                     "ksp_max_it": settings.max_it, "ksp_gmres_restart": 100}
+        outer.update(settings.petsc_options)
+        outer.update(overrides)
+        self.matrix = operators.shell(a, b)
+        self.preconditioner = SpectralPreconditioner(
+            operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX)
+        self.exact = exact
+        ksp = PETSc.KSP().create(self.matrix.getComm())
+        ksp.setOperators(self.matrix)
+        pc = ksp.getPC()
+        pc.setType("python")
+        pc.setPythonContext(self.preconditioner)
+        configure_ksp(ksp, outer, OPTIONS_PREFIX)
+        ksp.setUp()
+        solver = LinearSolver.__new__(LinearSolver)
+        solver.name, solver.ksp = self.name, ksp
+        return solver
+
+    def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
+        """Solve; return the Krylov iterations (for the exact spectral solve: the most any
+        scalar mode took)."""
+        iterations = self._solver.solve(b, x)
+        if self.preconditioner is not None and self.exact:
+            return self.preconditioner.last_iterations
+        return iterations
+
+    def destroy(self) -> None:
+        self._solver.destroy()
+        if self.preconditioner is not None:
+            self.preconditioner.destroy()
+        if self.matrix is not None:
+            self.matrix.destroy()

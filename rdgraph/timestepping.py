@@ -11,7 +11,8 @@ from rdgraph.blocks import BlockLayout
 from rdgraph.compat import PETSc
 from rdgraph.model import Model
 from rdgraph.operators import BlockOperators
-from rdgraph.solvers import LinearSolver
+from rdgraph.config import SolverSettings
+from rdgraph.solvers import BlockSolver
 
 __all__ = ["SCHEME_COEFFICIENTS", "TimeStepper"]
 
@@ -38,7 +39,8 @@ class TimeStepper:
         operators: The assembled block operators.
         scheme: "implicit-euler", "crank-nicolson" or "bdf2" (started by one implicit-Euler step).
         dt: The fixed time step.
-        solver_options: PETSc options for the block solves (without prefix).
+        solver: The ``[solver]`` settings.
+        overrides: Command-line PETSc options for the block solves (without prefix).
     """
 
     def __init__(
@@ -47,19 +49,22 @@ class TimeStepper:
         operators: BlockOperators,
         scheme: str,
         dt: float,
-        solver_options: dict,
+        solver: SolverSettings,
+        overrides: dict | None = None,
     ):
         self.model = model
         self.layout: BlockLayout = operators.layout
         self.scheme = scheme
         self.dt = dt
-        self._options = solver_options
+        self._solver_settings = solver
+        self._overrides = overrides
         self._operators = operators
         coeffs = SCHEME_COEFFICIENTS[scheme]
-        self.mass_matrix = operators.matrix(1.0, 0.0)
-        self.operator_matrix = operators.matrix(0.0, 1.0) if scheme == "crank-nicolson" else None
-        self.system_matrix = operators.matrix(coeffs.mass, coeffs.operator * dt)
-        self.solver = LinearSolver(self.system_matrix, solver_options, name=f"{scheme} step")
+        # Products with I⊗M and A are matrix-free: no assembled copy of the coupling.
+        self.mass_matrix = operators.shell(1.0, 0.0)
+        self.operator_matrix = operators.shell(0.0, 1.0) if scheme == "crank-nicolson" else None
+        self.solver = BlockSolver(operators, coeffs.mass, coeffs.operator * dt, solver,
+                                  overrides, name=f"{scheme} step")
         self._startup = None  # implicit-Euler solver for BDF2's first step, built lazily
         self._rhs = self.layout.create_vector()
         self._work = self.layout.create_vector()
@@ -104,18 +109,15 @@ class TimeStepper:
         self.steps_taken += 1
         return iterations
 
-    def _startup_solver(self) -> LinearSolver:
+    def _startup_solver(self) -> BlockSolver:
         if self._startup is None:
-            matrix = self._operators.matrix(1.0, self.dt)
-            self._startup = (LinearSolver(matrix, self._options, name="bdf2 start step"), matrix)
-        return self._startup[0]
+            self._startup = BlockSolver(self._operators, 1.0, self.dt, self._solver_settings,
+                                        self._overrides, name="bdf2 start step")
+        return self._startup
 
     def destroy(self) -> None:
         self.solver.destroy()
-        for obj in (self.mass_matrix, self.operator_matrix, self.system_matrix, self._rhs,
-                    self._work, self._source_new, self._source_old, self._previous):
+        for obj in (self.mass_matrix, self.operator_matrix, self._rhs, self._work,
+                    self._source_new, self._source_old, self._previous, self._startup):
             if obj is not None:
                 obj.destroy()
-        if self._startup is not None:
-            self._startup[0].destroy()
-            self._startup[1].destroy()

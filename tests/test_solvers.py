@@ -1,0 +1,80 @@
+"""Every block solver gives the direct solver's solution (to its tolerance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_config
+
+from rdgraph.compat import MPI
+from rdgraph.config import settings_from_dict
+from rdgraph.simulation import Simulation
+
+CASES = {
+    # laplacian, one potential for all vertices: the spectral solve is exact.
+    "laplacian-equal": {"coupling": "laplacian", "beta": 0.5,
+                        "potential": "(x[0] - 0.3)**2 + 0.5*x[1]"},
+    "laplacian-unequal": {"coupling": "laplacian", "beta": 0.5,
+                          "potential": "(g + 1)/4*((x[0] - 0.5)**2 + (x[1] - 0.5)**2)"},
+    "gibbs-unequal": {"coupling": "gibbs", "beta": 0.5,
+                      "potential": "(g + 1)/4*((x[0] - 0.5)**2 + (x[1] - 0.5)**2) + 0.1*g"},
+}
+
+
+def final_state(model: dict, solver: dict, scheme: str = "implicit-euler"):
+    data = make_config(
+        mesh={"cells": [12, 12]},
+        graph={"kind": "edges", "n": 4,
+               "edges": [[0, 1, 3.0], [1, 2, 0.5], [2, 3, 2.0], [0, 3, 1.0]]},
+        model={**model, "initial": "1 + 0.5*cos(pi*x[0])*(g - 1.5) + 0.1*x[1]"},
+        time={"scheme": scheme, "dt": 0.1, "t_end": 0.3},
+        solver=solver,
+    )
+    sim = Simulation(settings_from_dict(data))
+    history = sim.run()
+    state = sim.state.array_r.copy()
+    iterations = [d.ksp_iterations for d in history[1:]]
+    sim.destroy()
+    return state, history, iterations
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "solver",
+    [
+        {"type": "spectral", "inner": "lu"},
+        {"type": "spectral", "inner": "amg"},
+        {"type": "fieldsplit"},
+        {"type": "krylov", "ksp_type": "gmres", "pc_type": "bjacobi"},
+    ],
+    ids=["spectral-lu", "spectral-amg", "fieldsplit", "krylov"],
+)
+def test_solver_matches_direct(case, solver):
+    reference, ref_history, _ = final_state(CASES[case], {"type": "direct"})
+    solver = {**solver, "rtol": 1e-11}
+    state, history, iterations = final_state(CASES[case], solver)
+    scale = MPI.COMM_WORLD.allreduce(np.abs(reference).max(initial=0.0), op=MPI.MAX)
+    error = MPI.COMM_WORLD.allreduce(np.abs(state - reference).max(initial=0.0), op=MPI.MAX)
+    assert error <= 1e-8 * scale, error / scale
+    masses = np.array([d.vertex_masses for d in history])
+    assert np.allclose(masses, [d.vertex_masses for d in ref_history], rtol=1e-9)
+    if solver["type"] == "spectral" and case == "laplacian-equal" and solver["inner"] == "lu":
+        assert max(iterations) == 1  # exact: one factorized solve per mode
+
+
+@pytest.mark.parametrize("scheme", ["crank-nicolson", "bdf2"])
+def test_spectral_with_every_scheme(scheme):
+    reference, _, _ = final_state(CASES["gibbs-unequal"], {"type": "direct"}, scheme)
+    state, _, iterations = final_state(CASES["gibbs-unequal"],
+                                       {"type": "auto", "rtol": 1e-11}, scheme)
+    scale = MPI.COMM_WORLD.allreduce(np.abs(reference).max(initial=0.0), op=MPI.MAX)
+    error = MPI.COMM_WORLD.allreduce(np.abs(state - reference).max(initial=0.0), op=MPI.MAX)
+    assert error <= 1e-8 * scale
+    assert max(iterations) <= 30
+
+
+def test_spectral_preconditioner_is_exact_for_constant_potential_offsets():
+    """gibbs with V_g = V + c_g: the averaged chain is the true one; GMRES needs ~1 step."""
+    model = {"coupling": "gibbs", "beta": 0.5, "potential": "x[0]**2 + 0.3*g"}
+    _, _, iterations = final_state(model, {"type": "spectral", "inner": "lu", "rtol": 1e-10})
+    assert max(iterations) <= 2
