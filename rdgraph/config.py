@@ -93,7 +93,7 @@ class TimeSettings:
 
 @dataclass
 class SolverSettings:
-    type: str = "direct"
+    type: str = "auto"
     # Scalar solves of the spectral solver: cached LU, AMG, or "auto" (LU for small meshes).
     inner: str = "auto"
     ksp_type: str = "gmres"

@@ -33,6 +33,6 @@ def default_config() -> dict:
             "initial": "1/128",
         },
         "time": {"scheme": "implicit-euler", "dt": 0.05, "t_end": 10.0},
-        "solver": {"type": "direct"},
+        "solver": {"type": "auto"},
         "output": {"fields_every": 10, "npz": True},
     }

@@ -8,7 +8,8 @@ Types (``[solver] type``):
 * ``spectral``: the graph-spectral (Kronecker) solver of :mod:`rdgraph.spectral`, matrix-free:
   exact when the vertex operators are equal (laplacian coupling, potential independent of
   ``g``), otherwise a preconditioner for GMRES on the true operator.
-* ``auto``: ``spectral``.
+* ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all, where one
+  factorization is cheap and exact, ``spectral`` above.
 
 Option precedence, lowest first: rdgraph's defaults, ``[solver]`` in the config (including its
 ``petsc_options`` table), then command-line options. The block solve uses the prefix ``rd_``,
@@ -17,6 +18,7 @@ the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from rdgraph.compat import PETSc
@@ -29,6 +31,8 @@ OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
 # Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
 LU_MAX_DOFS = 60_000
+# ``auto`` factorizes the whole block system up to this many unknowns.
+AUTO_DIRECT_MAX = 100_000
 
 
 def _direct_package() -> str:
@@ -140,7 +144,12 @@ class BlockSolver:
         overrides = dict(overrides or {})
         inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
                            for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
-        self.kind = "spectral" if settings.type == "auto" else settings.type
+        self.kind = settings.type
+        if self.kind == "auto":
+            unknowns = operators.layout.num_blocks * operators.layout.size_global
+            self.kind = "direct" if unknowns <= AUTO_DIRECT_MAX else "spectral"
+            if self.kind == "direct":
+                settings = dataclasses.replace(settings, type="direct")
         self.name = name
         self.matrix = None
         self.preconditioner = None

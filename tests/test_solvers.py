@@ -66,7 +66,7 @@ def test_solver_matches_direct(case, solver):
 def test_spectral_with_every_scheme(scheme):
     reference, _, _ = final_state(CASES["gibbs-unequal"], {"type": "direct"}, scheme)
     state, _, iterations = final_state(CASES["gibbs-unequal"],
-                                       {"type": "auto", "rtol": 1e-11}, scheme)
+                                       {"type": "spectral", "inner": "amg", "rtol": 1e-11}, scheme)
     scale = MPI.COMM_WORLD.allreduce(np.abs(reference).max(initial=0.0), op=MPI.MAX)
     error = MPI.COMM_WORLD.allreduce(np.abs(state - reference).max(initial=0.0), op=MPI.MAX)
     assert error <= 1e-8 * scale
@@ -78,3 +78,28 @@ def test_spectral_preconditioner_is_exact_for_constant_potential_offsets():
     model = {"coupling": "gibbs", "beta": 0.5, "potential": "x[0]**2 + 0.3*g"}
     _, _, iterations = final_state(model, {"type": "spectral", "inner": "lu", "rtol": 1e-10})
     assert max(iterations) <= 2
+
+
+def test_auto_factorizes_small_systems_only():
+    from rdgraph.operators import BlockOperators
+    from rdgraph.solvers import AUTO_DIRECT_MAX, BlockSolver
+
+    import rdgraph.solvers as solvers
+
+    data = make_config(mesh={"cells": [6, 6]}, model={"coupling": "laplacian"},
+                       solver={"type": "auto"})
+    sim = Simulation(settings_from_dict(data))
+    assert sim.stepper.solver.kind == "direct"
+    ops: BlockOperators = sim.operators
+    small = sim.settings.solver
+
+    original = solvers.AUTO_DIRECT_MAX
+    try:
+        solvers.AUTO_DIRECT_MAX = 10  # pretend the system is large
+        solver = BlockSolver(ops, 1.0, 0.1, small, name="test")
+        assert solver.kind == "spectral"
+        solver.destroy()
+    finally:
+        solvers.AUTO_DIRECT_MAX = original
+    assert AUTO_DIRECT_MAX == original
+    sim.destroy()

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Benchmark rdgraph's block solvers against the lower bound and monolithic baselines.
+
+Every figure is measured in this run on this machine and printed beside its target (issue
+"Fast block solvers"). Each case runs in its own ``mpiexec`` process, so its peak memory is
+its own. Results are kept as JSON.
+
+    python scripts/benchmark_solvers.py --quick            # small meshes, a few minutes
+    python scripts/benchmark_solvers.py                    # the 256x256 / ~1M-unknown cases
+    python scripts/benchmark_solvers.py --json results/bench.json --ranks 2
+
+The lower bound (LB) is the cost of N independent scalar solves of ``M + τK_g`` on the same
+mesh and tolerance: the best of CG+GAMG and a cached MUMPS factorization (set-up excluded),
+measured in the same run. Baselines over 100 steps are set-up plus the measured first step
+plus 99 times the measured mean later step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
+
+
+# -- the worker side (runs under mpiexec) -------------------------------------------------------
+def _peak_memory_mb(comm) -> float:
+    """Sum over ranks of each process's peak resident memory (VmHWM)."""
+    from mpi4py import MPI
+
+    peak = 0.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = float(line.split()[1]) / 1024
+    return comm.allreduce(peak, op=MPI.SUM)
+
+
+def _config(case: dict) -> dict:
+    N, dim = case["N"], case["dim"]
+    cells = [case["cells"]] * dim
+    centre = " + ".join(f"(x[{i}] - 0.5)**2" for i in range(dim))
+    scale = f"(g + 1)/{N}" if case["differ"] else "1"
+    potential = f"{scale}*({centre})"
+    if case["coupling"] == "gibbs" and not case["differ"]:
+        potential = f"({centre})"
+    return {
+        "mesh": {"shape": {1: "interval", 2: "rectangle", 3: "box"}[dim], "cells": cells},
+        "space": {"degree": 1},
+        "graph": {"kind": "path", "n": N, "weight": case.get("weight", 1.0)},
+        "model": {"coupling": case["coupling"], "beta": 1.0, "potential": potential,
+                  "initial": "1 + 0.5*cos(pi*x[0])*(g + 1)"},
+        "time": {"scheme": "implicit-euler", "dt": case["dt"],
+                 "t_end": case["dt"] * case["steps"]},
+        "solver": case["solver"],
+        "output": {"fields_every": 0, "npz": False},
+    }
+
+
+def _run_rdgraph(case: dict, comm) -> dict:
+    from rdgraph.config import settings_from_dict
+    from rdgraph.simulation import Simulation
+
+    comm.Barrier()
+    start = time.perf_counter()
+    sim = Simulation(settings_from_dict(_config(case)), comm)
+    comm.Barrier()
+    setup = time.perf_counter() - start
+    times, iterations = [], []
+    for _ in range(case["steps"]):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        iterations.append(sim.advance())
+        comm.Barrier()
+        times.append(time.perf_counter() - t0)
+    result = {
+        "setup": setup, "first_step": times[0],
+        "step": sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else times[0],
+        "iterations": iterations, "unknowns": sim.num_dofs * sim.graph.n,
+    }
+    sim.destroy()
+    result["memory_mb"] = _peak_memory_mb(comm)
+    return result
+
+
+def _run_lower_bound(case: dict, comm) -> dict:
+    """N independent scalar solves of M + τ K_g: CG+GAMG and cached MUMPS."""
+    import numpy as np
+
+    from rdgraph.blocks import BlockLayout
+    from rdgraph.compat import PETSc
+    from rdgraph.config import settings_from_dict
+    from rdgraph.meshes import build_mesh
+    from rdgraph.model import Model
+    from rdgraph.operators import BlockOperators
+    from rdgraph.simulation import graph_from_settings
+    from rdgraph.solvers import _direct_package
+
+    settings = settings_from_dict(_config({**case, "solver": {"type": "direct"}}))
+    graph = graph_from_settings(settings)
+    mesh = build_mesh(settings.mesh, comm)
+    model = Model(mesh, graph, settings.model, settings.space)
+    ops = BlockOperators(model, BlockLayout(model.V, graph.n))
+    dt, rtol = case["dt"], case["rtol"]
+    unique = {id(k): k for k in ops.stiffness}
+    matrices = {key: ops.pattern.matrix(ops.mass + dt * k, comm) for key, k in unique.items()}
+    per_vertex = [matrices[id(k)] for k in ops.stiffness]
+    results = {}
+    for name, options in (
+        ("cg_gamg", {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": rtol}),
+        ("mumps", {"ksp_type": "preonly", "pc_type": "lu",
+                   "pc_factor_mat_solver_type": _direct_package()}),
+    ):
+        solvers = {}
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for key, A in matrices.items():
+            ksp = PETSc.KSP().create(comm)
+            ksp.setOperators(A)
+            ksp.setOptionsPrefix(f"lb_{name}_")
+            opts = PETSc.Options()
+            for k, v in options.items():
+                opts[f"lb_{name}_{k}"] = v
+            ksp.setFromOptions()
+            ksp.setUp()
+            solvers[key] = ksp
+        comm.Barrier()
+        setup = time.perf_counter() - t0
+        b, x = per_vertex[0].createVecs()
+        rng = np.random.default_rng(comm.rank)
+        steps, its = [], []
+        for _ in range(3):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for k, A in zip(ops.stiffness, per_vertex):
+                b.array[:] = 1.0 + 0.1 * rng.random(b.getLocalSize())
+                x.set(0.0)
+                solvers[id(k)].solve(b, x)
+                its.append(solvers[id(k)].getIterationNumber())
+            comm.Barrier()
+            steps.append(time.perf_counter() - t0)
+        results[name] = {"setup": setup, "step": min(steps), "iterations": max(its)}
+        for ksp in solvers.values():
+            ksp.destroy()
+    return results
+
+
+def worker(case: dict) -> None:
+    try:
+        import dolfinx_solver  # noqa: F401
+    except ImportError:
+        pass
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    result = _run_lower_bound(case, comm) if case["kind"] == "lb" else _run_rdgraph(case, comm)
+    if comm.rank == 0:
+        print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- the driver side ----------------------------------------------------------------------------
+def run_case(case: dict, ranks: int, timeout: float) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [MPIEXEC, "-n", str(ranks), PYTHON, __file__, "--worker", json.dumps(case)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+            result["wall"] = time.perf_counter() - start
+            return result
+    return {"error": (proc.stderr or proc.stdout)[-2000:]}
+
+
+def _solver(name: str) -> dict:
+    return {
+        "spectral": {"type": "spectral", "rtol": 1e-8},
+        "mumps": {"type": "direct"},
+        "gmres_gamg": {"type": "krylov", "ksp_type": "gmres", "pc_type": "gamg", "rtol": 1e-8},
+    }[name]
+
+
+def _fmt(value, spec=".3g"):
+    return "n/a" if value is None else format(value, spec)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small meshes (minutes)")
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=ROOT / "results" / "benchmark_solvers.json")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per case, seconds")
+    parser.add_argument("--skip-3d", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return 0
+
+    quick = args.quick
+    cells2 = 48 if quick else 256
+    cells3 = 12 if quick else 39
+    Ns = (4, 16) if quick else (4, 16, 64)
+    steps = 3 if quick else 5
+    base = {"dim": 2, "cells": cells2, "coupling": "laplacian", "dt": 1e-2, "steps": steps,
+            "rtol": 1e-8}
+    results: dict = {"quick": quick, "ranks": args.ranks, "cases": {}}
+
+    def measure(key: str, case: dict, ranks: int | None = None) -> dict:
+        print(f"  running {key} ...", flush=True)
+        r = run_case(case, ranks or args.ranks, args.timeout)
+        results["cases"][key] = {"case": case, "result": r}
+        if "error" in r:
+            print(f"    failed: {r['error'][-300:]}", flush=True)
+        return r
+
+    rows = []  # (figure, measured, target, ok)
+
+    # 1. time per step / LB, and 5. set-up N=64 vs N=4, 4. memory N=16 -> 64
+    print("== 1. time per step / lower bound ==")
+    setups, memories = {}, {}
+    for differ in (False, True):
+        for N in Ns:
+            case = {**base, "N": N, "differ": differ}
+            lb = measure(f"lb_N{N}_differ{differ}", {**case, "kind": "lb"})
+            rd = measure(f"spectral_N{N}_differ{differ}",
+                         {**case, "kind": "rd", "solver": _solver("spectral")})
+            if "error" in lb or "error" in rd:
+                continue
+            bound = min(lb["cg_gamg"]["step"], lb["mumps"]["step"])
+            ratio = rd["step"] / bound
+            target = 4.0 if differ else 1.3
+            rows.append((f"step/LB, N={N}, {'differing' if differ else 'equal'} potentials "
+                         f"({rd['unknowns']} unknowns; LB {bound:.3g} s, step {rd['step']:.3g} s)",
+                         ratio, f"<= {target}", ratio <= target))
+            setups[(N, differ)] = rd["setup"]
+            memories[(N, differ)] = rd["memory_mb"]
+
+    # 2. Krylov iterations per step
+    print("== 2. Krylov iterations at rtol 1e-8 ==")
+    worst = 0
+    h_list = (16, 32, 64) if quick else (32, 64, 128, 256, 512)
+    grid = [(N, 64 if not quick else 32) for N in Ns] + [(16 if not quick else 4, c)
+                                                          for c in h_list]
+    for coupling in ("laplacian", "gibbs"):
+        for N, cells in grid:
+            for taudeg in (0.01, 1.0, 100.0):
+                weight = 1.0
+                dt = taudeg / (2 * weight)  # path graph: max weighted degree 2w
+                case = {**base, "kind": "rd", "N": N, "cells": cells, "coupling": coupling,
+                        "differ": True, "dt": dt, "steps": 2, "weight": weight,
+                        "solver": _solver("spectral")}
+                if N * (cells + 1) ** 2 > 5e6:
+                    continue  # beyond this machine's memory budget for a sweep
+                r = measure(f"its_{coupling}_N{N}_h{cells}_td{taudeg}", case)
+                if "error" not in r:
+                    worst = max(worst, max(r["iterations"]))
+    rows.append(("max Krylov iterations per step (both couplings, N, h, tau*deg grid)",
+                 worst, "<= 20", worst <= 20))
+
+    # 3. 100 steps including set-up vs monolithic baselines at ~1M unknowns
+    print("== 3. 100 steps vs monolithic baselines ==")
+    cases3 = [("2-D", {**base, "N": 16})]
+    if not args.skip_3d:
+        cases3.append(("3-D", {**base, "N": 16, "dim": 3, "cells": cells3}))
+    for label, case in cases3:
+        for differ in (False, True):
+            totals = {}
+            for name in ("spectral", "mumps", "gmres_gamg"):
+                c = {**case, "kind": "rd", "differ": differ, "solver": _solver(name),
+                     "steps": 3 if name != "spectral" else steps}
+                r = measure(f"hundred_{label}_{name}_differ{differ}", c)
+                if "error" in r:
+                    totals[name] = None
+                    continue
+                totals[name] = r["setup"] + r["first_step"] + 99 * r["step"]
+                if name == "spectral":
+                    spectral_mem = r["memory_mb"]
+                if name == "mumps":
+                    mumps_mem = r["memory_mb"]
+            for name, target in (("mumps", 2.0 if differ else 5.0),
+                                 ("gmres_gamg", 5.0 if differ else 10.0)):
+                if totals.get(name) and totals.get("spectral"):
+                    speedup = totals[name] / totals["spectral"]
+                    rows.append((f"100 steps {label} {'differing' if differ else 'equal'}: "
+                                 f"{name} {totals[name]:.3g} s / spectral "
+                                 f"{totals['spectral']:.3g} s", speedup, f">= {target}",
+                                 speedup >= target))
+                elif totals.get("spectral"):
+                    rows.append((f"100 steps {label} {'differing' if differ else 'equal'}: "
+                                 f"{name} failed or timed out", None, f">= {target}", None))
+            if label == "2-D" and not differ and totals.get("mumps") and totals.get("spectral"):
+                ratio = spectral_mem / mumps_mem
+                rows.append((f"peak memory spectral/monolithic MUMPS at {label} "
+                             f"({spectral_mem:.0f} MB / {mumps_mem:.0f} MB)", ratio, "<= 0.333",
+                             ratio <= 1 / 3))
+
+    # 4. memory growth and 5. set-up growth
+    if (16, True) in memories and (64, True) in memories:
+        growth = memories[(64, True)] / memories[(16, True)]
+        rows.append((f"peak memory N=64 / N=16 ({memories[(64, True)]:.0f} / "
+                     f"{memories[(16, True)]:.0f} MB)", growth, "<= 4.5", growth <= 4.5))
+    big = max(Ns)
+    for differ in (False, True):
+        if (big, differ) in setups and (4, differ) in setups:
+            ratio = setups[(big, differ)] / setups[(4, differ)]
+            rows.append((f"set-up N={big} / N=4, {'differing' if differ else 'equal'} "
+                         f"({setups[(big, differ)]:.3g} / {setups[(4, differ)]:.3g} s)", ratio,
+                         "<= 2", ratio <= 2))
+
+    # 6. two ranks vs one
+    print("== 6. parallel speed-up ==")
+    case = {**base, "kind": "rd", "N": 16, "differ": True, "solver": _solver("spectral")}
+    one = measure("speedup_1rank", case, ranks=1)
+    two = measure("speedup_2ranks", case, ranks=2)
+    if "error" not in one and "error" not in two:
+        speedup = one["step"] / two["step"]
+        rows.append((f"time per step 1 rank / 2 ranks ({one['step']:.3g} / {two['step']:.3g} s)",
+                     speedup, ">= 1.6", speedup >= 1.6))
+
+    results["table"] = [{"figure": f, "measured": m, "target": t, "met": ok}
+                        for f, m, t, ok in rows]
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print()
+    width = max(len(r[0]) for r in rows) if rows else 10
+    print(f"{'figure':<{width}}  {'measured':>9}  {'target':>8}  met")
+    for figure, measured, target, ok in rows:
+        print(f"{figure:<{width}}  {_fmt(measured):>9}  {target:>8}  "
+              f"{'yes' if ok else ('?' if ok is None else 'NO')}")
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
