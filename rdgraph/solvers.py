@@ -102,11 +102,18 @@ class LinearSolver:
     """
 
     def __init__(self, A: PETSc.Mat, options: dict, *, prefix: str = OPTIONS_PREFIX, name: str):
-        self.name = name
-        self.ksp = PETSc.KSP().create(A.getComm())
-        self.ksp.setOperators(A)
-        configure_ksp(self.ksp, options, prefix)
-        self.ksp.setUp()
+        ksp = PETSc.KSP().create(A.getComm())
+        ksp.setOperators(A)
+        configure_ksp(ksp, options, prefix)
+        ksp.setUp()
+        self.name, self.ksp = name, ksp
+
+    @classmethod
+    def from_ksp(cls, ksp: PETSc.KSP, name: str) -> LinearSolver:
+        """Wrap a KSP that is already configured and set up."""
+        solver = cls.__new__(cls)
+        solver.name, solver.ksp = name, ksp
+        return solver
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
         """Solve ``A x = b`` (x is the initial guess); return the iteration count.
@@ -192,9 +199,7 @@ class BlockSolver:
             inner["pc_factor_mat_solver_type"] = _direct_package()
         for g, sub in enumerate(pc.getFieldSplitSubKSP()):
             configure_ksp(sub, inner, f"{OPTIONS_PREFIX}fieldsplit_v{g}_")
-        solver = LinearSolver.__new__(LinearSolver)
-        solver.name, solver.ksp = self.name, ksp
-        return solver
+        return LinearSolver.from_ksp(ksp, self.name)
 
     def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
         from rdgraph.spectral import SpectralPreconditioner
@@ -230,9 +235,7 @@ class BlockSolver:
         pc.setPythonContext(self.preconditioner)
         configure_ksp(ksp, outer, OPTIONS_PREFIX)
         ksp.setUp()
-        solver = LinearSolver.__new__(LinearSolver)
-        solver.name, solver.ksp = self.name, ksp
-        return solver
+        return LinearSolver.from_ksp(ksp, self.name)
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
         """Solve; return the Krylov iterations (for the exact spectral solve: the most any
