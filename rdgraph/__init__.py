@@ -9,6 +9,14 @@ Example:
     >>> result = rdgraph.run(settings, out_dir="results/nas")
 """
 
+import os as _os
+
+# One BLAS thread per process: MPI ranks already occupy the cores, and threaded BLAS
+# spinning beside busy-polling ranks made parallel runs several times slower (measured).
+# Set before NumPy loads its BLAS; an explicit user setting wins.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_name, "1")
+
 __version__ = "0.1.0"
 
 from rdgraph.config import Settings, load_settings, settings_from_dict  # noqa: E402

@@ -168,6 +168,10 @@ def worker(case: dict) -> None:
 # -- the driver side ----------------------------------------------------------------------------
 def run_case(case: dict, ranks: int, timeout: float) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The same single-threaded BLAS for every case (rdgraph sets it too, but the worker
+    # loads NumPy before importing rdgraph).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
     command = [MPIEXEC, "-n", str(ranks), PYTHON, __file__, "--worker", json.dumps(case)]
     start = time.perf_counter()
     try:
