@@ -1,10 +1,10 @@
 """A whitelist expression language for potentials, initial densities and sources.
 
 ``parse`` reads a string with Python's ``ast`` parser (which runs nothing), accepts only
-numbers, ``+ - * / **``, unary signs, ``pi``, ``e``, the variables ``x[0..2]``, ``g``, ``t``
-and the one-argument functions below, and turns the tree into small immutable nodes. Those
-nodes evaluate to UFL (for forms) or NumPy (for nodal values and particles). Nothing is ever
-passed to ``eval``.
+numbers, ``+ - * / **``, unary signs, parentheses, ``pi``, ``e``, the variables ``x[0..2]``,
+``g`` (vertex index), ``t`` and the one-argument functions in :data:`FUNCTIONS`, and turns
+the tree into small immutable nodes. Those nodes evaluate to UFL (for forms) or NumPy (for
+nodal values and particles). Nothing is ever passed to ``eval``, ``exec`` or ``compile``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import ast
 import difflib
 import math
 import operator
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,14 +24,30 @@ __all__ = ["FUNCTIONS", "Expression", "parse"]
 
 FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "abs")
 CONSTANTS = {"pi": math.pi, "e": math.e}
+VARIABLES = ("x", "g", "t")
 MAX_LENGTH = 2000
-MAX_DEPTH = 60
+# In tree levels (a flat sum of n terms is n deep). UFL's derivative and form-compiler passes
+# recurse about five Python frames per level and overflow near 200 levels: keep a margin.
+MAX_DEPTH = 100
 
 _NUMPY = {"sin": np.sin, "cos": np.cos, "tan": np.tan, "exp": np.exp, "log": np.log,
           "sqrt": np.sqrt, "tanh": np.tanh, "abs": np.abs}
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
               "**": operator.pow}
+# Refused operators, by symbol, to name them in messages.
+_OTHER_OPERATORS = {ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.BitXor: "^",
+                    ast.BitAnd: "&", ast.BitOr: "|", ast.LShift: "<<", ast.RShift: ">>",
+                    ast.Not: "not", ast.Invert: "~", ast.And: "and", ast.Or: "or"}
+_CONSTRUCTS = {ast.IfExp: "a conditional expression", ast.Compare: "a comparison",
+               ast.Lambda: "a lambda", ast.Attribute: "attribute access",
+               ast.List: "a list", ast.Tuple: "a tuple", ast.Dict: "a dict", ast.Set: "a set",
+               ast.NamedExpr: "an assignment", ast.JoinedStr: "a string",
+               ast.ListComp: "a comprehension", ast.SetComp: "a comprehension",
+               ast.DictComp: "a comprehension", ast.GeneratorExp: "a comprehension",
+               ast.Starred: "a starred expression", ast.Slice: "a slice"}
+# Common spellings from other languages.
+_ALIASES = {"ln": "log", "fabs": "abs", "pow": "**", "arctan": None, "atan": None}
 
 
 # -- the validated tree -----------------------------------------------------------------------
@@ -52,39 +68,51 @@ class _X:
 
 @dataclass(frozen=True)
 class _Neg:
-    operand: object
+    operand: _Node
 
 
 @dataclass(frozen=True)
 class _Bin:
-    op: str
-    left: object
-    right: object
+    op: str  # a key of _OPERATORS
+    left: _Node
+    right: _Node
 
 
 @dataclass(frozen=True)
 class _Call:
-    name: str
-    arg: object
+    name: str  # one of FUNCTIONS
+    arg: _Node
 
 
-def _ufl_function(name: str):
+_Node = _Num | _Var | _X | _Neg | _Bin | _Call
+
+
+def _ufl_function(name: str) -> Callable:
     import ufl
 
     return {"sin": ufl.sin, "cos": ufl.cos, "tan": ufl.tan, "exp": ufl.exp, "log": ufl.ln,
             "sqrt": ufl.sqrt, "tanh": ufl.tanh, "abs": abs}[name]
 
 
+def _numpy_function(name: str) -> Callable:
+    return _NUMPY[name]
+
+
 @dataclass(frozen=True)
 class Expression:
-    """A validated expression in ``x[0..2]``, ``g`` and ``t``."""
+    """A validated expression in ``x[0..2]``, ``g`` and ``t``; build it with :func:`parse`.
+
+    Attributes:
+        source: The expression text (stripped of surrounding blanks).
+        variables: The variables it uses, a subset of ``{"x0", "x1", "x2", "g", "t"}``.
+    """
 
     source: str
-    _tree: object
-    variables: frozenset[str]
+    _tree: _Node = field(repr=False)
+    variables: frozenset[str] = frozenset()
 
     def depends_on(self, name: str) -> bool:
-        """Whether ``name`` ("x", "x0".."x2", "g", "t") appears."""
+        """Whether ``name`` appears: "x" (any component), "x0".."x2", "g" or "t"."""
         if name == "x":
             return any(v.startswith("x") for v in self.variables)
         return name in self.variables
@@ -93,27 +121,49 @@ class Expression:
         return self.source
 
     def to_ufl(self, x, g=None, t=None):
-        """A UFL expression; ``x`` a SpatialCoordinate, ``g``/``t`` UFL objects or numbers."""
+        """The expression in UFL.
+
+        Args:
+            x: The mesh's ``ufl.SpatialCoordinate`` (anything indexable by ``0..2``).
+            g: The vertex index: a UFL object (e.g. a ``fem.Constant``) or a number.
+            t: The time: a UFL object or a number.
+
+        Returns:
+            A UFL expression, or a float when the expression is a plain number.
+
+        Raises:
+            InputError: The expression uses ``g`` or ``t`` and no value was given.
+        """
+        values = {}
         for name, value in (("g", g), ("t", t)):
             if value is None and name in self.variables:
                 raise InputError(f"'{self.source}': '{name}' has no value here")
-        return self._visit(self._tree, lambda i: x[i], {"g": g, "t": t}, _ufl_function)
+            # Python numbers as floats, so constant parts fold with float (not int) semantics.
+            values[name] = float(value) if isinstance(value, int | float | np.number) else value
+        return self._visit(self._tree, lambda i: x[i], values, _ufl_function)
 
     def evaluate(self, x: np.ndarray, g=0, t: float = 0.0) -> np.ndarray:
-        """Values at the points ``x`` (shape ``(gdim or 3, P)``) as a float array ``(P,)``.
+        """Values at points.
 
-        ``g`` may be an int or an integer array of shape ``(P,)``. NaN and inf are returned,
-        not raised: callers decide.
+        Args:
+            x: Coordinates, shape ``(3, P)`` or ``(gdim, P)``.
+            g: The vertex index: an int or an integer array of shape ``(P,)``.
+            t: The time.
+
+        Returns:
+            A new float64 array of shape ``(P,)`` (constants broadcast). NaN and inf are
+            returned, not raised or warned about: callers decide.
         """
         x = np.asarray(x, dtype=np.float64)
         points = x.shape[1] if x.ndim == 2 else 1
+        values = {"g": np.asarray(g, dtype=np.float64), "t": np.asarray(t, dtype=np.float64)}
         with np.errstate(all="ignore"):
-            value = self._visit(self._tree, lambda i: x[i],
-                                {"g": np.asarray(g, dtype=np.float64), "t": float(t)},
-                                lambda name: _NUMPY[name])
+            value = self._visit(self._tree, lambda i: x[i], values, _numpy_function)
             return np.broadcast_to(np.asarray(value, dtype=np.float64), (points,)).copy()
 
-    def _visit(self, node, coordinate, values, function):
+    def _visit(self, node: _Node, coordinate: Callable, values: dict, function: Callable):
+        # Plain floats fold through NumPy scalars (IEEE: 1/0 -> inf, log(-1) -> nan, no raise);
+        # anything else (UFL, arrays) goes through ``function`` and the Python operators.
         if isinstance(node, _Num):
             return node.value
         if isinstance(node, _X):
@@ -126,21 +176,20 @@ class Expression:
             arg = self._visit(node.arg, coordinate, values, function)
             if isinstance(arg, float):
                 with np.errstate(all="ignore"):
-                    return float(_NUMPY[node.name](arg))
+                    return float(_NUMPY[node.name](np.float64(arg)))
             return function(node.name)(arg)
         left = self._visit(node.left, coordinate, values, function)
         right = self._visit(node.right, coordinate, values, function)
         if isinstance(left, float) and isinstance(right, float):
             with np.errstate(all="ignore"):
-                try:
-                    return float(_OPERATORS[node.op](np.float64(left), np.float64(right)))
-                except ZeroDivisionError:
-                    return math.nan
+                return float(_OPERATORS[node.op](np.float64(left), np.float64(right)))
         return _OPERATORS[node.op](left, right)
 
 
 # -- parsing ----------------------------------------------------------------------------------
 class _Builder:
+    """Turns a parsed ``ast`` tree into ``_Node``s, refusing everything off the whitelist."""
+
     def __init__(self, source: str, allowed: frozenset[str], gdim: int, what: str):
         self.source, self.allowed, self.gdim, self.what = source, allowed, gdim, what
         self.used: set[str] = set()
@@ -148,24 +197,30 @@ class _Builder:
     def fail(self, why: str) -> InputError:
         return InputError(f"{self.what} '{self.source}': {why}")
 
-    def allowed_names(self) -> str:
-        names = [f"x[{i}]" for i in range(self.gdim) if "x" in self.allowed]
+    def segment(self, node: ast.AST) -> str:
+        return ast.get_source_segment(self.source, node) or type(node).__name__
+
+    def allowed_variables(self) -> str:
+        names = [f"x[{i}]" for i in range(self.gdim)] if "x" in self.allowed else []
         names += [v for v in ("g", "t") if v in self.allowed]
+        return ", ".join(names) or "none"
+
+    def allowed_everything(self) -> str:
+        names = [self.allowed_variables()] if self.allowed else []
         return ", ".join(names + list(CONSTANTS) + [f"{f}()" for f in FUNCTIONS])
 
-    def build(self, node, depth: int = 0):
+    def build(self, node: ast.AST, depth: int = 0) -> _Node:
         if depth > MAX_DEPTH:
-            raise self.fail("nested too deeply")
+            raise self.fail(f"nested too deeply (more than {MAX_DEPTH} levels of operators, "
+                            "signs and calls; a sum of n terms counts n)")
         if isinstance(node, ast.Expression):
             return self.build(node.body, depth + 1)
         if isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-                raise self.fail(f"{node.value!r} is not a number")
-            return _Num(float(node.value))
+            return self.constant(node)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             return _Bin(_BINARY[type(node.op)], self.build(node.left, depth + 1),
                         self.build(node.right, depth + 1))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
             operand = self.build(node.operand, depth + 1)
             return operand if isinstance(node.op, ast.UAdd) else _Neg(operand)
         if isinstance(node, ast.Name):
@@ -174,90 +229,131 @@ class _Builder:
             return self.subscript(node)
         if isinstance(node, ast.Call):
             return self.call(node, depth)
-        token = ast.get_source_segment(self.source, node) or type(node).__name__
-        raise self.fail(f"'{token}' is not allowed (allowed: numbers, + - * / **, "
-                        f"parentheses, {self.allowed_names()})")
+        raise self.refuse(node)
 
-    def name(self, name: str):
+    def refuse(self, node: ast.AST) -> InputError:
+        """The error for a node type off the whitelist, naming the construct or operator."""
+        op = getattr(node, "op", None)
+        if isinstance(node, ast.BoolOp | ast.BinOp | ast.UnaryOp) and type(op) in _OTHER_OPERATORS:
+            symbol = _OTHER_OPERATORS[type(op)]
+            hint = " (use ** for powers)" if symbol == "^" else ""
+            return self.fail(f"operator '{symbol}' is not allowed{hint}; operators: + - * / **")
+        what = _CONSTRUCTS.get(type(node), f"'{type(node).__name__}'")
+        return self.fail(f"{what} ('{self.segment(node)}') is not allowed; allowed: numbers, "
+                         f"+ - * / **, parentheses, {self.allowed_everything()}")
+
+    def constant(self, node: ast.Constant) -> _Num:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"{value!r} is not a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise self.fail(f"the number {self.segment(node)} is too large")
+        return _Num(number)
+
+    def name(self, name: str) -> _Node:
         if name in CONSTANTS:
             return _Num(CONSTANTS[name])
+        if name in VARIABLES and name not in self.allowed:
+            shown = "x[i]" if name == "x" else name
+            raise self.fail(f"'{shown}' is not allowed here (allowed: {self.allowed_variables()})")
         if name in ("g", "t"):
-            if name not in self.allowed:
-                raise self.fail(f"'{name}' is not allowed here (allowed: {self.allowed_names()})")
             self.used.add(name)
             return _Var(name)
         if name == "x":
-            raise self.fail("use a component of x, e.g. x[0]")
+            raise self.fail("'x' needs a component, e.g. x[0]")
         if name in FUNCTIONS:
             raise self.fail(f"'{name}' is a function: write {name}(...)")
-        known = list(CONSTANTS) + list(FUNCTIONS) + ["x", "g", "t"]
+        known = list(CONSTANTS) + list(FUNCTIONS) + [v for v in VARIABLES if v in self.allowed]
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise self.fail(f"unknown name '{name}'{hint}; allowed: {self.allowed_names()}")
+        raise self.fail(f"unknown name '{name}'{hint}; allowed: {self.allowed_everything()}")
 
-    def subscript(self, node: ast.Subscript):
+    def subscript(self, node: ast.Subscript) -> _X:
         if not (isinstance(node.value, ast.Name) and node.value.id == "x"):
-            token = ast.get_source_segment(self.source, node) or "subscript"
-            raise self.fail(f"'{token}' is not allowed: only x[0], x[1], x[2] are indexed")
+            raise self.fail(f"'{self.segment(node)}' is not allowed: only x is indexed, "
+                            "as x[0], x[1], x[2]")
         if "x" not in self.allowed:
-            raise self.fail("'x' is not allowed here")
+            raise self.fail(f"'x' is not allowed here (allowed: {self.allowed_variables()})")
         index = node.slice
         if not (isinstance(index, ast.Constant) and type(index.value) is int):
-            raise self.fail("x must be indexed by a literal integer, e.g. x[0]")
+            raise self.fail(f"'{self.segment(node)}': x must be indexed by a literal integer, "
+                            "e.g. x[0]")
         i = index.value
         if not 0 <= i < self.gdim:
-            raise self.fail(f"x[{i}] does not exist on a {self.gdim}-D mesh "
-                            f"(use x[0]..x[{self.gdim - 1}])")
+            last = "x[0]" if self.gdim == 1 else f"x[0]..x[{self.gdim - 1}]"
+            raise self.fail(f"x[{i}] does not exist on a {self.gdim}-D mesh (use {last})")
         self.used.add(f"x{i}")
         return _X(i)
 
-    def call(self, node: ast.Call, depth: int):
+    def call(self, node: ast.Call, depth: int) -> _Call:
+        functions = ", ".join(FUNCTIONS)
         if not isinstance(node.func, ast.Name):
-            token = ast.get_source_segment(self.source, node.func) or "call"
-            raise self.fail(f"'{token}' cannot be called (functions: {', '.join(FUNCTIONS)})")
+            raise self.fail(f"'{self.segment(node.func)}' cannot be called "
+                            f"(functions: {functions})")
         name = node.func.id
         if name not in FUNCTIONS:
-            close = difflib.get_close_matches(name, FUNCTIONS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise self.fail(f"unknown function '{name}'{hint}; functions: {', '.join(FUNCTIONS)}")
+            if name in _ALIASES:
+                alias = _ALIASES[name]
+                hint = f" (did you mean '{alias}'?)" if alias else " (not available)"
+            else:
+                close = difflib.get_close_matches(name, FUNCTIONS, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise self.fail(f"unknown function '{name}'{hint}; functions: {functions}")
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
-            raise self.fail(f"{name}() takes exactly one positional argument")
+            raise self.fail(f"{name}() takes exactly one positional argument, "
+                            f"got '{self.segment(node)}'")
         return _Call(name, self.build(node.args[0], depth + 1))
 
 
 def parse(
     source: str,
     *,
-    variables: Iterable[str] = ("x", "g", "t"),
+    variables: Iterable[str] = VARIABLES,
     gdim: int = 3,
     what: str = "expression",
 ) -> Expression:
     """Validate ``source`` and return an :class:`Expression`.
 
+    Example:
+        >>> parse("(x[0] - 0.1*g)**2", variables=("x", "g"), what="model.potential")
+
     Args:
         source: The expression text, e.g. ``"(x[0] - 0.1*g)**2"``.
-        variables: Which of ``x``, ``g``, ``t`` may appear.
-        gdim: Number of coordinates ``x`` has.
+        variables: Which of ``"x"``, ``"g"``, ``"t"`` may appear.
+        gdim: Number of components ``x`` has (1, 2 or 3).
         what: The config key, to prefix messages.
 
     Raises:
-        InputError: The text is not in the language; the message quotes it.
+        InputError: The text is not in the language; the message starts with ``what``,
+            quotes the expression and names the offending part.
+        ValueError: ``variables`` or ``gdim`` are invalid (a programming error).
     """
+    allowed = frozenset(variables)
+    if not allowed <= set(VARIABLES):
+        raise ValueError(f"variables must be a subset of {VARIABLES}, got {sorted(allowed)}")
+    if isinstance(gdim, bool) or gdim not in (1, 2, 3):
+        raise ValueError(f"gdim must be 1, 2 or 3, got {gdim!r}")
     if not isinstance(source, str):
         raise InputError(f"{what} = {source!r}: expected an expression string")
-    if not source.strip():
-        raise InputError(f"{what} is empty")
     if len(source) > MAX_LENGTH:
-        raise InputError(f"{what} is longer than {MAX_LENGTH} characters")
+        raise InputError(f"{what} '{source[:40]}...': longer than {MAX_LENGTH} characters "
+                         f"({len(source)})")
+    text = source.strip()
+    if not text:
+        raise InputError(f"{what} {source!r}: the expression is empty")
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
-        raise InputError(f"{what} '{source}': not a valid expression ({e.msg})") from None
+        raise InputError(f"{what} '{text}': not a valid expression ({e.msg})") from None
     except (ValueError, RecursionError, MemoryError):
-        raise InputError(f"{what} '{source}': not a valid expression") from None
-    builder = _Builder(source.strip(), frozenset(variables), gdim, what)
+        raise InputError(f"{what} '{text}': not a valid expression") from None
+    builder = _Builder(text, allowed, gdim, what)
     try:
         node = builder.build(tree)
     except RecursionError:
         raise builder.fail("nested too deeply") from None
-    return Expression(source.strip(), node, frozenset(builder.used))
+    return Expression(text, node, frozenset(builder.used))
