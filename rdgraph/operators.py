@@ -60,7 +60,14 @@ class BlockOperators:
         if self.coupling == "laplacian":
             degrees = self.graph.degrees()
             # C = L ⊗ M: C_gg = d_g M; the off-diagonal -w_gh M is applied, not stored.
-            self.diagonal = [self.stiffness[g] + degrees[g] * self.mass for g in range(n)]
+            # Vertices with the same K and degree share one array (and one scalar matrix).
+            shared: dict[tuple[int, float], np.ndarray] = {}
+            self.diagonal = []
+            for g in range(n):
+                key = (id(self.stiffness[g]), float(degrees[g]))
+                if key not in shared:
+                    shared[key] = self.stiffness[g] + degrees[g] * self.mass
+                self.diagonal.append(shared[key])
         else:
             # C_gg = Σ_h w_gh M[k_gh],  C_gh = -w_gh M[k_hg],  k_gh = exp((V_g - V_h)/2β)
             self.diagonal = [self.stiffness[g].copy() for g in range(n)]

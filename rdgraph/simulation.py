@@ -77,10 +77,12 @@ class Simulation:
             # Catch expression errors before the first collective operation.
             _check_expressions(settings, self.graph, _MESH_GDIM[settings.mesh.shape])
         self.mesh = build_mesh(settings.mesh, comm)
+        mesh_done = time.perf_counter()
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
         self.model.check_finite()
         self.layout = BlockLayout(self.model.V, self.graph.n)
         self.operators = BlockOperators(self.model, self.layout)
+        assembly_done = time.perf_counter()
         self.functions = []
         for g in range(self.graph.n):
             u = dolfinx.fem.Function(self.model.V, name=f"rho_{g}")
@@ -98,6 +100,11 @@ class Simulation:
         self.t = 0.0
         self.num_steps = settings.num_steps
         self.setup_time = time.perf_counter() - start
+        self.timings = {
+            "mesh": mesh_done - start,
+            "forms_and_assembly": assembly_done - mesh_done,
+            "solver_setup": self.setup_time - (assembly_done - start),
+        }
 
     @property
     def num_dofs(self) -> int:
@@ -276,6 +283,7 @@ def run(
         "steps": sim.step_index,
         "t_end": sim.t,
         "setup_time": sim.setup_time,
+        "setup_timings": sim.timings,
         "wall_time": time.perf_counter() - wall_start,
         "time_per_step": step_time / max(1, sim.step_index),
         "solver_options": {k: v for k, v in sim.solver_options.items()},

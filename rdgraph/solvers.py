@@ -30,7 +30,10 @@ __all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "so
 OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
 # Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
+# When the spectral solve is exact the factorizations are the whole solve, and pay off on
+# larger meshes than when they only precondition.
 LU_MAX_DOFS = 60_000
+LU_MAX_DOFS_EXACT = 300_000
 # ``auto`` factorizes the whole block system up to this many unknowns.
 AUTO_DIRECT_MAX = 100_000
 
@@ -207,7 +210,8 @@ class BlockSolver:
         exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
         inner_kind = settings.inner
         if inner_kind == "auto":
-            inner_kind = "lu" if operators.layout.size_global <= LU_MAX_DOFS else "amg"
+            limit = LU_MAX_DOFS_EXACT if exact else LU_MAX_DOFS
+            inner_kind = "lu" if operators.layout.size_global <= limit else "amg"
         if inner_kind == "lu":
             inner = _lu()
         elif exact:
