@@ -67,6 +67,7 @@ class Model:
         self.sources = _parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
 
         self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
+        self._dof_points = None  # dof coordinates, tabulated once for nodal values
         self.num_owned = self.V.dofmap.index_map.size_local
         self.x = ufl.SpatialCoordinate(mesh)
         scalar = dolfinx.default_scalar_type
@@ -118,7 +119,9 @@ class Model:
 
     def _nodal(self, exprs, g: int, t: float = 0.0) -> np.ndarray:
         """Nodal values of vertex ``g``'s expression on local dofs (owned and ghost)."""
-        points = self.V.tabulate_dof_coordinates().T
+        if self._dof_points is None:
+            self._dof_points = self.V.tabulate_dof_coordinates().T
+        points = self._dof_points
         expr = exprs if isinstance(exprs, Expression) else exprs[g]
         return np.asarray(expr.evaluate(points, g=g, t=t), dtype=np.float64) * np.ones(
             points.shape[1]
