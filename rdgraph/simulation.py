@@ -264,7 +264,7 @@ def run(
 
     def observe(d: Diagnostics) -> None:
         nonlocal step_start
-        if d.step > start_step or start_step == 0:  # the checkpoint's row is in the CSV
+        if resume is None or d.step > start_step:  # the checkpoint's row is in the CSV
             csv.write(d.row())
         last = d.step == sim.num_steps
         if fields and (d.step % fields_every == 0 or last):
