@@ -256,7 +256,7 @@ def run(
                          append=resume is not None)
     fields_every = settings.output.fields_every
     # VTX cannot append: a resumed run writes its fields to a new file.
-    fields_name = f"fields-from-{start_step}.bp" if start_step else "fields.bp"
+    fields_name = f"fields-from-{start_step}.bp" if resume is not None else "fields.bp"
     fields = FieldWriter(out / fields_name, sim.functions, comm) if fields_every else None
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
     report_every = max(1, sim.num_steps // 10)
@@ -283,18 +283,26 @@ def run(
             _print(comm, f"  step {d.step:>6d}  t = {d.t:<10.6g} mass = {d.mass:.12g}  "
                          f"F = {d.free_energy:.6g}  its = {d.ksp_iterations}")
 
+    # Errors raised on every rank (solver failures, signals) allow the collective clean-up;
+    # any other exception may come from one rank only, and a collective close would hang.
+    collective = False
     try:
         with checkpoint.SignalWatch(comm) as signals:
             history = sim.run(observe)
+        collective = True
         saver.write()
+    except Interrupted:
+        collective = True
+        raise
     except SolverError as e:
+        collective = True
         # The stepper left the last good state in place: save it for a resume.
         path = saver.write()
         raise SolverError(f"{e}; last good state (step {sim.step_index}, t = {sim.t:.6g}) "
                           f"saved in {path}") from None
     finally:
         csv.close()
-        if fields:
+        if fields and collective:
             fields.close()
     step_time = time.perf_counter() - step_start
     x, rho = gather_nodal_values(sim.functions)
