@@ -7,7 +7,9 @@ Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 sol
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -21,11 +23,14 @@ def _install_mpi_excepthook() -> None:
     from mpi4py import MPI
 
     def hook(exc_type, exc, tb):
-        sys.stderr.write(f"rdgraph: unexpected error on rank {MPI.COMM_WORLD.rank}:\n")
-        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
-        sys.stderr.flush()
+        text = f"rdgraph: unexpected error on rank {MPI.COMM_WORLD.rank}:\n" + "".join(
+            traceback.format_exception(exc_type, exc, tb))
         sys.stdout.flush()
+        sys.stderr.flush()
+        # One write, then a moment for mpiexec to forward it: Abort kills the output pipes.
+        os.write(2, text.encode())
         if MPI.COMM_WORLD.size > 1:
+            time.sleep(0.5)
             MPI.COMM_WORLD.Abort(EXIT_FAILURE)
         sys.exit(EXIT_FAILURE)
 
@@ -146,7 +151,6 @@ def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
     then rank 0 prints and all return. If a rank does not arrive within ``timeout``
     seconds, it is stuck in a collective: print here and abort everything instead.
     """
-    import time
 
     from rdgraph.compat import MPI
 
