@@ -1,7 +1,8 @@
 """The ``rdgraph`` command: a thin shell over the public API.
 
 Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure,
-130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an unexpected exception on any rank aborts every rank.
+130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an
+unexpected exception on any rank aborts every rank.
 """
 
 from __future__ import annotations
