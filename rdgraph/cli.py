@@ -1,13 +1,16 @@
 """The ``rdgraph`` command: a thin shell over the public API.
 
 Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure,
-1 anything else. Under MPI an unexpected exception on any rank aborts every rank.
+130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an
+unexpected exception on any rank aborts every rank.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -21,11 +24,14 @@ def _install_mpi_excepthook() -> None:
     from mpi4py import MPI
 
     def hook(exc_type, exc, tb):
-        sys.stderr.write(f"rdgraph: unexpected error on rank {MPI.COMM_WORLD.rank}:\n")
-        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
-        sys.stderr.flush()
+        text = f"rdgraph: unexpected error on rank {MPI.COMM_WORLD.rank}:\n" + "".join(
+            traceback.format_exception(exc_type, exc, tb))
         sys.stdout.flush()
+        sys.stderr.flush()
+        # One write, then a moment for mpiexec to forward it: Abort kills the output pipes.
+        os.write(2, text.encode())
         if MPI.COMM_WORLD.size > 1:
+            time.sleep(0.5)
             MPI.COMM_WORLD.Abort(EXIT_FAILURE)
         sys.exit(EXIT_FAILURE)
 
@@ -80,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                      metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing non-empty run directory")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue RUN_DIR from its newest checkpoint (CONFIG defaults to "
+                     "RUN_DIR/config.toml)")
     run.add_argument("--quiet", action="store_true", help="print only errors")
     return parser
 
@@ -87,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args, solver_options: dict) -> int:
     import rdgraph
 
+    if args.resume is not None and args.config is None:
+        args.config = args.resume / "config.toml"
     settings = rdgraph.load_settings(args.config, args.overrides)
     name = args.config.stem if args.config is not None else "default"
     rdgraph.run(
@@ -96,6 +107,7 @@ def _run(args, solver_options: dict) -> int:
         solver_overrides=solver_options,
         config_name=name,
         quiet=args.quiet,
+        resume=args.resume,
     )
     return EXIT_OK
 
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _install_mpi_excepthook()
     from rdgraph.compat import MPI, PETSc
-    from rdgraph.errors import InputError, SolverError
+    from rdgraph.errors import InputError, Interrupted, SolverError
 
     database = PETSc.Options()
     for key, value in global_options.items():
@@ -129,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(consensus, EXIT_INPUT, f"rdgraph: error: {e}")
     except SolverError as e:
         return _fail(consensus, EXIT_SOLVER, f"rdgraph: solver failure: {e}")
+    except Interrupted as e:
+        return _fail(consensus, 128 + e.signum, f"rdgraph: {e}")
 
 
 def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
@@ -138,7 +152,6 @@ def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
     then rank 0 prints and all return. If a rank does not arrive within ``timeout``
     seconds, it is stuck in a collective: print here and abort everything instead.
     """
-    import time
 
     from rdgraph.compat import MPI
 

@@ -101,6 +101,8 @@ class SolverSettings:
     rtol: float = 1e-12
     atol: float = 1e-50
     max_it: int = 1000
+    # Halvings of dt allowed for a failed step before the run stops with status 3.
+    max_retries: int = 3
     petsc_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,6 +111,8 @@ class OutputSettings:
     dir: str | None = None
     fields_every: int = 10
     npz: bool = True
+    # Steps between checkpoints; 0: only at the end, on failure and on SIGTERM/SIGINT.
+    checkpoint_every: int = 100
 
 
 @dataclass
@@ -283,6 +287,7 @@ def _check_solver(s: SolverSettings) -> None:
     s.rtol = _float("solver.rtol", s.rtol, positive=True)
     s.atol = _float("solver.atol", s.atol, positive=True)
     s.max_it = _int("solver.max_it", s.max_it, low=1)
+    s.max_retries = _int("solver.max_retries", s.max_retries, low=0, high=20)
     if not isinstance(s.petsc_options, dict):
         raise InputError(f"solver.petsc_options = {s.petsc_options!r}: expected a table")
     for k, v in s.petsc_options.items():
@@ -294,6 +299,7 @@ def _check_output(s: OutputSettings) -> None:
     if s.dir is not None:
         _str("output.dir", s.dir)
     s.fields_every = _int("output.fields_every", s.fields_every, low=0)
+    s.checkpoint_every = _int("output.checkpoint_every", s.checkpoint_every, low=0)
     if not isinstance(s.npz, bool):
         raise InputError(f"output.npz = {s.npz!r}: expected true or false")
 

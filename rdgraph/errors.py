@@ -1,6 +1,6 @@
 """Exception types that map onto rdgraph's exit statuses."""
 
-__all__ = ["InputError", "SolverError"]
+__all__ = ["InputError", "Interrupted", "SolverError"]
 
 
 class InputError(ValueError):
@@ -9,3 +9,16 @@ class InputError(ValueError):
 
 class SolverError(RuntimeError):
     """A linear or nonlinear solve that did not converge (exit status 3)."""
+
+
+class Interrupted(RuntimeError):
+    """The run stopped on SIGTERM/SIGINT after writing a checkpoint (exit status 128 + signal).
+
+    Args:
+        signum: The signal received.
+        message: What was saved and how to resume.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

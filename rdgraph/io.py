@@ -104,11 +104,13 @@ def prepare_run_directory(
 class DiagnosticsCSV:
     """``diagnostics.csv``: a header, then one complete line per step, flushed as written."""
 
-    def __init__(self, path: Path, header: list[str], comm: MPI.Comm):
+    def __init__(self, path: Path, header: list[str], comm: MPI.Comm, *, append: bool = False):
         self._file = None
         if comm.rank == 0:
-            self._file = open(path, "w", encoding="utf-8")
-            self._file.write(",".join(header) + "\n")
+            # append: a resumed run continues the rows kept up to its checkpoint.
+            self._file = open(path, "a" if append else "w", encoding="utf-8")
+            if not append:
+                self._file.write(",".join(header) + "\n")
             self._file.flush()
 
     def write(self, row: list) -> None:

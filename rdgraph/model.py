@@ -93,6 +93,8 @@ class Model:
             self.source_form = fem.form(self._vertex_ufl(self.sources, self._g) * v * dx)
 
         self._potential_nodal = [self._nodal(self.potentials, g) for g in range(n)]
+        # NaN/inf expressions first: they would otherwise surface as overflowing rates.
+        self.check_finite()
         self._check_rates()
         self._energy_setup()
 

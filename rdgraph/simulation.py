@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rdgraph import checkpoint
 from rdgraph.blocks import BlockLayout
 from rdgraph.compat import MPI, dolfinx, versions
 from rdgraph.config import Settings
+from rdgraph.errors import Interrupted, SolverError
 from rdgraph.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
 from rdgraph.graph import Graph, build_graph
 from rdgraph.io import (
@@ -30,6 +32,7 @@ from rdgraph.io import (
 from rdgraph.meshes import build_mesh
 from rdgraph.model import Model, _parse_per_vertex
 from rdgraph.operators import BlockOperators
+from rdgraph.recovery import RobustStepper
 from rdgraph.timestepping import TimeStepper
 
 __all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
@@ -95,6 +98,7 @@ class Simulation:
             settings.solver, solver_overrides,
         )
         self.solver_options = {**self.stepper.solver.options, **(solver_overrides or {})}
+        self.guard = RobustStepper(self.stepper, settings.solver.max_retries)
         self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
         self.step_index = 0
         self.t = 0.0
@@ -117,7 +121,7 @@ class Simulation:
 
     def advance(self) -> int:
         """Take one time step; return the Krylov iterations it took."""
-        iterations = self.stepper.step(self.state, self.t)
+        iterations = self.guard.step(self.state, self.t, self.step_index + 1)
         self.step_index += 1
         # t = n dt, not a running sum, so that long runs end exactly at t_end.
         self.t = self.step_index * self.settings.time.dt
@@ -148,6 +152,7 @@ class Simulation:
 
     def destroy(self) -> None:
         """Free PETSc objects (collective; do not rely on the garbage collector)."""
+        self.guard.destroy()
         self.stepper.destroy()
         self.operators.destroy()
         self.state.destroy()
@@ -212,6 +217,7 @@ def run(
     solver_overrides: dict | None = None,
     config_name: str = "default",
     quiet: bool = False,
+    resume: str | Path | None = None,
 ) -> RunResult:
     """Run one simulation and write its run directory.
 
@@ -224,6 +230,8 @@ def run(
         solver_overrides: PETSc options that override the config's (no prefix).
         config_name: Name for the default run directory.
         quiet: Print nothing but errors.
+        resume: A run directory to continue from its newest checkpoint (``out_dir`` and
+            ``overwrite`` are then ignored); its CSV is cut back to the checkpoint's step.
 
     Returns:
         The run directory, the diagnostics of every step and the summary.
@@ -232,39 +240,75 @@ def run(
     sim = Simulation(settings, comm, solver_overrides)
     explicit = out_dir is not None or settings.output.dir is not None
     target = out_dir if out_dir is not None else settings.output.dir
-    out = prepare_run_directory(
-        target if target is not None else Path("results") / config_name,
-        comm, overwrite=overwrite, explicit=explicit,
-    )
+    if resume is not None:
+        # Checked before the run directory is touched: a refused resume changes nothing.
+        state = checkpoint.load_checkpoint(Path(resume), settings, comm)
+        checkpoint.restore(sim, state)
+        out = Path(resume)
+        checkpoint.truncate_csv(out / "diagnostics.csv", sim.step_index, comm)
+    else:
+        out = prepare_run_directory(
+            target if target is not None else Path("results") / config_name,
+            comm, overwrite=overwrite, explicit=explicit,
+        )
+    start_step = sim.step_index
     if comm.rank == 0:
         write_config(out / "config.toml", settings.to_dict())
     if not quiet:
         _print(comm, f"rdgraph: {sim.graph.n} vertices x {sim.num_dofs} dofs "
                      f"({settings.model.coupling}, {settings.time.scheme}, dt = "
                      f"{settings.time.dt:g}, {sim.num_steps} steps) -> {out}")
-    csv = DiagnosticsCSV(out / "diagnostics.csv", csv_header(sim.graph.n), comm)
+    csv = DiagnosticsCSV(out / "diagnostics.csv", csv_header(sim.graph.n), comm,
+                         append=resume is not None)
     fields_every = settings.output.fields_every
-    fields = FieldWriter(out / "fields.bp", sim.functions, comm) if fields_every else None
+    # VTX cannot append: a resumed run writes its fields to a new file.
+    fields_name = f"fields-from-{start_step}.bp" if resume is not None else "fields.bp"
+    fields = FieldWriter(out / fields_name, sim.functions, comm) if fields_every else None
+    saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
     report_every = max(1, sim.num_steps // 10)
     step_start = None
 
     def observe(d: Diagnostics) -> None:
         nonlocal step_start
-        csv.write(d.row())
+        if resume is None or d.step > start_step:  # the checkpoint's row is in the CSV
+            csv.write(d.row())
         last = d.step == sim.num_steps
         if fields and (d.step % fields_every == 0 or last):
             fields.write(d.t)
-        if d.step == 0:
+        if d.step > start_step:
+            saver.after_step(d.step)
+            signum = signals.received()
+            if signum:
+                path = saver.write()
+                raise Interrupted(signum, f"stopped by signal {signum} after step {d.step} "
+                                          f"(t = {d.t:.6g}); checkpoint {path}; continue with "
+                                          f"rdgraph run --resume {out}")
+        if d.step == start_step:
             step_start = time.perf_counter()
         elif not quiet and (d.step % report_every == 0 or last):
             _print(comm, f"  step {d.step:>6d}  t = {d.t:<10.6g} mass = {d.mass:.12g}  "
                          f"F = {d.free_energy:.6g}  its = {d.ksp_iterations}")
 
+    # Errors raised on every rank (solver failures, signals) allow the collective clean-up;
+    # any other exception may come from one rank only, and a collective close would hang.
+    collective = False
     try:
-        history = sim.run(observe)
+        with checkpoint.SignalWatch(comm) as signals:
+            history = sim.run(observe)
+        collective = True
+        saver.write()
+    except Interrupted:
+        collective = True
+        raise
+    except SolverError as e:
+        collective = True
+        # The stepper left the last good state in place: save it for a resume.
+        path = saver.write()
+        raise SolverError(f"{e}; last good state (step {sim.step_index}, t = {sim.t:.6g}) "
+                          f"saved in {path}") from None
     finally:
         csv.close()
-        if fields:
+        if fields and collective:
             fields.close()
     step_time = time.perf_counter() - step_start
     x, rho = gather_nodal_values(sim.functions)
@@ -281,11 +325,13 @@ def run(
         "scheme": settings.time.scheme,
         "dt": settings.time.dt,
         "steps": sim.step_index,
+        "resumed_from_step": start_step,
+        "retried_steps": sim.guard.retries,
         "t_end": sim.t,
         "setup_time": sim.setup_time,
         "setup_timings": sim.timings,
         "wall_time": time.perf_counter() - wall_start,
-        "time_per_step": step_time / max(1, sim.step_index),
+        "time_per_step": step_time / max(1, sim.step_index - start_step),
         "solver_options": {k: v for k, v in sim.solver_options.items()},
         "final_vertex_masses": [float(m) for m in history[-1].vertex_masses],
         "gibbs_vertex_fractions": [float(f) for f in sim.model.gibbs_fractions],
