@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing non-empty run directory")
     run.add_argument("--quiet", action="store_true", help="print only errors")
+    conv = sub.add_parser("convergence", help="verification and convergence studies")
+    from rdgraph.verification import add_arguments
+
+    add_arguments(conv)
     return parser
 
 
@@ -124,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     # matched with a collective of the run itself.
     consensus = MPI.COMM_WORLD.Dup()
     try:
+        if args.command == "convergence":
+            from rdgraph.verification import run_from_args
+
+            return run_from_args(args)
         return _run(args, solver_options)
     except InputError as e:
         return _fail(consensus, EXIT_INPUT, f"rdgraph: error: {e}")
