@@ -32,6 +32,7 @@ class ScalarPattern:
         self._matrix.assemble()
         self.indptr, self.indices, _ = self._matrix.getValuesCSR()
         self.nnz = len(self.indices)
+        self.row_start = self._matrix.getOwnershipRange()[0]  # global index of local row 0
 
     def assemble(self, form: dolfinx.fem.Form) -> np.ndarray:
         """Assemble ``form`` and return its values on the shared pattern (local rows)."""

@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue RUN_DIR from its newest checkpoint (CONFIG defaults to "
                      "RUN_DIR/config.toml)")
     run.add_argument("--quiet", action="store_true", help="print only errors")
+    conv = sub.add_parser("convergence", help="verification and convergence studies")
+    from rdgraph.verification import add_arguments
+
+    add_arguments(conv)
     return parser
 
 
@@ -136,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     # matched with a collective of the run itself.
     consensus = MPI.COMM_WORLD.Dup()
     try:
+        if args.command == "convergence":
+            from rdgraph.verification import run_from_args
+
+            return run_from_args(args)
         return _run(args, solver_options)
     except InputError as e:
         return _fail(consensus, EXIT_INPUT, f"rdgraph: error: {e}")

@@ -57,6 +57,8 @@ class SpaceSettings:
     degree: int = 1
     # None: 2*degree + 2, enough for the polynomial parts of every form.
     quadrature_degree: int | None = None
+    # Row-sum (lumped) mass for the time derivative and the reaction terms: see operators.py.
+    lumping: bool = False
 
 
 @dataclass
@@ -228,6 +230,8 @@ def _check_space(s: SpaceSettings) -> None:
     s.degree = _int("space.degree", s.degree, low=1, high=3)
     if s.quadrature_degree is not None:
         s.quadrature_degree = _int("space.quadrature_degree", s.quadrature_degree, low=1, high=30)
+    if not isinstance(s.lumping, bool):
+        raise InputError(f"space.lumping = {s.lumping!r}: expected true or false")
 
 
 def _check_graph(s: GraphSettings) -> None:

@@ -84,7 +84,7 @@ class Simulation:
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
         self.model.check_finite()
         self.layout = BlockLayout(self.model.V, self.graph.n)
-        self.operators = BlockOperators(self.model, self.layout)
+        self.operators = BlockOperators(self.model, self.layout, settings.space.lumping)
         assembly_done = time.perf_counter()
         self.functions = []
         for g in range(self.graph.n):

@@ -1,0 +1,70 @@
+"""Fast versions of the verification studies: observed orders within ±0.2 of the theory."""
+
+from __future__ import annotations
+
+import pytest
+
+from rdgraph import verification as v
+from rdgraph.config import settings_from_dict
+from rdgraph.errors import InputError
+
+from conftest import make_config
+
+
+@pytest.mark.parametrize("coupling", ["laplacian", "gibbs"])
+@pytest.mark.parametrize("degree", [1, 2])
+def test_space_orders_1d(coupling, degree):
+    study = v.space_study(v.manufactured(coupling, 1), degree, [4, 8, 16])
+    l2, h1 = study.orders
+    assert l2[-1] == pytest.approx(degree + 1, abs=0.2)
+    assert h1[-1] == pytest.approx(degree, abs=0.2)
+
+
+def test_space_orders_2d_gibbs_p1():
+    l2, h1 = v.space_study(v.manufactured("gibbs", 2), 1, [4, 8, 16]).orders
+    assert l2[-1] == pytest.approx(2, abs=0.2)
+    assert h1[-1] == pytest.approx(1, abs=0.2)
+
+
+def test_space_orders_cosine_mode_2d():
+    l2, h1 = v.space_study(v.cosine_mode(2), 1, [4, 8, 16]).orders
+    assert l2[-1] == pytest.approx(2, abs=0.2)
+    assert h1[-1] == pytest.approx(1, abs=0.2)
+
+
+@pytest.mark.parametrize("scheme,steps", [("implicit-euler", [4, 8, 16]),
+                                          ("crank-nicolson", [4, 8, 16]),
+                                          ("bdf2", [8, 16, 32])])
+def test_time_orders(scheme, steps):
+    study = v.time_study(v.manufactured("gibbs", 1), scheme, steps, cells=64)
+    expected = {"implicit-euler": 1, "crank-nicolson": 2, "bdf2": 2}[scheme]
+    assert study.orders[0][-1] == pytest.approx(expected, abs=0.2)
+
+
+@pytest.mark.parametrize("scheme,steps", [("implicit-euler", [4, 8, 16]),
+                                          ("crank-nicolson", [4, 8, 16]),
+                                          ("bdf2", [16, 32, 64])])
+def test_vertex_masses_against_matrix_exponential(scheme, steps):
+    study = v.mass_study(scheme, steps)
+    expected = {"implicit-euler": 1, "crank-nicolson": 2, "bdf2": 2}[scheme]
+    assert study.orders[0][-1] == pytest.approx(expected, abs=0.2)
+
+
+def test_gibbs_entropy_monotone_and_rate_matches_gap():
+    result = v.gibbs_study(t_end=3.0, steps=300, cells=16)
+    assert result["monotone"]
+    assert result["rel_entropy_last"] < 1e-3 * result["rel_entropy_first"]
+    assert result["measured_rate"] == pytest.approx(result["spectral_gap"], rel=0.02)
+
+
+def test_lumping_keeps_p1_density_positive():
+    result = v.positivity_study(dim=1, cells=100)
+    consistent, lumped = result[False], result[True]
+    assert consistent[0] < -1e-3  # the consistent mass undershoots here ...
+    assert lumped[0] > -1e-14  # ... the lumped one does not
+    assert consistent[1] < 1e-12 and lumped[1] < 1e-12  # both conserve mass
+
+
+def test_lumping_must_be_a_bool():
+    with pytest.raises(InputError, match="space.lumping"):
+        settings_from_dict(make_config(space={"lumping": "yes"}))
