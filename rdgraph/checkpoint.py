@@ -189,11 +189,13 @@ def restore(sim, data: dict) -> None:
 def truncate_csv(path: Path, step: int, comm: MPI.Comm) -> None:
     """Keep the header and the rows up to ``step`` of a diagnostics CSV (rank 0, atomically)."""
     if comm.rank == 0:
-        lines = Path(path).read_text().splitlines() if Path(path).exists() else []
+        text = Path(path).read_text() if Path(path).exists() else ""
+        # Rows are written whole, each with its newline: text after the last newline is a row
+        # torn by a kill during a write, and goes.
+        lines = text.split("\n")[:-1]
         kept = lines[:1]
         for line in lines[1:]:
             head = line.split(",", 1)[0]
-            # A half-written last line (a kill during a write) is dropped with the later rows.
             if not head.isdigit() or int(head) > step or line.count(",") != lines[0].count(","):
                 break
             kept.append(line)

@@ -201,3 +201,16 @@ def test_memory_stays_flat_over_many_steps():
     # A leak of one 8x8 block vector (3*81 doubles) per step alone would be ~700 KiB here;
     # a leaked KSP or form per step, megabytes.
     assert growth < 1024, f"RSS grew by {growth} KiB over 350 steps"
+
+
+def test_truncate_csv_drops_later_and_half_written_rows(shared_tmp):
+    from rdgraph.checkpoint import truncate_csv
+
+    path = shared_tmp / "d.csv"
+    put(path, "step,t\n0,0.0\n1,0.1\n2,0.2\n3,0.")
+    truncate_csv(path, 2, COMM)
+    assert path.read_text() == "step,t\n0,0.0\n1,0.1\n2,0.2\n"
+    COMM.Barrier()  # every rank has read it before rank 0 rewrites it
+    put(path, "step,t\n0,0.0\n1,0.1\n2,0.2\n3,0.")
+    truncate_csv(path, 9, COMM)  # the torn last row goes, whatever the step
+    assert path.read_text() == "step,t\n0,0.0\n1,0.1\n2,0.2\n"

@@ -134,3 +134,16 @@ def test_exception_inside_a_run_on_two_ranks_ends_both(tmp_path):
     assert result.returncode != 0
     assert "bug on rank 1" in result.stderr and "Traceback" in result.stderr
     assert time.monotonic() - start < 90
+
+
+@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec next to the interpreter")
+def test_bad_mesh_file_and_bad_resume_exit_2_on_two_ranks(tmp_path):
+    (tmp_path / "bad.msh").write_text("not a mesh\n")
+    out = tmp_path / "never"
+    result = run(2, "--out", str(out), "--set", "mesh.shape='file'",
+                 "--set", f"mesh.file='{tmp_path / 'bad.msh'}'", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("rdgraph: error:") == 1 and "bad.msh" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+    result = run(2, "--resume", str(tmp_path), "--quiet", timeout=60)
+    assert result.returncode == 2 and "config.toml" in result.stderr
