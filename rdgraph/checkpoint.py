@@ -20,7 +20,7 @@ import numpy as np
 
 from rdgraph.compat import MPI
 from rdgraph.config import Settings
-from rdgraph.errors import InputError
+from rdgraph.errors import InputError, on_root
 from rdgraph.io import atomic_write_text, save_npz
 
 __all__ = [
@@ -148,16 +148,7 @@ def load_checkpoint(directory: Path, settings: Settings, comm: MPI.Comm) -> dict
         InputError: No checkpoint, an unreadable one, or one written for other settings.
             Raised on every rank.
     """
-    data, error = None, None
-    if comm.rank == 0:
-        try:
-            data = _read(directory, settings)
-        except InputError as e:
-            error = str(e)
-    data, error = comm.bcast((data, error), root=0)
-    if error is not None:
-        raise InputError(error)
-    return data
+    return on_root(comm, _read, directory, settings)
 
 
 def restore(sim, data: dict) -> None:

@@ -1,6 +1,6 @@
 """Exception types that map onto rdgraph's exit statuses."""
 
-__all__ = ["InputError", "Interrupted", "SolverError"]
+__all__ = ["InputError", "Interrupted", "SolverError", "on_root"]
 
 
 class InputError(ValueError):
@@ -22,3 +22,20 @@ class Interrupted(RuntimeError):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
+
+
+def on_root(comm, fn, *args):
+    """Run ``fn`` on rank 0 and give every rank its value, or raise its InputError everywhere.
+
+    For work that must happen once (reading a file) while failing identically on all ranks.
+    """
+    result, error = None, None
+    if comm.rank == 0:
+        try:
+            result = fn(*args)
+        except InputError as e:
+            error = str(e)
+    result, error = comm.bcast((result, error), root=0)
+    if error is not None:
+        raise InputError(error)
+    return result

@@ -8,7 +8,7 @@ import numpy as np
 
 from rdgraph.compat import MPI, dolfinx
 from rdgraph.config import MeshSettings
-from rdgraph.errors import InputError
+from rdgraph.errors import InputError, on_root
 
 __all__ = ["build_mesh", "check_mesh_file"]
 
@@ -60,20 +60,6 @@ def check_mesh_file(path: str | Path) -> int:
             gmsh.finalize()
 
 
-def _bcast_checked(comm: MPI.Comm, fn, *args):
-    """Run ``fn`` on rank 0 and give every rank its value or its InputError."""
-    result, error = None, None
-    if comm.rank == 0:
-        try:
-            result = fn(*args)
-        except InputError as e:
-            error = str(e)
-    result, error = comm.bcast((result, error), root=0)
-    if error is not None:
-        raise InputError(error)
-    return result
-
-
 def build_mesh(settings: MeshSettings, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     """Create the shared mesh described by ``settings`` (collective)."""
     shape = settings.shape
@@ -98,7 +84,7 @@ def build_mesh(settings: MeshSettings, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
             dolfinx.mesh.CellType.tetrahedron,
             ghost_mode=ghost,
         )
-    tdim = _bcast_checked(comm, check_mesh_file, settings.file)
+    tdim = on_root(comm, check_mesh_file, settings.file)
     from dolfinx.io import gmsh as gmshio
 
     # A planar mesh is read with gdim = tdim, so that x has as many components as the cells.
