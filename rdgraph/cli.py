@@ -8,6 +8,7 @@ unexpected exception on any rank aborts every rank.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -17,6 +18,13 @@ from pathlib import Path
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER = 0, 1, 2, 3
+
+# Subcommands besides ``run``: name -> (module, help). Each module provides
+# ``add_arguments(parser)`` and ``run_from_args(args) -> int``; the modules are imported
+# lazily so that ``rdgraph --help`` stays cheap and a new command touches one line here.
+SUBCOMMANDS = {
+    "convergence": ("rdgraph.verification", "verification and convergence studies"),
+}
 
 
 def _install_mpi_excepthook() -> None:
@@ -90,10 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue RUN_DIR from its newest checkpoint (CONFIG defaults to "
                      "RUN_DIR/config.toml)")
     run.add_argument("--quiet", action="store_true", help="print only errors")
-    conv = sub.add_parser("convergence", help="verification and convergence studies")
-    from rdgraph.verification import add_arguments
-
-    add_arguments(conv)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -140,10 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     # matched with a collective of the run itself.
     consensus = MPI.COMM_WORLD.Dup()
     try:
-        if args.command == "convergence":
-            from rdgraph.verification import run_from_args
-
-            return run_from_args(args)
+        if args.command in SUBCOMMANDS:
+            module = importlib.import_module(SUBCOMMANDS[args.command][0])
+            return module.run_from_args(args)
         return _run(args, solver_options)
     except InputError as e:
         return _fail(consensus, EXIT_INPUT, f"rdgraph: error: {e}")
