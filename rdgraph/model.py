@@ -92,7 +92,9 @@ class Model:
         if self.sources is not None:
             self.source_form = fem.form(self._vertex_ufl(self.sources, self._g) * v * dx)
 
-        self._potential_nodal = [self._nodal(self.potentials, g) for g in range(n)]
+        # Vertex expressions are evaluated once: set-up must not grow with N more than it must.
+        self._potential_nodal = self._nodal_all(self.potentials)
+        self._initial_nodal = self._nodal_all(self.initials)
         # NaN/inf expressions first: they would otherwise surface as overflowing rates.
         self.check_finite()
         self._check_rates()
@@ -129,30 +131,41 @@ class Model:
             points.shape[1]
         )
 
+    def _nodal_all(self, exprs) -> list[np.ndarray]:
+        """Nodal values for every vertex; one shared array when the expression has no ``g``."""
+        if isinstance(exprs, Expression) and not exprs.depends_on("g"):
+            return [self._nodal(exprs, 0)] * self.graph.n
+        return [self._nodal(exprs, g) for g in range(self.graph.n)]
+
+    @property
+    def shared_potential(self) -> bool:
+        """All vertices have the same potential (one expression without ``g``)."""
+        return isinstance(self.potentials, Expression) and not self.potentials.depends_on("g")
+
     def potential_nodal(self, g: int) -> np.ndarray:
         """Nodal values of ``V_g`` on local dofs."""
         return self._potential_nodal[g]
 
     def initial_nodal(self, g: int) -> np.ndarray:
-        """Nodal values of the initial density of vertex ``g`` on local dofs."""
-        return self._nodal(self.initials, g)
-
-    def _all_finite(self, values: np.ndarray) -> bool:
-        return bool(self.mesh.comm.allreduce(bool(np.isfinite(values).all()), op=MPI.LAND))
+        """Nodal values of the initial density of vertex ``g`` on local dofs (a copy)."""
+        return self._initial_nodal[g].copy()
 
     def check_finite(self) -> None:
         """Refuse potentials and initial densities that are NaN/inf on the mesh (collective)."""
-        for g in range(self.graph.n):
-            for what, values, exprs in (
-                ("potential", self._potential_nodal[g], self.potentials),
-                ("initial", self.initial_nodal(g), self.initials),
-            ):
-                if not self._all_finite(values):
-                    src = exprs if isinstance(exprs, Expression) else exprs[g]
-                    raise InputError(
-                        f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
-                        f"for vertex g = {g}"
-                    )
+        checks = [(what, g, values, exprs)
+                  for what, nodal, exprs in (("potential", self._potential_nodal, self.potentials),
+                                             ("initial", self._initial_nodal, self.initials))
+                  for g, values in enumerate(nodal)]
+        local = np.array([np.isfinite(values).all() for _, _, values, _ in checks], dtype=np.int32)
+        finite = np.empty_like(local)
+        self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)  # one reduction for all vertices
+        for (what, g, _, exprs), ok in zip(checks, finite):
+            if not ok:
+                src = exprs if isinstance(exprs, Expression) else exprs[g]
+                raise InputError(
+                    f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
+                    f"for vertex g = {g}"
+                )
 
     def _check_rates(self) -> None:
         if self.coupling != "gibbs" or not self.graph.edges:
@@ -198,11 +211,14 @@ class Model:
         rho, dx = self._rho, self.dx
         boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
         weight_form = fem.form(boltzmann * dx)
-        weights = []
-        for g in range(n):
+        local = []
+        for g in range(1 if self.shared_potential else n):
             self.set_vertex(g)
-            weights.append(comm.allreduce(fem.assemble_scalar(weight_form), op=MPI.SUM))
-        self.gibbs_integrals = np.array(weights)  # ∫ exp(-(V_g - V*)/β), V* the shift
+            local.append(fem.assemble_scalar(weight_form))
+        local = np.array(local, dtype=np.float64)
+        weights = np.empty_like(local)
+        comm.Allreduce(local, weights, op=MPI.SUM)  # one reduction, not N
+        self.gibbs_integrals = np.broadcast_to(weights, (n,)).copy()  # ∫ exp(-(V_g - V*)/β), V* the shift
         if not np.all(np.isfinite(self.gibbs_integrals)) or self.gibbs_integrals.sum() <= 0:
             raise InputError(
                 f"the Gibbs weights exp(-V/beta) are not finite or vanish with "

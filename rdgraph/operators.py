@@ -25,7 +25,6 @@ import numpy as np
 
 from rdgraph.blocks import BlockLayout, ScalarPattern
 from rdgraph.compat import PETSc
-from rdgraph.expressions import Expression
 from rdgraph.model import Model
 
 __all__ = ["BlockOperators", "BlockShell"]
@@ -57,9 +56,7 @@ class BlockOperators:
         n = self.graph.n
         self._diagonal_index = self._diagonal_positions() if lumping else None
         self.mass = self._lumped(self.pattern.assemble(model.mass_form))
-        self.equal_vertex_operators = isinstance(model.potentials, Expression) and not (
-            model.potentials.depends_on("g")
-        )
+        self.equal_vertex_operators = model.shared_potential
         if self.equal_vertex_operators:
             model.set_vertex(0)
             shared = self.pattern.assemble(model.stiffness_form)

@@ -82,7 +82,6 @@ class Simulation:
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
-        self.model.check_finite()
         self.layout = BlockLayout(self.model.V, self.graph.n)
         self.operators = BlockOperators(self.model, self.layout, settings.space.lumping)
         assembly_done = time.perf_counter()
