@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import site
 import subprocess
 import sys
@@ -99,3 +101,59 @@ def test_bad_arguments():
                               timeout=60, env=clean_env())
         assert done.returncode == 2
         assert "rdgraph install:" in done.stderr
+
+
+# -- docker/: no engine here, so check what can be checked without one --------------------
+
+DOCKER = ROOT / "docker"
+
+
+def test_dockerfile_installs_with_the_tested_script(tmp_path):
+    """The image's install step, run in the emulated image environment, adds rdgraph only."""
+    text = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"^FROM ghcr\.io/fenics/dolfinx/dolfinx:v0\.11\.0$", text, re.M)
+    for source in re.findall(r"^COPY (.+) \S+$", text, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+    [line] = re.findall(r"bash scripts/install\.sh ([^\\&\n]+)", text)
+    args = shlex.split(line)
+    assert args[:2] == ["--mode", "system"]
+    python = make_venv(tmp_path / "venv", with_stack=True)
+    args[args.index("--python") + 1] = str(python)
+    report = tmp_path / "report.json"
+    pip_args = [] if "--" in args else ["--"]
+    done = subprocess.run(
+        ["bash", str(INSTALL), *args, *pip_args, "--dry-run", "--report", str(report),
+         "--no-index", "--no-build-isolation", "--quiet"],
+        capture_output=True, text=True, timeout=600, env=clean_env(), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    planned = {item["metadata"]["name"].lower()
+               for item in json.loads(report.read_text())["install"]}
+    assert planned == {"rdgraph"}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], "RDGRAPH"),
+    (["run", "case.toml"], "RDGRAPH run case.toml"),
+    (["info"], "RDGRAPH info"),  # a program of that name exists in the image
+    (["--help"], "RDGRAPH --help"),
+    (["echo", "direct"], "direct"),  # any program, e.g. mpirun -n 4 rdgraph run
+    (["no-such-program"], "RDGRAPH no-such-program"),
+])
+def test_docker_entrypoint_dispatch(tmp_path, argv, expected):
+    stub = tmp_path / "rdgraph"
+    stub.write_text('#!/bin/bash\necho "RDGRAPH $*"\n')
+    stub.chmod(0o755)
+    if argv == ["info"]:
+        fake = tmp_path / "info"
+        fake.write_text("#!/bin/bash\necho 'GNU info'\n")
+        fake.chmod(0o755)
+    env = clean_env()
+    # python3 of this environment, and rdgraph's source for the subcommand table.
+    env["PATH"] = os.pathsep.join([str(tmp_path), str(Path(sys.executable).parent),
+                                   env.get("PATH", "")])
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(["bash", str(DOCKER / "entrypoint.sh"), *argv], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
