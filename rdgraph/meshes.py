@@ -85,8 +85,31 @@ def build_mesh(settings: MeshSettings, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
             ghost_mode=ghost,
         )
     tdim = on_root(comm, check_mesh_file, settings.file)
+    return _read_msh(settings.file, comm, tdim)
+
+
+def _read_msh(path: str, comm: MPI.Comm, gdim: int) -> dolfinx.mesh.Mesh:
+    """Read a checked gmsh file on rank 0 and distribute it (collective).
+
+    Does what ``dolfinx.io.gmsh.read_from_msh`` does, but with gmsh silent (it would print
+    "Info : Reading ..." even under ``--quiet``) and without gmsh's own SIGINT handler, which
+    would replace the one that writes a checkpoint on Ctrl-C.
+    """
+    import gmsh
     from dolfinx.io import gmsh as gmshio
 
     # A planar mesh is read with gdim = tdim, so that x has as many components as the cells.
-    data = gmshio.read_from_msh(settings.file, comm, 0, gdim=tdim)
-    return data.mesh
+    if comm.rank != 0:
+        return gmshio.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
+    initialized_here = not gmsh.isInitialized()
+    if initialized_here:
+        gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("rdgraph-mesh")
+        gmsh.merge(str(path))
+        return gmshio.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
+    finally:
+        gmsh.model.remove()
+        if initialized_here:
+            gmsh.finalize()

@@ -25,7 +25,8 @@ from rdgraph.compat import PETSc
 from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "solver_options"]
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "resolve_solver",
+           "solver_options"]
 
 OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
@@ -49,6 +50,30 @@ def _direct_package() -> str:
 def _lu() -> dict:
     return {"ksp_type": "preonly", "pc_type": "lu",
             "pc_factor_mat_solver_type": _direct_package()}
+
+
+def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
+                   exact: bool) -> tuple[str, str | None]:
+    """The block solver type and spectral inner solver that ``settings`` resolve to.
+
+    Args:
+        settings: The ``[solver]`` settings (``type`` and ``inner`` may be ``auto``).
+        num_blocks: Graph vertices.
+        size_global: Scalar dofs per vertex.
+        exact: The spectral solve is exact (laplacian coupling, equal vertex operators).
+
+    Returns:
+        ``(type, inner)``; ``inner`` is ``"lu"`` or ``"amg"`` for ``spectral``, else ``None``.
+    """
+    kind = settings.type
+    if kind == "auto":
+        kind = "direct" if num_blocks * size_global <= AUTO_DIRECT_MAX else "spectral"
+    if kind != "spectral":
+        return kind, None
+    inner = settings.inner
+    if inner == "auto":
+        inner = "lu" if size_global <= (LU_MAX_DOFS_EXACT if exact else LU_MAX_DOFS) else "amg"
+    return kind, inner
 
 
 def solver_options(settings: SolverSettings, overrides: dict[str, Any] | None = None) -> dict:
@@ -154,12 +179,13 @@ class BlockSolver:
         overrides = dict(overrides or {})
         inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
                            for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
-        self.kind = settings.type
-        if self.kind == "auto":
-            unknowns = operators.layout.num_blocks * operators.layout.size_global
-            self.kind = "direct" if unknowns <= AUTO_DIRECT_MAX else "spectral"
-            if self.kind == "direct":
-                settings = dataclasses.replace(settings, type="direct")
+        exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
+        self.kind, inner = resolve_solver(settings, operators.layout.num_blocks,
+                                          operators.layout.size_global, exact)
+        if settings.type == "auto" and self.kind == "direct":
+            settings = dataclasses.replace(settings, type="direct")
+        if inner is not None:
+            settings = dataclasses.replace(settings, inner=inner)
         self.name = name
         self.matrix = None
         self.preconditioner = None
@@ -208,10 +234,7 @@ class BlockSolver:
         from rdgraph.spectral import SpectralPreconditioner
 
         exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
-        inner_kind = settings.inner
-        if inner_kind == "auto":
-            limit = LU_MAX_DOFS_EXACT if exact else LU_MAX_DOFS
-            inner_kind = "lu" if operators.layout.size_global <= limit else "amg"
+        inner_kind = settings.inner  # resolved by resolve_solver
         if inner_kind == "lu":
             inner = _lu()
         elif exact:

@@ -19,16 +19,26 @@ import numpy as np
 from rdgraph.compat import PETSc
 from rdgraph.operators import BlockOperators
 
-__all__ = ["SpectralPreconditioner", "graph_modes"]
+__all__ = ["SpectralPreconditioner", "coupling_modes", "graph_modes"]
 
 
 def graph_modes(operators: BlockOperators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eigenvalues ``λ`` and the transforms ``P``, ``P⁻¹`` of the coupling's graph matrix."""
-    graph = operators.graph
-    if operators.coupling == "laplacian":
+    weights = operators.model.gibbs_integrals if operators.coupling == "gibbs" else None
+    return coupling_modes(operators.graph, operators.coupling, weights)
+
+
+def coupling_modes(graph, coupling: str, gibbs_integrals: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues and transforms of the graph matrix ``L̄`` of a coupling (no FEM objects).
+
+    laplacian: the graph Laplacian. gibbs: the vertex chain with rates ``w_gh sqrt(π̄_h/π̄_g)``,
+    ``π̄_g`` the integrals ``∫exp(-V_g/β)``, symmetrized by ``diag(sqrt π̄)``.
+    """
+    if coupling == "laplacian":
         values, Q = graph.spectrum()
         return values, Q, Q.T
-    weights = operators.model.gibbs_integrals
+    weights = np.asarray(gibbs_integrals, dtype=float)
     root = np.sqrt(weights / weights.max())
     W = graph.weights
     ratio = root[None, :] / root[:, None]  # sqrt(π_h / π_g)

@@ -62,10 +62,11 @@ fi
 
 # Reinstall only when the declared or pinned dependencies change (the install is editable).
 stamp="$venv/.rdgraph-install-stamp"
-want="$(cat "$root/pyproject.toml" "$root/scripts/constraints.txt" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/pyproject.toml" "$root/scripts/constraints.txt" "$root/scripts/install.sh" \
+    | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "rdgraph setup: installing rdgraph and its pinned dependencies into .venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -c "$root/scripts/constraints.txt" -e "$root[wheel,test]"
+    bash "$root/scripts/install.sh" --mode wheel --python "$venv/bin/python" --editable \
+        --extras test
     echo "$want" > "$stamp"
 fi

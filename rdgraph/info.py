@@ -1,0 +1,166 @@
+"""``rdgraph info``: what a config would solve, without solving it.
+
+Builds the graph, the mesh, the function space and the model's forms (which validates the
+expressions exactly as ``rdgraph run`` does) but assembles no matrix and takes no time step.
+Reports the software stack, the problem size, the block solver ``auto`` resolves to, and the
+spectrum of the coupling's graph matrix, whose gap sets the time scale of the exchange of
+mass between vertices (laplacian: vertex masses obey ``m' = -L m`` exactly).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rdgraph.compat import MPI, versions
+from rdgraph.config import Settings
+
+__all__ = ["add_arguments", "describe", "format_info", "run_from_args"]
+
+
+def _spectral_gap(values: np.ndarray, components: int) -> float:
+    # λ₂ of a connected graph; 0 when it falls apart (no exchange between the parts).
+    positive = values[values > 0]
+    return float(positive[0]) if components == 1 and positive.size else 0.0
+
+
+def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
+    """Versions, sizes, solver choice and graph spectra of ``settings`` (collective).
+
+    Raises:
+        InputError: The graph, mesh file or an expression is invalid (on every rank).
+    """
+    import petsc4py
+
+    from rdgraph.expressions import Expression
+    from rdgraph.meshes import build_mesh
+    from rdgraph.model import Model
+    from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
+    from rdgraph.solvers import _direct_package, resolve_solver
+    from rdgraph.spectral import coupling_modes
+
+    graph = graph_from_settings(settings)
+    if settings.mesh.shape in _MESH_GDIM:
+        # Expression errors before the first collective, as in Simulation.
+        _check_expressions(settings, graph, _MESH_GDIM[settings.mesh.shape])
+    mesh = build_mesh(settings.mesh, comm)
+    model = Model(mesh, graph, settings.model, settings.space)
+    tdim = mesh.topology.dim
+    index_map = model.V.dofmap.index_map
+    dofs = index_map.size_global * model.V.dofmap.index_map_bs
+
+    # The same rule as BlockOperators.equal_vertex_operators.
+    equal = isinstance(model.potentials, Expression) and not model.potentials.depends_on("g")
+    exact = equal and model.coupling == "laplacian"
+    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact)
+    solver = {"type": kind, "configured": settings.solver.type}
+    if kind == "direct":
+        solver["package"] = _direct_package()
+    if kind == "spectral":
+        solver.update(inner=inner, exact=exact)
+
+    components = len(graph.components())
+    values, _ = graph.spectrum()
+    info = {
+        "versions": {**versions(), "petsc4py": petsc4py.__version__},
+        "ranks": comm.size,
+        "mesh": {
+            "shape": settings.mesh.shape,
+            "file": settings.mesh.file,
+            "gdim": mesh.geometry.dim,
+            "cells": mesh.topology.index_map(tdim).size_global,
+            "vertices": mesh.topology.index_map(0).size_global,
+        },
+        "degree": settings.space.degree,
+        "dofs_per_vertex": dofs,
+        "graph": {"kind": settings.graph.kind, "vertices": graph.n,
+                  "edges": len(graph.edges), "components": components},
+        "unknowns": dofs * graph.n,
+        "coupling": model.coupling,
+        "scheme": settings.time.scheme,
+        "dt": settings.time.dt,
+        "steps": settings.num_steps,
+        "solver": solver,
+        "laplacian_eigenvalues": [float(v) for v in values],
+        "spectral_gap": _spectral_gap(values, components),
+    }
+    if model.coupling == "gibbs":
+        # The vertex chain the spectral solver uses: exact for potentials V + c_g.
+        chain, _, _ = coupling_modes(graph, "gibbs", model.gibbs_integrals)
+        info["gibbs_chain_eigenvalues"] = [float(v) for v in chain]
+        info["gibbs_chain_gap"] = _spectral_gap(chain, components)
+        info["gibbs_vertex_fractions"] = [float(f) for f in model.gibbs_fractions]
+    return info
+
+
+def _numbers(values: list[float], limit: int) -> str:
+    shown = " ".join(f"{v:.6g}" for v in values[:limit])
+    if len(values) > limit:
+        shown += f" ... {values[-1]:.6g} ({len(values)} in all)"
+    return shown
+
+
+def _gap(gap: float) -> str:
+    if gap == 0.0:
+        return "0 (graph not connected: no exchange between its components)"
+    return f"{gap:.6g} (exchange time 1/gap = {1 / gap:.4g})"
+
+
+def format_info(info: dict, max_values: int = 16) -> str:
+    """The text ``rdgraph info`` prints."""
+    v, m, g, s = info["versions"], info["mesh"], info["graph"], info["solver"]
+    where = f" from {m['file']}" if m["file"] else ""
+    if s["type"] == "direct":
+        how = f"LU of the monolithic block matrix with {s['package']}"
+    elif s["type"] == "spectral":
+        how = (f"graph-spectral, scalar solves {s['inner']}, "
+               + ("exact (one pass)" if s["exact"] else "preconditioning GMRES"))
+    else:
+        how = "on the assembled block matrix"
+    lines = [
+        f"rdgraph {v['rdgraph']}, DOLFINx {v['dolfinx']}, PETSc {v['petsc']}, "
+        f"petsc4py {v['petsc4py']}, mpi4py {v['mpi4py']}, numpy {v['numpy']}, "
+        f"Python {v['python']}",
+        f"MPI: {' '.join(v['mpi'].split())}; {info['ranks']} rank(s)",
+        f"mesh: {m['shape']}{where}, {m['gdim']}-D, {m['cells']} cells, "
+        f"{m['vertices']} vertices",
+        f"space: Lagrange P{info['degree']}, {info['dofs_per_vertex']} dofs per graph vertex",
+        f"graph: {g['kind']}, {g['vertices']} vertices, {g['edges']} edges, "
+        f"{g['components']} component(s)",
+        f"unknowns: {info['unknowns']} = {g['vertices']} x {info['dofs_per_vertex']}",
+        f"model: {info['coupling']} coupling, {info['scheme']}, dt = {info['dt']:g}, "
+        f"{info['steps']} steps",
+        f"solver: {s['type']} (configured: {s['configured']}): {how}",
+        f"Laplacian eigenvalues: {_numbers(info['laplacian_eigenvalues'], max_values)}",
+        f"spectral gap: {_gap(info['spectral_gap'])}",
+    ]
+    if "gibbs_chain_eigenvalues" in info:
+        lines += [
+            "gibbs vertex chain (rates w_gh sqrt(pi_h/pi_g), pi_g = int exp(-V_g/beta)) "
+            f"eigenvalues: {_numbers(info['gibbs_chain_eigenvalues'], max_values)}",
+            f"gibbs chain gap: {_gap(info['gibbs_chain_gap'])}",
+            f"Gibbs vertex fractions: {_numbers(info['gibbs_vertex_fractions'], max_values)}",
+        ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    """Arguments of ``rdgraph info``."""
+    parser.add_argument("config", nargs="?", type=Path,
+                        help="TOML config file (default: the built-in default problem)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_from_args(args) -> int:
+    """Run ``rdgraph info``; prints on rank 0 only."""
+    from rdgraph.config import load_settings
+
+    settings = load_settings(args.config, args.overrides)
+    info = describe(settings, MPI.COMM_WORLD)
+    if MPI.COMM_WORLD.rank == 0:
+        print(json.dumps(info, indent=2) if args.json else format_info(info), flush=True)
+    return 0

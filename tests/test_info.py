@@ -1,0 +1,127 @@
+"""``rdgraph info``: versions, sizes, solver choice and spectra, without a run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tomli_w
+from conftest import make_config
+
+from rdgraph.cli import main
+from rdgraph.compat import MPI
+from rdgraph.config import SolverSettings
+from rdgraph.solvers import AUTO_DIRECT_MAX, LU_MAX_DOFS, LU_MAX_DOFS_EXACT, resolve_solver
+
+
+def info(capsys, *arguments: str) -> tuple[int, str]:
+    status = main(["info", *arguments])
+    return status, capsys.readouterr().out
+
+
+def config_file(folder, name: str, **sections) -> str:
+    """A config file ``folder/name.toml``: conftest's base config with ``sections``."""
+    path = folder / f"{name}.toml"
+    if MPI.COMM_WORLD.rank == 0:
+        path.write_text(tomli_w.dumps(make_config(**sections)))
+    MPI.COMM_WORLD.Barrier()
+    return str(path)
+
+
+def test_path_graph_sizes_and_spectrum(capsys, shared_tmp):
+    n = 5
+    path = config_file(shared_tmp, "path", mesh={"cells": [8, 8]}, space={"degree": 2},
+                       graph={"kind": "path", "n": n}, time={"dt": 0.05, "t_end": 1.0},
+                       solver={"type": "auto"})
+    status, text = info(capsys, path, "--json")
+    assert status == 0
+    if MPI.COMM_WORLD.rank != 0:
+        assert text == ""
+        return
+    report = json.loads(text)
+    assert report["ranks"] == MPI.COMM_WORLD.size
+    assert report["mesh"]["cells"] == 2 * 8 * 8
+    assert report["dofs_per_vertex"] == 17 * 17  # P2 on an 8 x 8 square
+    assert report["unknowns"] == n * 17 * 17
+    assert report["graph"] == {"kind": "path", "vertices": n, "edges": n - 1, "components": 1}
+    assert report["steps"] == 20
+    exact = 2 - 2 * np.cos(np.arange(n) * np.pi / n)
+    assert np.allclose(report["laplacian_eigenvalues"], exact, atol=1e-12)
+    assert report["spectral_gap"] == pytest.approx(exact[1], rel=1e-12)
+    assert report["solver"] == {"type": "direct", "configured": "auto", "package": "mumps"}
+    for key in ("rdgraph", "dolfinx", "petsc", "petsc4py", "mpi", "mpi4py", "python"):
+        assert report["versions"][key]
+    assert "gibbs_chain_eigenvalues" not in report
+
+
+def test_text_report(capsys, shared_tmp):
+    path = config_file(shared_tmp, "cycle", mesh={"cells": [64, 64]},
+                       graph={"kind": "cycle", "n": 4}, solver={"type": "auto"})
+    status, text = info(capsys, path)
+    assert status == 0
+    if MPI.COMM_WORLD.rank == 0:
+        # Cycle C_4: eigenvalues 2 - 2cos(2πk/4) = 0, 2, 2, 4.
+        assert "Laplacian eigenvalues: 0 2 2 4" in text
+        assert "spectral gap: 2 (exchange time 1/gap = 0.5)" in text
+        assert "unknowns: 16900 = 4 x 4225" in text
+        assert f"{MPI.COMM_WORLD.size} rank(s)" in text
+        assert "solver: direct (configured: auto)" in text
+
+
+def test_gibbs_chain_of_two_vertices(capsys, shared_tmp):
+    # V_g = g, β = 1: π_1/π_0 = e^{-1}, rates w e^{∓1/2}; the masses relax at
+    # k_01 + k_10 = 2 w cosh(1/2) towards the fractions 1/(1 + e^{-1}), e^{-1}/(1 + e^{-1}).
+    w = 1.5
+    path = config_file(shared_tmp, "gibbs", mesh={"cells": [6, 6]},
+                       graph={"kind": "path", "n": 2, "weight": w},
+                       model={"coupling": "gibbs", "beta": 1.0, "potential": "g"})
+    status, text = info(capsys, path, "--json")
+    assert status == 0
+    if MPI.COMM_WORLD.rank == 0:
+        report = json.loads(text)
+        assert report["laplacian_eigenvalues"] == pytest.approx([0.0, 2 * w], abs=1e-12)
+        assert report["gibbs_chain_eigenvalues"] == pytest.approx(
+            [0.0, 2 * w * math.cosh(0.5)], abs=1e-12)
+        assert report["gibbs_chain_gap"] == pytest.approx(2 * w * math.cosh(0.5), rel=1e-12)
+        f0 = 1 / (1 + math.exp(-1))
+        assert report["gibbs_vertex_fractions"] == pytest.approx([f0, 1 - f0], rel=1e-12)
+
+
+def test_auto_picks_spectral_for_large_systems(capsys, shared_tmp):
+    # 31 x 31 P1 nodes on 105 vertices: 100905 unknowns, above the direct limit.
+    path = config_file(shared_tmp, "large", mesh={"cells": [30, 30]},
+                       graph={"kind": "path", "n": 105}, solver={"type": "auto"},
+                       model={"coupling": "laplacian", "potential": "x[0]**2"})
+    status, text = info(capsys, path, "--json")
+    assert status == 0
+    if MPI.COMM_WORLD.rank == 0:
+        report = json.loads(text)
+        assert report["unknowns"] == 105 * 961 > AUTO_DIRECT_MAX
+        assert report["solver"] == {"type": "spectral", "configured": "auto", "inner": "lu",
+                                    "exact": True}
+
+
+def test_resolve_solver_rules():
+    auto = SolverSettings()
+    assert resolve_solver(auto, 10, AUTO_DIRECT_MAX // 10, False) == ("direct", None)
+    assert resolve_solver(auto, 10, AUTO_DIRECT_MAX // 10 + 1, False) == ("spectral", "lu")
+    assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, False) == ("spectral", "amg")
+    assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, True) == ("spectral", "lu")
+    assert resolve_solver(auto, 2, LU_MAX_DOFS_EXACT + 1, True) == ("spectral", "amg")
+    assert resolve_solver(SolverSettings(type="krylov"), 100, 10**6, False) == ("krylov", None)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--set", "graph.n=0"], "graph.n"),
+    (["missing.toml"], "does not exist"),
+    (["--set", 'model.potential="x[0] + y"'], "model.potential"),
+    (["--set", 'mesh.shape="file"', "--set", 'mesh.file="nowhere.msh"'], "nowhere.msh"),
+])
+def test_bad_input_exits_2(capsys, arguments, message):
+    status = main(["info", *arguments])
+    assert status == 2
+    err = capsys.readouterr().err
+    if MPI.COMM_WORLD.rank == 0:
+        assert message in err and "Traceback" not in err
