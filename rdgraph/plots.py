@@ -133,8 +133,9 @@ def _dimension(x: np.ndarray) -> int:
 def plot_density(npz: dict[str, np.ndarray], path: Path) -> None:
     """The final density of each vertex on the mesh, one panel per vertex, one colour scale.
 
-    1-D: a curve; 2-D: a colour map on a Delaunay triangulation of the dofs; 3-D: the dofs
-    within about one mesh size of the middle plane of the last coordinate, as a scatter. With
+    1-D: a curve; 2-D: a colour map on a Delaunay triangulation of the dofs; 3-D: the same
+    for the dofs within about one mesh size of the middle plane of the last coordinate
+    (projected onto it; a scatter if they are too few to triangulate). With
     more than :data:`MAX_PANELS` vertices the ones with the largest final mass are drawn.
     """
     x, rho = np.asarray(npz["x"], dtype=float), np.asarray(npz["rho"], dtype=float)
@@ -160,7 +161,13 @@ def plot_density(npz: dict[str, np.ndarray], path: Path) -> None:
         h = float(np.prod(x.max(axis=0) - x.min(axis=0)) / x.shape[0]) ** (1 / 3)
         slab = np.abs(z - mid) <= 0.6 * h
         note = f", slice x₂ ≈ {mid:.3g}"
-    tri = _triangulation(x[:, 0], x[:, 1]) if dim == 2 else None
+    tri = None
+    if dim >= 2:
+        try:
+            tri = _triangulation(x[slab, 0], x[slab, 1])
+        except (ValueError, RuntimeError):
+            # Fewer than three points, or all on a line, in the 3-D slice: scatter them.
+            tri = None
     order = np.argsort(x[:, 0], kind="stable")
     image = None
     for k in range(nrows * ncols):
@@ -173,8 +180,8 @@ def plot_density(npz: dict[str, np.ndarray], path: Path) -> None:
             ax.plot(x[order, 0], rho[g, order])
             ax.set_ylim(vmin - 0.05 * (vmax - vmin), vmax + 0.05 * (vmax - vmin))
             ax.set_xlabel("x₀", fontsize="small")
-        elif dim == 2:
-            image = ax.tripcolor(tri, rho[g], shading="gouraud", cmap="viridis",
+        elif tri is not None:
+            image = ax.tripcolor(tri, rho[g, slab], shading="gouraud", cmap="viridis",
                                  vmin=vmin, vmax=vmax)
             ax.set_aspect("equal")
         else:
