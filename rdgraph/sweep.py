@@ -189,7 +189,10 @@ def _label(value) -> str:
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "_"
+    if isinstance(value, (int, float)):
+        return str(value)  # digits, '.', '-', 'e': safe in a file name, and keeps the sign
+    text = re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value))
+    return re.sub(r"-{2,}", "-", text).strip("-") or "_"
 
 
 def _toml_value(value) -> str:
