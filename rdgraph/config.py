@@ -115,7 +115,7 @@ class OutputSettings:
     npz: bool = True
     # Steps between checkpoints; 0: only at the end, on failure and on SIGTERM/SIGINT.
     checkpoint_every: int = 100
-    # PNG figures in RUN_DIR/plots at the end (about a second of matplotlib): off by default
+    # PNG figures in RUN_DIR/plots at the end (seconds of matplotlib): off by default
     # so that batch runs and sweeps stay lean; the built-in default problem turns it on.
     plots: bool = False
 
