@@ -19,9 +19,11 @@ The cases run one after the other, each on the whole communicator (all ranks of 
 (``beta=0.05_weight=1``), which is an ordinary run directory. At the end of a case,
 whatever its outcome, ``case.json`` is written into its folder atomically: the finished
 marker. A restarted sweep skips every case whose marker says ``ok`` for the same resolved
-config, and runs the others (failed, interrupted or changed ones) again from the start. A
+config and runs the others (failed, interrupted or changed ones) again. A
 case that fails with invalid input (found only while building it, e.g. a broken mesh file)
-or a solver failure is recorded with its status and message, and the sweep goes on.
+or a solver failure is recorded with its status and message, and the sweep goes on. An
+unfinished case whose folder holds a checkpoint (the sweep was stopped by SIGTERM/SIGINT,
+which checkpoints the running case) continues from it when it fits the case's settings.
 ``sweep.csv`` (rewritten atomically after every case) has one row per case: the values,
 status, wall time, final vertex masses, free energy and relative entropy.
 """
@@ -93,6 +95,7 @@ class CaseResult:
     wall_time: float
     message: str = ""
     skipped: bool = False
+    resumed_from_step: int | None = None
     steps: int | None = None
     t: float | None = None
     mass: float | None = None
@@ -305,8 +308,8 @@ def _finished(folder: Path, config: dict) -> CaseResult | None:
 
 def _csv_text(sweep: Sweep, results: list[CaseResult]) -> str:
     num_vertices = max((len(r.vertex_masses) for r in results), default=0)
-    header = (["case", *sweep.parameters, "status", "skipped", "wall_time", "steps", "t",
-               "mass", "free_energy", "rel_entropy"]
+    header = (["case", *sweep.parameters, "status", "skipped", "resumed_from_step",
+               "wall_time", "steps", "t", "mass", "free_energy", "rel_entropy"]
               + [f"mass_{g}" for g in range(num_vertices)] + ["message"])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -323,7 +326,7 @@ def _csv_text(sweep: Sweep, results: list[CaseResult]) -> str:
         masses = [repr(float(m)) for m in r.vertex_masses]
         writer.writerow(
             [r.name, *(cell(r.values[k]) for k in sweep.parameters), r.status,
-             str(r.skipped).lower(), f"{r.wall_time:.6g}",
+             str(r.skipped).lower(), cell(r.resumed_from_step), f"{r.wall_time:.6g}",
              *(cell(v) for v in (r.steps, r.t, r.mass, r.free_energy, r.rel_entropy))]
             + masses + [""] * (num_vertices - len(masses))
             + [r.message.replace("\n", " ")]
@@ -331,15 +334,31 @@ def _csv_text(sweep: Sweep, results: list[CaseResult]) -> str:
     return buffer.getvalue()
 
 
-def _run_case(case: SweepCase, folder: Path, comm, solver_overrides: dict | None) -> CaseResult:
-    """Run one case on ``comm``; input errors and solver failures become its status."""
+def _run_case(case: SweepCase, folder: Path, comm, solver_overrides: dict | None,
+              resumable: bool) -> CaseResult:
+    """Run one case on ``comm``; input errors and solver failures become its status.
+
+    With ``resumable`` (the folder holds a checkpoint of an unfinished attempt, e.g. one
+    stopped by the scheduler's SIGTERM), the case continues from it when the checkpoint fits
+    the case's settings, and starts afresh otherwise.
+    """
     from rdgraph.simulation import run
 
     start = time.perf_counter()
     config = _normalized(case.settings.to_dict())
+    result = None
     try:
-        result = run(case.settings, out_dir=folder, overwrite=True, comm=comm,
-                     solver_overrides=solver_overrides, config_name=case.name, quiet=True)
+        if resumable:
+            try:
+                result = run(case.settings, comm=comm, solver_overrides=solver_overrides,
+                             quiet=True, resume=folder)
+            except InputError:
+                # A checkpoint of other settings (or a damaged one): start afresh below; an
+                # error of the case itself is raised again there and recorded.
+                result = None
+        if result is None:
+            result = run(case.settings, out_dir=folder, overwrite=True, comm=comm,
+                         solver_overrides=solver_overrides, config_name=case.name, quiet=True)
     except InputError as e:
         status, message = "input-error", str(e)
     except SolverError as e:
@@ -349,6 +368,7 @@ def _run_case(case: SweepCase, folder: Path, comm, solver_overrides: dict | None
         return CaseResult(
             name=case.name, values=case.values, status="ok",
             wall_time=time.perf_counter() - start, steps=final.step, t=final.t,
+            resumed_from_step=result.summary.get("resumed_from_step") or None,
             mass=final.mass, free_energy=final.free_energy, rel_entropy=final.rel_entropy,
             vertex_masses=[float(m) for m in final.vertex_masses], config=config,
         )
@@ -382,6 +402,7 @@ def run_sweep(
         InputError: An invalid sweep, or ``out_dir`` cannot be created.
         Interrupted: SIGTERM/SIGINT during a case (the cases before it are recorded).
     """
+    from rdgraph import checkpoint
     from rdgraph.compat import MPI
     from rdgraph.errors import on_root
     from rdgraph.io import atomic_write_text
@@ -406,9 +427,12 @@ def run_sweep(
         if done is not None:
             result = done
         else:
+            resumable = comm.bcast(
+                comm.rank == 0 and checkpoint.latest_checkpoint(folder) is not None, root=0)
             if comm.rank == 0 and not quiet:
-                print(f"[{i}/{len(cases)}] {case.name}: running", flush=True)
-            result = _run_case(case, folder, comm, solver_overrides)
+                print(f"[{i}/{len(cases)}] {case.name}: "
+                      f"{'resuming' if resumable else 'running'}", flush=True)
+            result = _run_case(case, folder, comm, solver_overrides, resumable)
             if comm.rank == 0:
                 folder.mkdir(parents=True, exist_ok=True)  # an input error creates none
                 atomic_write_text(folder / CASE_MARKER,

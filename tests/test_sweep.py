@@ -133,6 +133,31 @@ base = "base.toml"
     assert skipped == {name: str(name == "potential=0_max_it=200").lower() for name in rows}
 
 
+def test_an_interrupted_case_continues_from_its_checkpoint(shared_tmp):
+    base = write(shared_tmp / "base.toml", base_config())
+    sweep_file = write(shared_tmp / "sweep.toml",
+                       'base = "base.toml"\n[parameters]\n"graph.weight" = [1.0, 3.0]\n')
+    out = shared_tmp / "out"
+    # What a stopped sweep leaves: unfinished case folders with a checkpoint and no case.json.
+    # The first fits its case (half of the steps done); the second was written for another
+    # coupling strength, so it cannot be continued.
+    for name, weight in (("weight=1", 1.0), ("weight=3", 2.0)):
+        assert main(["run", base, "--out", str(out / name), "--quiet",
+                     "--set", f"graph.weight={weight}",
+                     "--set", f"time.t_end={DT * (STEPS // 2)}"]) == 0
+    assert main(["sweep", sweep_file, "--out", str(out), "--quiet"]) == 0
+    rows = {r["case"]: r for r in read_csv(out / "sweep.csv")}
+    assert rows["weight=1"]["resumed_from_step"] == str(STEPS // 2)
+    assert rows["weight=3"]["resumed_from_step"] == ""
+    for name, weight in (("weight=1", 1.0), ("weight=3", 3.0)):
+        row = rows[name]
+        assert row["status"] == "ok" and int(row["steps"]) == STEPS
+        masses = np.array([float(row["mass_0"]), float(row["mass_1"])])
+        assert np.allclose(masses, exact_masses(weight), rtol=1e-10)
+        steps = [int(r["step"]) for r in read_csv(out / name / "diagnostics.csv")]
+        assert steps == list(range(STEPS + 1))  # continued, not duplicated or restarted
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
