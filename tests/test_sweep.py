@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +200,48 @@ def test_inline_base_and_nested_parameters(tmp_path):
     assert cases[1].settings.graph.weight == 2.0 and cases[1].settings.time.scheme == "bdf2"
     with pytest.raises(InputError, match="does not exist"):
         load_sweep(tmp_path / "missing.toml")
+
+
+@pytest.mark.skipif(comm.size > 1, reason="launches its own processes")
+def test_a_sweep_stopped_by_sigterm_resumes_where_it_stopped(tmp_path):
+    """The batch-scheduler path: SIGTERM to the whole job, then the same command again."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    steps, dt = 300, 1e-3
+    data = make_config(mesh={"cells": [8, 8]}, model={"initial": "1 + g"},
+                       graph={"kind": "path", "n": 2}, time={"dt": dt, "t_end": steps * dt},
+                       output={"checkpoint_every": 10})
+    (tmp_path / "base.toml").write_text(tomli_w.dumps(data))
+    (tmp_path / "s.toml").write_text('base = "base.toml"\n[parameters]\n'
+                                     '"graph.weight" = [1.0, 2.0]\n')
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "mpiexec"), "-n", "2", sys.executable, "-m",
+               "rdgraph", "sweep", str(tmp_path / "s.toml"), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    csv_path = out / "weight=1" / "diagnostics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if csv_path.exists() and csv_path.read_text().count("\n") > 40:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert not (out / "weight=1" / CASE_MARKER).exists()
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = {r["case"]: r for r in read_csv(out / "sweep.csv")}
+    assert int(rows["weight=1"]["resumed_from_step"]) >= 10
+    assert rows["weight=2"]["resumed_from_step"] == ""
+    for name, weight in (("weight=1", 1.0), ("weight=2", 2.0)):
+        L = weight * np.array([[1.0, -1.0], [-1.0, 1.0]])
+        m = np.array([1.0, 2.0])
+        for _ in range(steps):
+            m = np.linalg.solve(np.eye(2) + dt * L, m)
+        masses = [float(rows[name]["mass_0"]), float(rows[name]["mass_1"])]
+        assert rows[name]["status"] == "ok" and np.allclose(masses, m, rtol=1e-9)
+        column = [int(r["step"]) for r in read_csv(out / name / "diagnostics.csv")]
+        assert column == list(range(steps + 1))
