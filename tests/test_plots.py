@@ -68,6 +68,17 @@ def test_plots_are_off_unless_asked_and_on_for_the_default_problem(shared_tmp):
         load_settings(config, ["output.plots='yes'"])
 
 
+def test_the_default_run_draws_its_figures(shared_tmp):
+    """``rdgraph run`` without a config (the quick start), made small."""
+    out = shared_tmp / "default"
+    assert main(["run", "--out", str(out), "--quiet", "--set", "mesh.cells=[8,8]",
+                 "--set", "time.t_end=0.1", "--set", "output.fields_every=0"]) == 0
+    comm.Barrier()
+    if comm.rank == 0:
+        for name in PLOT_FILES:
+            check_png(out / "plots" / name)
+
+
 def test_plot_without_npz_and_config_draws_what_it_can(shared_tmp):
     config = write_config(shared_tmp / "c.toml", make_config(
         mesh={"shape": "interval", "cells": [8]}, time={"dt": 0.01, "t_end": 0.02},
