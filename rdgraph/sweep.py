@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import gc
 import io
 import itertools
@@ -105,13 +106,14 @@ class CaseResult:
     config: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "skipped"}
-        return data
+        """The marker's content (``skipped`` belongs to a later invocation, not the case)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "skipped"}
 
     @classmethod
     def from_json(cls, data: dict) -> CaseResult:
-        fields_ = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**fields_)
+        """Read a marker; unknown keys (from a newer rdgraph) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
