@@ -81,6 +81,7 @@ class Progress:
         self._start = 0.0
         self._last_output = -math.inf
         self._width = 0
+        self._open_line = False
 
     def drift(self, d: Diagnostics) -> float:
         """Relative mass drift of ``d`` against the first step observed."""
@@ -119,9 +120,17 @@ class Progress:
             pad = max(0, self._width - len(text))
             self._width = len(text)
             self.stream.write("\r" + text + " " * pad + ("\n" if last else ""))
+            self._open_line = not last
         elif last or d.step % self.every == 0 or now - self._last_output >= self.log_interval:
             self.stream.write("  " + self.line(d) + "\n")
         else:
             return
         self._last_output = now
         self.stream.flush()
+
+    def close(self) -> None:
+        """End a bar left open by a run that stopped early, so that messages start a line."""
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False

@@ -307,6 +307,7 @@ def run(
         raise SolverError(f"{e}; last good state (step {sim.step_index}, t = {sim.t:.6g}) "
                           f"saved in {path}") from None
     finally:
+        progress.close()
         csv.close()
         if fields and collective:
             fields.close()

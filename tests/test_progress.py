@@ -83,6 +83,18 @@ def test_bar_redraws_one_line_and_ends_it():
     assert "[" + "#" * 30 + "]" in text.split("\r")[-1]
 
 
+def test_a_bar_left_open_by_a_failed_run_is_ended():
+    out, clock = io.StringIO(), Clock()
+    progress = Progress(20, stream=out, interactive=True, min_interval=0.0, clock=clock)
+    for step in range(5):
+        clock.now += 1.0
+        progress(diag(step))
+    assert not out.getvalue().endswith("\n")
+    progress.close()
+    progress.close()  # once only
+    assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 1
+
+
 def test_resumed_run_counts_from_its_first_step():
     out, clock = io.StringIO(), Clock()
     progress = Progress(100, stream=out, interactive=False, clock=clock)
