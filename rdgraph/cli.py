@@ -25,6 +25,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER = 0, 1, 2, 3
 SUBCOMMANDS = {
     "convergence": ("rdgraph.verification", "verification and convergence studies"),
     "info": ("rdgraph.info", "versions, problem size, solver choice and graph spectrum of a config"),
+    "plot": ("rdgraph.plots", "PNG figures of a run directory (RUN_DIR/plots)"),
+    "sweep": ("rdgraph.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
 }
 
 
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     consensus = MPI.COMM_WORLD.Dup()
     try:
         if args.command in SUBCOMMANDS:
+            args.petsc_options = solver_options  # -rd_* options, for commands that solve
             module = importlib.import_module(SUBCOMMANDS[args.command][0])
             return module.run_from_args(args)
         return _run(args, solver_options)

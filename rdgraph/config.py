@@ -115,6 +115,9 @@ class OutputSettings:
     npz: bool = True
     # Steps between checkpoints; 0: only at the end, on failure and on SIGTERM/SIGINT.
     checkpoint_every: int = 100
+    # PNG figures in RUN_DIR/plots at the end (seconds of matplotlib): off by default
+    # so that batch runs and sweeps stay lean; the built-in default problem turns it on.
+    plots: bool = False
 
 
 @dataclass
@@ -306,6 +309,8 @@ def _check_output(s: OutputSettings) -> None:
     s.checkpoint_every = _int("output.checkpoint_every", s.checkpoint_every, low=0)
     if not isinstance(s.npz, bool):
         raise InputError(f"output.npz = {s.npz!r}: expected true or false")
+    if not isinstance(s.plots, bool):
+        raise InputError(f"output.plots = {s.plots!r}: expected true or false")
 
 
 _CHECKS = {

@@ -34,5 +34,5 @@ def default_config() -> dict:
         },
         "time": {"scheme": "implicit-euler", "dt": 0.05, "t_end": 10.0},
         "solver": {"type": "auto"},
-        "output": {"fields_every": 10, "npz": True},
+        "output": {"fields_every": 10, "npz": True, "plots": True},
     }

@@ -6,6 +6,7 @@ run directory and its files (the command-line contract).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from rdgraph.io import (
 from rdgraph.meshes import build_mesh
 from rdgraph.model import Model, _parse_per_vertex
 from rdgraph.operators import BlockOperators
+from rdgraph.progress import Progress
 from rdgraph.recovery import RobustStepper
 from rdgraph.timestepping import TimeStepper
 
@@ -264,7 +266,7 @@ def run(
     fields_name = f"fields-from-{start_step}.bp" if resume is not None else "fields.bp"
     fields = FieldWriter(out / fields_name, sim.functions, comm) if fields_every else None
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
-    report_every = max(1, sim.num_steps // 10)
+    progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet)
     step_start = None
 
     def observe(d: Diagnostics) -> None:
@@ -284,9 +286,7 @@ def run(
                                           f"rdgraph run --resume {out}")
         if d.step == start_step:
             step_start = time.perf_counter()
-        elif not quiet and (d.step % report_every == 0 or last):
-            _print(comm, f"  step {d.step:>6d}  t = {d.t:<10.6g} mass = {d.mass:.12g}  "
-                         f"F = {d.free_energy:.6g}  its = {d.ksp_iterations}")
+        progress(d)
 
     # Errors raised on every rank (solver failures, signals) allow the collective clean-up;
     # any other exception may come from one rank only, and a collective close would hang.
@@ -306,6 +306,7 @@ def run(
         raise SolverError(f"{e}; last good state (step {sim.step_index}, t = {sim.t:.6g}) "
                           f"saved in {path}") from None
     finally:
+        progress.close()
         csv.close()
         if fields and collective:
             fields.close()
@@ -345,5 +346,23 @@ def run(
     if comm.rank == 0:
         write_json(out / "summary.json", summary)
     sim.destroy()
+    if settings.output.plots and comm.rank == 0:
+        _write_plots(out, quiet)
     return RunResult(out_dir=out, history=history, summary=summary)
+
+
+def _write_plots(out: Path, quiet: bool) -> None:
+    """The run's PNG figures (rank 0, after every file they read is complete)."""
+    from rdgraph.plots import plot_run
+
+    try:
+        plot_run(out)
+    except Exception as e:  # noqa: BLE001
+        # The simulation has finished and its files are written: a figure that cannot be
+        # drawn (a matplotlib or font problem) is reported, not turned into a failed run.
+        print(f"rdgraph: warning: plots not written: {type(e).__name__}: {e}", file=sys.stderr,
+              flush=True)
+        return
+    if not quiet:
+        print(f"plots: {out / 'plots'}", flush=True)
 
