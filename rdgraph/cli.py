@@ -24,6 +24,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER = 0, 1, 2, 3
 # lazily so that ``rdgraph --help`` stays cheap and a new command touches one line here.
 SUBCOMMANDS = {
     "convergence": ("rdgraph.verification", "verification and convergence studies"),
+    "particles": ("rdgraph.particle_run", "Monte Carlo particles of the same flow (vs FEM)"),
 }
 
 
