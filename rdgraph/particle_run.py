@@ -157,7 +157,8 @@ def simulate(
         seed: Seed of ``numpy.random.SeedSequence``; rank r uses its r-th spawned child.
         substeps: Particle steps per config step ``time.dt``.
         outputs: Output intervals between 0 and ``t_end`` (vertex fractions).
-        snapshots: Position snapshot intervals (positions at 0, ..., ``t_end``).
+        snapshots: Position snapshot intervals (positions at ``snapshots + 1`` equally
+            spaced steps from 0 to ``t_end``; at most one per step).
         comm: The communicator.
         problem: The particle problem, if already built from ``settings``.
 
@@ -170,13 +171,12 @@ def simulate(
     system = ParticleSystem(problem, _local_count(particles, comm), rng)
     dt = settings.time.dt
     steps = output_steps(settings.num_steps, outputs)
-    snapshot_steps = steps[np.unique(np.round(np.linspace(0, steps.size - 1, snapshots + 1))
-                                     .astype(int))]
+    snapshot_steps = output_steps(settings.num_steps, snapshots)
     n = problem.graph.n
     fractions, positions, labels = [], [], []
     out = np.empty(n + 1, dtype=np.int64)
     step = 0
-    for target in steps:
+    for target in np.union1d(steps, snapshot_steps):
         while step < target:
             for _ in range(substeps):
                 system.step(dt / substeps)
@@ -188,7 +188,8 @@ def simulate(
             raise InputError(
                 f"particles left the box as NaN/inf by t = {target * dt:.6g}: a potential is "
                 "not finite (or not differentiable) where particles went")
-        fractions.append(out[:n] / particles)
+        if target in steps:
+            fractions.append(out[:n] / particles)
         if target in snapshot_steps:
             xs, gs = comm.gather(system.x.T.copy(), root=0), comm.gather(system.labels, root=0)
             if comm.rank == 0:
@@ -330,6 +331,8 @@ def run_particles(
     result.summary = summary
     if comm.rank == 0:
         write_json(out / "summary.json", summary)
+    # Every rank returns after the files are complete (callers may read them anywhere).
+    comm.Barrier()
     say(_report(result))
     return result
 
