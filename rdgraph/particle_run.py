@@ -68,6 +68,7 @@ class ParticleResult:
         snapshot_times: Times of the position snapshots, shape ``(S,)``.
         positions: ``(S, P, d)`` positions on rank 0 (None elsewhere).
         labels: ``(S, P)`` vertex labels on rank 0 (None elsewhere).
+        proposals: Rejection-sampling proposals for the initial positions (all ranks).
         out_dir: The run directory, if one was written.
         comparison: The FEM comparison, if asked for.
         summary: What summary.json holds.
@@ -81,6 +82,7 @@ class ParticleResult:
     snapshot_times: np.ndarray
     positions: np.ndarray | None
     labels: np.ndarray | None
+    proposals: int = 0
     out_dir: Path | None = None
     comparison: Comparison | None = None
     summary: dict = field(default_factory=dict)
@@ -205,12 +207,12 @@ def simulate(
         snapshot_times=snapshot_steps * dt,
         positions=np.array(positions) if comm.rank == 0 else None,
         labels=np.array(labels) if comm.rank == 0 else None,
-        summary={"proposals": comm.allreduce(system.proposals, op=MPI.SUM)},
+        proposals=comm.allreduce(system.proposals, op=MPI.SUM),
     )
 
 
-def _fem_fractions(settings: Settings, out: Path, steps: np.ndarray, comm: MPI.Comm,
-                   quiet: bool) -> tuple[np.ndarray, dict]:
+def _fem_fractions(settings: Settings, out: Path, steps: np.ndarray,
+                   comm: MPI.Comm) -> np.ndarray:
     """Run the FEM solver on the same config into ``out`` and read its vertex fractions."""
     import rdgraph
 
@@ -218,9 +220,9 @@ def _fem_fractions(settings: Settings, out: Path, steps: np.ndarray, comm: MPI.C
     # Only final.npz (for the density plot) is needed from the fields.
     fem_settings.output.fields_every = 0
     fem_settings.output.npz = True
-    result = rdgraph.run(fem_settings, out_dir=out, comm=comm, quiet=quiet, config_name="fem")
+    result = rdgraph.run(fem_settings, out_dir=out, comm=comm, quiet=True, config_name="fem")
     masses = np.array([result.history[s].vertex_masses for s in steps])
-    return masses / masses.sum(axis=1, keepdims=True), result.summary
+    return masses / masses.sum(axis=1, keepdims=True)
 
 
 def _write_table(path: Path, header: list[str], columns: list[np.ndarray]) -> None:
@@ -299,13 +301,14 @@ def run_particles(
         "coupling": settings.model.coupling,
         "vertices": n,
         "particle_time": particle_time,
-        "acceptance_rate": particles / max(result.summary["proposals"], 1),
+        "acceptance_rate": particles / max(result.proposals, 1),
         "final_fractions": result.fractions[-1].tolist(),
         "final_standard_errors": result.standard_errors[-1].tolist(),
     }
     if compare:
         start = time.perf_counter()
-        fem, fem_summary = _fem_fractions(settings, out / "fem", result.steps, comm, True)
+        say(f"FEM run of the same config -> {out / 'fem'}")
+        fem = _fem_fractions(settings, out / "fem", result.steps, comm)
         summary["fem_time"] = time.perf_counter() - start
         comparison = Comparison(fem, compare_fractions(result.fractions, fem, particles),
                                 out / "fem")
