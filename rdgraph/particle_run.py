@@ -68,7 +68,7 @@ class ParticleResult:
         snapshot_times: Times of the position snapshots, shape ``(S,)``.
         positions: ``(S, P, d)`` positions on rank 0 (None elsewhere).
         labels: ``(S, P)`` vertex labels on rank 0 (None elsewhere).
-        proposals: Rejection-sampling proposals for the initial positions (all ranks).
+        acceptance: Acceptance rate of the rejection sampling of the initial positions.
         out_dir: The run directory, if one was written.
         comparison: The FEM comparison, if asked for.
         summary: What summary.json holds.
@@ -82,7 +82,7 @@ class ParticleResult:
     snapshot_times: np.ndarray
     positions: np.ndarray | None
     labels: np.ndarray | None
-    proposals: int = 0
+    acceptance: float = 1.0
     out_dir: Path | None = None
     comparison: Comparison | None = None
     summary: dict = field(default_factory=dict)
@@ -207,7 +207,8 @@ def simulate(
         snapshot_times=snapshot_steps * dt,
         positions=np.array(positions) if comm.rank == 0 else None,
         labels=np.array(labels) if comm.rank == 0 else None,
-        proposals=comm.allreduce(system.proposals, op=MPI.SUM),
+        acceptance=comm.allreduce(system.accepted, op=MPI.SUM)
+        / max(comm.allreduce(system.proposals, op=MPI.SUM), 1),
     )
 
 
@@ -301,7 +302,7 @@ def run_particles(
         "coupling": settings.model.coupling,
         "vertices": n,
         "particle_time": particle_time,
-        "acceptance_rate": particles / max(result.proposals, 1),
+        "acceptance_rate": result.acceptance,
         "final_fractions": result.fractions[-1].tolist(),
         "final_standard_errors": result.standard_errors[-1].tolist(),
     }

@@ -264,7 +264,9 @@ class ParticleSystem:
     def __init__(self, problem: ParticleProblem, count: int, rng: np.random.Generator):
         self.problem = problem
         self.rng = rng
-        self.proposals = 0  # rejection-sampling proposals, for the acceptance rate
+        # Rejection-sampling proposals and acceptances, for the acceptance rate.
+        self.proposals = 0
+        self.accepted = 0
         self.x, self.labels = self._sample_initial(count)
         self._jump_setup()
 
@@ -283,22 +285,25 @@ class ParticleSystem:
         for g in range(p.graph.n):
             where = np.flatnonzero(labels == g)
             if where.size:
-                x[:, where] = self._rejection(g, where.size, float(p.initial(points, g).max()))
+                x[:, where] = self._rejection(g, where.size, float(p.initial(points, g).max()),
+                                              masses[g] / p.volume)
         return x, labels.astype(np.int64)
 
-    def _rejection(self, g: int, count: int, peak: float) -> np.ndarray:
+    def _rejection(self, g: int, count: int, peak: float, mean: float) -> np.ndarray:
         """``count`` points with density ∝ ``ρ0_g``: uniform proposals under a bound.
 
         The bound starts 25 % above the largest value on the quadrature grid. A proposal
         above the bound would bias the sample, so then the bound is raised and the vertex
-        is sampled again from scratch.
+        is sampled again from scratch. Batches are sized by the expected acceptance rate
+        ``mean / bound`` (``mean`` the average of ``ρ0_g`` over the box).
         """
         p = self.problem
         bound = 1.25 * peak
         accepted: list[np.ndarray] = []
         have = 0
         while have < count:
-            batch = max(1024, min(4 * (count - have), 10_000_000))
+            rate = max(mean / bound, 1e-6)
+            batch = int(min(max(1024, 1.2 * (count - have) / rate), 10_000_000))
             u = self.rng.random((p.dim, batch))
             proposal = p.lower[:, None] + (p.upper - p.lower)[:, None] * u
             values = p.initial(proposal, g)
@@ -308,6 +313,7 @@ class ParticleSystem:
                 accepted, have = [], 0
                 continue
             keep = proposal[:, self.rng.random(batch) * bound < values]
+            self.accepted += keep.shape[1]
             accepted.append(keep)
             have += keep.shape[1]
         return np.concatenate(accepted, axis=1)[:, :count]

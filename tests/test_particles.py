@@ -19,7 +19,7 @@ from rdgraph.compat import MPI
 from rdgraph.config import settings_from_dict
 from rdgraph.errors import InputError
 from rdgraph.particle_run import EXIT_DISAGREE, compare_fractions, simulate
-from rdgraph.particles import ParticleProblem, reflect
+from rdgraph.particles import ParticleProblem, ParticleSystem, reflect
 
 Z = 3.0
 
@@ -93,6 +93,18 @@ def test_ornstein_uhlenbeck_mean_and_variance():
     # The law did move: the mean fell from 1.5 to 1.5/e, the variance grew 5-fold.
     assert result.positions[-1].mean() < 0.6 and result.positions[0].mean() > 1.4
     assert result.positions[-1].var() > 5 * result.positions[0].var()
+
+
+def test_rejection_sampling_survives_a_peak_between_quadrature_points():
+    """A narrow initial bump that the coarse grid misses: the bound must be raised."""
+    data = interval(cells=2, model={"initial": "exp(-(x[0] - 0.3)**2/(2*0.0001))"},
+                    graph={"kind": "path", "n": 1})
+    problem = ParticleProblem.from_settings(settings_from_dict(data))
+    system = ParticleSystem(problem, 5000, np.random.default_rng(5))
+    x = system.x[0]
+    assert abs(x.mean() - 0.3) <= Z * 0.01 / np.sqrt(x.size)
+    assert abs(x.std() - 0.01) <= Z * 0.01 / np.sqrt(2 * x.size)
+    assert 0 < system.accepted / system.proposals < 1
 
 
 def test_reflected_diffusion_becomes_uniform():
