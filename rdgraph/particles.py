@@ -295,7 +295,8 @@ class ParticleSystem:
         The bound starts 25 % above the largest value on the quadrature grid. A proposal
         above the bound would bias the sample, so then the bound is raised and the vertex
         is sampled again from scratch. Batches are sized by the expected acceptance rate
-        ``mean / bound`` (``mean`` the average of ``ρ0_g`` over the box).
+        ``mean / bound``, ``mean`` the average of ``ρ0_g`` over the box: first from the
+        quadrature, then from the last batch of proposals.
         """
         p = self.problem
         bound = 1.25 * peak
@@ -308,6 +309,8 @@ class ParticleSystem:
             proposal = p.lower[:, None] + (p.upper - p.lower)[:, None] * u
             values = p.initial(proposal, g)
             self.proposals += batch
+            # The proposals estimate the box average better than a grid that missed a peak.
+            mean = float(values.mean())
             if values.max() > bound:
                 bound = 1.25 * float(values.max())
                 accepted, have = [], 0

@@ -68,6 +68,12 @@ def test_pure_jumps_follow_exp_minus_tL():
     assert np.abs(result.fractions[-1] - m0).max() > 20 * result.standard_errors[-1].max()
     assert np.abs(compare_fractions(result.fractions, exact(2 * result.times),
                                     particles)).max() > 2 * Z
+    w = problem.graph.weights
+    d = w.sum(axis=1)
+    mu, v = np.linalg.eigh(w / np.sqrt(np.outer(d, d)))  # random walk: rates w_gh / d_g
+    walk = np.array([np.sqrt(d) * ((v * np.exp(t * (mu - 1))) @ v.T @ (m0 / np.sqrt(d)))
+                     for t in result.times])
+    assert np.abs(compare_fractions(result.fractions, walk, particles)).max() > 2 * Z
     assert np.allclose(result.fractions.sum(axis=1), 1.0)
 
 
