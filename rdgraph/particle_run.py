@@ -322,6 +322,7 @@ def run_particles(
             "passed": comparison.passed,
             "fem_final_fractions": fem[-1].tolist(),
         })
+        chi2 = None
         if comm.rank == 0:
             _write_table(out / "comparison.csv",
                          ["step", "t"] + [f"fem_{g}" for g in range(n)]
@@ -330,7 +331,11 @@ def run_particles(
                           *comparison.z.T])
             from rdgraph.particle_plot import plot_comparison
 
-            plot_comparison(out / "comparison.png", result, out / "fem")
+            chi2 = plot_comparison(out / "comparison.png", result, out / "fem")
+        # Informative, not part of the pass/fail decision (the FEM density is the nodal
+        # interpolant, and bins with few particles are left out).
+        chi2 = comm.bcast(chi2, root=0)
+        summary["density_chi2_per_dof"] = {str(g): v for g, v in chi2.items()}
     summary["wall_time"] = time.perf_counter() - wall
     result.summary = summary
     if comm.rank == 0:

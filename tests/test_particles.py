@@ -18,6 +18,7 @@ from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.config import settings_from_dict
 from rdgraph.errors import InputError
+from rdgraph.particle_plot import bin_fractions
 from rdgraph.particle_run import EXIT_DISAGREE, compare_fractions, simulate
 from rdgraph.particles import ParticleProblem, ParticleSystem, reflect
 
@@ -113,6 +114,18 @@ def test_rejection_sampling_survives_a_peak_between_quadrature_points():
     assert 0 < system.accepted / system.proposals < 1
 
 
+def test_bin_fractions_integrate_the_density():
+    x = np.linspace(0.0, 2.0, 21)
+    bins = np.linspace(0.0, 2.0, 5)
+    assert np.allclose(bin_fractions(x[:, None], 1 + x, [bins]), 0.5 + np.diff(bins**2) / 2)
+    gx, gy = np.meshgrid(np.linspace(0, 1, 11), np.linspace(0, 2, 21), indexing="ij")
+    points = np.column_stack([gx.ravel(), gy.ravel()])
+    edges = [np.linspace(0, 1, 3), np.linspace(0, 2, 5)]
+    masses = bin_fractions(points, points[:, 0] + 2 * points[:, 1], edges)
+    mid = [0.5 * (e[1:] + e[:-1]) for e in edges]
+    assert np.allclose(masses, 0.25 * (mid[0][:, None] + 2 * mid[1][None, :]))
+
+
 def test_reflected_diffusion_becomes_uniform():
     """V = 0 in a box: reflection keeps particles in and spreads them uniformly."""
     data = make_config(model={"beta": 1.0, "potential": "0", "initial": "exp(-50*x[0]**2)"},
@@ -173,6 +186,9 @@ def test_compare_passes_on_a_small_gibbs_problem(shared_tmp):
     assert positions["x"].shape == (4, 10000, 1) and positions["g"].shape == (4, 10000)
     assert np.allclose(positions["t"], [0.0, 0.1, 0.2, 0.3])
     assert (out / "comparison.png").stat().st_size > 0
+    # The final histograms of the three vertices fit the FEM densities (χ²/dof near 1).
+    chi2 = summary["density_chi2_per_dof"]
+    assert len(chi2) == 3 and all(0.3 < v < 2.0 for v in chi2.values()), chi2
     assert (out / "fem" / "diagnostics.csv").exists()
     # The vertex masses did move, by more than the SE: the check has something to check.
     drift = np.abs(table[-1, 3:6] - table[0, 3:6]).max()
