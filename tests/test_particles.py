@@ -19,7 +19,7 @@ from rdgraph.compat import MPI
 from rdgraph.config import settings_from_dict
 from rdgraph.errors import InputError
 from rdgraph.particle_plot import bin_fractions
-from rdgraph.particle_run import EXIT_DISAGREE, compare_fractions, simulate
+from rdgraph.particle_run import EXIT_DISAGREE, compare_fractions, simulate, z_limit
 from rdgraph.particles import ParticleProblem, ParticleSystem, reflect
 
 Z = 3.0
@@ -173,7 +173,8 @@ def test_compare_passes_on_a_small_gibbs_problem(shared_tmp):
                    "--seed", "4", "--outputs", "10", "--compare", "--quiet"])
     assert status == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["passed"] and summary["max_abs_z"] <= Z
+    assert summary["passed"] and summary["max_abs_z"] <= Z  # within 3 SE, whatever the limit
+    assert summary["tests"] == 33 and summary["z_limit"] == pytest.approx(z_limit(33))
     assert summary["ranks"] == MPI.COMM_WORLD.size and summary["particles"] == 10000
     with open(out / "particles.csv") as f:
         rows = list(csv.reader(f))
@@ -205,7 +206,14 @@ def test_compare_fails_when_the_particle_step_is_too_coarse(shared_tmp):
                    "20000", "--compare", "--quiet"])
     assert status == EXIT_DISAGREE
     summary = json.loads((shared_tmp / "stiff" / "summary.json").read_text())
-    assert not summary["passed"] and summary["max_abs_z"] > Z
+    assert not summary["passed"] and summary["max_abs_z"] > summary["z_limit"]
+
+
+def test_z_limit_is_3_or_bonferroni():
+    assert z_limit(1) == Z and z_limit(2) == Z
+    # 168 tests at 1 % family-wise error: P(|z| > limit) = 0.01 / 168 each.
+    assert z_limit(168) == pytest.approx(4.01, abs=0.01)
+    assert z_limit(10**6) > z_limit(168)
 
 
 @pytest.mark.parametrize("change, message", [
