@@ -24,7 +24,7 @@ independent of the number of ranks in distribution (not bit for bit).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -102,6 +102,8 @@ class ParticleProblem:
     potentials: Expression | list[Expression]
     initials: Expression | list[Expression]
     cells: list[int]
+    _quadrature: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False,
+                                                               repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParticleProblem:
@@ -179,8 +181,10 @@ class ParticleProblem:
     def quadrature(self) -> tuple[np.ndarray, np.ndarray]:
         """Composite Gauss–Legendre points ``(d, Q)`` and weights ``(Q,)`` on the mesh's cells.
 
-        Refined or coarsened to at most about 2e6 points, so a fine 3-D mesh stays cheap.
+        Coarsened to at most about 2e6 points, so a fine 3-D mesh stays cheap; computed once.
         """
+        if self._quadrature is not None:
+            return self._quadrature
         cells = np.array(self.cells)
         total = np.prod(cells) * _GAUSS_POINTS**self.dim
         if total > _MAX_QUADRATURE_POINTS:
@@ -198,7 +202,8 @@ class ParticleProblem:
         wgrids = np.meshgrid(*axis_weights, indexing="ij")
         points = np.array([a.ravel() for a in grids])
         w = np.prod(np.array([a.ravel() for a in wgrids]), axis=0)
-        return points, w
+        self._quadrature = (points, w)
+        return self._quadrature
 
     def initial_masses(self) -> np.ndarray:
         """``∫ρ0_g`` for every vertex, by composite Gauss–Legendre quadrature."""
