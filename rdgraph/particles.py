@@ -70,7 +70,7 @@ def reflect(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 
 def fraction_standard_errors(fractions: np.ndarray, particles: int) -> np.ndarray:
-    """Standard errors ``sqrt(p(1 − p)/n)`` of vertex fractions ``p`` estimated from ``n`` particles.
+    """Standard errors ``sqrt(p(1 − p)/n)`` of vertex fractions ``p`` from ``n`` particles.
 
     The particles are independent and identically distributed, so a vertex count is binomial.
     """
