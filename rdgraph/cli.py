@@ -1,6 +1,7 @@
 """The ``rdgraph`` command: a thin shell over the public API.
 
-Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure,
+Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure
+(4: ``rdgraph particles --compare`` ran but particles and FEM disagree),
 130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an
 unexpected exception on any rank aborts every rank.
 """
@@ -27,6 +28,7 @@ SUBCOMMANDS = {
     "info": ("rdgraph.info", "versions, problem size, solver choice and graph spectrum of a config"),
     "plot": ("rdgraph.plots", "PNG figures of a run directory (RUN_DIR/plots)"),
     "sweep": ("rdgraph.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
+    "particles": ("rdgraph.particle_run", "Monte Carlo particles of the same flow (vs FEM)"),
 }
 
 

@@ -205,6 +205,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "benchmark_solvers.json")
     parser.add_argument("--timeout", type=float, default=900.0, help="per case, seconds")
     parser.add_argument("--skip-3d", action="store_true")
+    parser.add_argument("--skip-2d", action="store_true",
+                        help="section 3 on the 3-D case only (it is the slow one)")
     parser.add_argument("--sections", default="1,2,3,6",
                         help="which figures to measure: 1 step/LB (with 4, 5), 2 iterations, "
                              "3 100 steps and memory, 6 speed-up")
@@ -279,7 +281,7 @@ def main() -> int:
 
     # 3. 100 steps including set-up vs monolithic baselines at ~1M unknowns
     print("== 3. 100 steps vs monolithic baselines ==")
-    cases3 = [("2-D", {**base, "N": 16})]
+    cases3 = [] if args.skip_2d else [("2-D", {**base, "N": 16})]
     if not args.skip_3d:
         cases3.append(("3-D", {**base, "N": 16, "dim": 3, "cells": cells3}))
     for label, case in cases3 if "3" in sections else ():
