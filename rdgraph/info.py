@@ -54,7 +54,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     # The same rule as BlockOperators.equal_vertex_operators.
     equal = isinstance(model.potentials, Expression) and not model.potentials.depends_on("g")
     exact = equal and model.coupling == "laplacian"
-    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact)
+    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim)
     solver = {"type": kind, "configured": settings.solver.type}
     if kind == "direct":
         solver["package"] = _direct_package()

@@ -110,6 +110,10 @@ def test_resolve_solver_rules():
     assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, False) == ("spectral", "amg")
     assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, True) == ("spectral", "lu")
     assert resolve_solver(auto, 2, LU_MAX_DOFS_EXACT + 1, True) == ("spectral", "amg")
+    # 3-D factorizations fill in much more: the same sizes go to AMG there.
+    assert resolve_solver(auto, 2, LU_MAX_DOFS, True, tdim=2) == ("spectral", "lu")
+    assert resolve_solver(auto, 2, LU_MAX_DOFS, True, tdim=3) == ("spectral", "amg")
+    assert resolve_solver(auto, 10, LU_MAX_DOFS_EXACT // 8, True, tdim=3) == ("spectral", "lu")
     assert resolve_solver(SolverSettings(type="krylov"), 100, 10**6, False) == ("krylov", None)
 
 
