@@ -95,7 +95,7 @@ class TimeSettings:
     # function-value restart, and the viscosity ν0 ρc/(ρ + ρc) in the S equation.
     damping: str | float = "nesterov"
     restart: bool = False
-    viscosity: float = 0.0
+    viscosity: float = 0.01
     viscosity_density: float = 1e-6
 
 
