@@ -115,7 +115,6 @@ class AcceleratedStepper:
         self.graph = graph = model.graph
         self.scheme = "accelerated"
         self.steps_taken = 0
-        self._previous = None  # no multistep history (read by checkpoints)
         self.retries = 0
         self.max_retries = settings.solver.max_retries
         self.dt = time.dt
@@ -210,6 +209,9 @@ class AcceleratedStepper:
         self._install_row_scaling(v)
         self._saved = self.w.x.array.copy()
         self._energy_cache = None
+        self._owned = model.V.dofmap.index_map.size_local
+        # S in the simulation's block layout, for checkpoints (see the ``_previous`` property).
+        self._momentum = PETSc.Vec().createMPI((n * self._owned, PETSc.DECIDE), comm=self.comm)
 
     def _install_row_scaling(self, v) -> None:
         """Newton on the equations divided by ``m_i`` and, for the ρ equation, by ``ρ_i^n``.
@@ -287,11 +289,22 @@ class AcceleratedStepper:
         """Nodal S_g on local dofs."""
         return [self._component(self.w.x.array, self.n + g).copy() for g in range(self.n)]
 
+    @property
+    def _previous(self) -> PETSc.Vec:
+        """S_g on the owned dofs in the block layout: checkpoints store it beside ρ."""
+        values = self.w.x.array.reshape(-1, self._bs)[: self._owned, self.n:]
+        self._momentum.array[:] = values.T.ravel()
+        return self._momentum
+
     def set_state(self, rho: np.ndarray, S: np.ndarray, clock: float) -> None:
-        """Replace the state by nodal ρ_g, S_g (arrays ``(N, local dofs)``) and the clock."""
+        """Replace the state by ρ_g, S_g on the owned dofs (``(N, owned)``) and the clock.
+
+        Collective (ghost values are updated). Used to resume from a checkpoint.
+        """
         values = self.w.x.array.reshape(-1, self._bs)
-        values[:, : self.n] = np.log(np.maximum(rho, np.finfo(float).tiny)).T
-        values[:, self.n:] = np.asarray(S).T
+        values[: self._owned, : self.n] = np.log(np.maximum(rho, np.finfo(float).tiny)).T
+        values[: self._owned, self.n:] = np.asarray(S).T
+        self.w.x.scatter_forward()
         self.w0.x.array[:] = self.w.x.array
         self.clock = clock
         self._energy_cache = None
@@ -396,5 +409,5 @@ class AcceleratedStepper:
         if not self._destroyed:
             self._destroyed = True
             for obj in (self.problem.solver, self.problem.A, self.problem.b, self.problem.x,
-                        self._row_scale):
+                        self._row_scale, self._momentum):
                 obj.destroy()

@@ -334,6 +334,23 @@ def test_restart_resets_momentum_when_free_energy_rises(shared_tmp):
     assert rises[False] > rises[True] > 0
 
 
+def test_resume_continues_momentum_and_clock(shared_tmp):
+    """A run resumed from its checkpoint ends where the uninterrupted run ends."""
+    data = gaussian_config(cells=40, lower=-4.0, damping="nesterov", restart=True, dt=0.25,
+                           t_end=5.0)
+    whole = run(settings_from_dict(data), out_dir=shared_tmp / "whole", comm=MPI.COMM_WORLD,
+                quiet=True)
+    half = {**data, "time": {**data["time"], "t_end": 2.5}}
+    run(settings_from_dict(half), out_dir=shared_tmp / "part", comm=MPI.COMM_WORLD, quiet=True)
+    resumed = run(settings_from_dict(data), resume=shared_tmp / "part", comm=MPI.COMM_WORLD,
+                  quiet=True)
+    a, b = whole.history[-1], resumed.history[-1]
+    assert b.step == a.step == 20
+    assert np.allclose(b.vertex_masses, a.vertex_masses, rtol=1e-12)
+    assert np.allclose(b.extra[:2], a.extra[:2], rtol=1e-9, atol=1e-14)  # KE and H
+    assert abs(b.free_energy - a.free_energy) <= 1e-10 * abs(a.free_energy)
+
+
 def test_newton_failure_raises_solver_error():
     data = gaussian_config(cells=40, lower=-4.0, t_end=0.2)
     data["solver"] = {"max_retries": 1, "petsc_options": {"acc_snes_max_it": 1}}
