@@ -124,6 +124,7 @@ class AcceleratedStepper:
         self.clock = 0.0  # time since the start or the last restart, for γ = 3/t
         self.restarted = False  # the last step ended with a restart
         self.newton_iterations = 0  # of the last step (all substeps)
+        self.linear_iterations = 0
         self.last_gamma = 0.0
         self._destroyed = False
         n = self.n = graph.n
@@ -342,6 +343,7 @@ class AcceleratedStepper:
         snes = self.problem.solver
         reason = snes.getConvergedReason()
         iterations = snes.getIterationNumber()
+        self.linear_iterations += snes.getLinearSolveIterations()
         if reason <= 0:
             raise SolverError(f"Newton (SNES) did not converge: reason {reason}, "
                               f"{iterations} iterations")
@@ -368,7 +370,8 @@ class AcceleratedStepper:
         """Advance from ``t`` by ``dt``; write ρ^{n+1} into the block vector ``x``.
 
         Returns:
-            The Newton iterations of the step (all substeps of retries included).
+            The Krylov iterations of all Newton iterations of the step, failed attempts
+            included (with the default LU, one per Newton iteration).
 
         Raises:
             SolverError: The Newton solve failed also with ``max_retries`` halvings of dt;
@@ -377,6 +380,7 @@ class AcceleratedStepper:
         self._saved[:] = self.w.x.array
         clock, energies = self.clock, self._energy_cache
         self.restarted = False
+        self.linear_iterations = 0
         reason = ""
         for level in range(self.max_retries + 1):
             try:
@@ -397,7 +401,7 @@ class AcceleratedStepper:
         owned = x.getLocalSize() // self.n
         rho = self.densities()
         x.array[:] = np.concatenate([r[:owned] for r in rho])
-        return self.newton_iterations
+        return self.linear_iterations
 
     def extra_diagnostics(self) -> list:
         """The values of :data:`ACCELERATED_COLUMNS` for the current state (collective)."""

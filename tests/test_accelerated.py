@@ -112,14 +112,18 @@ def test_one_layer_constant_damping_follows_moment_odes():
 
 
 def test_one_layer_nesterov_damping_follows_bessel_mean():
-    """γ = 3/t (no restart): the mean is 2J₁(0.2t)/(0.2t) and σ follows its ODE."""
+    """γ = 3/t (no restart): the mean is 2J₁(0.2t)/(0.2t) and σ follows its ODE.
+
+    Measured (t = 3, 6; h = dt = 0.1): mean 7e-7, 5.8e-6; σ 5.3e-4, 1.1e-3 (the O(h²) error of
+    the constant-damping test).
+    """
     sim, records = simulate(gaussian_config(damping="nesterov", t_end=6.0),
                             lambda s: (s.t, *moments(s)))
     t, _, mean, sigma = np.array(records).T
     checks = np.isclose(t, 3.0) | np.isclose(t, 6.0)
     bessel = 2 * j1(0.2 * t[checks]) / (0.2 * t[checks])
     _, ref_sigma = one_layer_ode(lambda t: 3 / t, t[checks], t0=1e-4)
-    assert np.abs(mean[checks] - bessel).max() < 5e-4
+    assert np.abs(mean[checks] - bessel).max() < 5e-5
     assert np.abs(sigma[checks] - ref_sigma).max() < 3e-3
     sim.destroy()
 
@@ -210,8 +214,8 @@ def test_two_layer_masses_follow_hamiltonian_ode(mobility_derivative):
     """Layer masses against the 4-variable ODE, with and without the ∂θ term of the S equation.
 
     The lattice system has the same reduction as the PDE (nodal densities M_g ρ̂_i), so only
-    the time step errs: measured 1e-6 at dt = 0.1 against a difference of 1.5e-3 between the
-    two ODEs at t = 10. The coarse mesh is enough for the masses.
+    the time step errs: measured 1.1e-5 (t = 5) and 8e-7 (t = 10) at dt = 0.1, against a
+    difference of 1.5e-3 between the two ODEs at t = 10. A coarse mesh is enough.
     """
     data = gaussian_config(cells=40, layers=2, lower=-6.0, dt=0.1, t_end=10.0)
     options = {} if mobility_derivative else {"mobility_derivative": False}
@@ -231,9 +235,11 @@ def test_two_layer_masses_follow_hamiltonian_ode(mobility_derivative):
 
 # -- test 3: the energy law --------------------------------------------------------------------
 ENERGY_CASES = {
-    "1d-logmean": gaussian_config(cells=32, layers=2, lower=-4.0, t_end=1.0),
-    "1d-gibbs": gaussian_config(cells=32, layers=2, lower=-4.0, t_end=1.0, coupling="gibbs",
-                                potentials=["0.02*x[0]**2", "0.02*x[0]**2 + 0.01*x[0] + 0.02"]),
+    "1d-logmean": gaussian_config(cells=32, layers=2, lower=-4.0, dt=0.05, t_end=1.0),
+    "1d-gibbs": gaussian_config(cells=32, layers=2, lower=-4.0, dt=0.05, t_end=1.0,
+                                coupling="gibbs",
+                                potentials=["0.02*x[0]**2",
+                                            "0.02*x[0]**2 + 0.01*x[0] + 0.02"]),
     "2d-gibbs": make_config(
         mesh={"shape": "rectangle", "cells": [6, 6]},
         graph={"kind": "path", "n": 2, "weight": 0.2},
@@ -276,7 +282,7 @@ def test_critical_damping_of_cosine_mode():
 
     Linearized, a'' + γa' + βπ²a = 0. With a = 1e-3 the nonlinear correction is O(a²); the
     lumped P1 eigenvalue (4/h²)sin²(πh/2) differs from π² by 2e-4 at h = 1/64: measured
-    error below 2e-4 of the initial amplitude.
+    error at most 9.1e-5 of the initial amplitude.
     """
     beta, a0 = 0.01, 1e-3
     data = make_config(
@@ -299,7 +305,7 @@ def test_critical_damping_of_cosine_mode():
     sim, records = simulate(data, amplitude)
     t, amp = np.array(records).T
     exact = (1 + 0.1 * np.pi * t) * np.exp(-0.1 * np.pi * t)
-    assert np.abs(amp - exact).max() < 1e-3
+    assert np.abs(amp - exact).max() < 3e-4
     # Faster than the gradient flow's e^{−βπ²t} from t ≈ 3 on (0.179 against 0.373 at t = 10).
     late = t >= 5
     assert np.all(amp[late] < 0.9 * np.exp(-beta * np.pi**2 * t[late]))
