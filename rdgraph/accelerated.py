@@ -55,14 +55,16 @@ OPTIONS_PREFIX = "rd_acc_"
 DEFAULT_SNES_OPTIONS = {
     "snes_type": "newtonls",
     "snes_linesearch_type": "bt",
+    # On the scaled nodal equations (units 1/time, see _install_row_scaling).
     "snes_rtol": 1e-11,
     "snes_atol": 1e-13,
     "snes_stol": 1e-14,
     "snes_max_it": 30,
     "ksp_type": "preonly",
     "pc_type": "lu",
-    "pc_factor_mat_solver_type": "mumps",
 }
+if PETSc.Sys.hasExternalPackage("mumps"):  # parallel LU; PETSc's own LU is serial only
+    DEFAULT_SNES_OPTIONS["pc_factor_mat_solver_type"] = "mumps"
 
 # The ρ equation's rows are divided by max(ρ_i^n, SCALE_FLOOR · max ρ^n): far tails keep a
 # bounded weight instead of 1e-70 (measured: the same Newton counts for floors 1e-4..1e-20).
@@ -82,11 +84,6 @@ def sinhc(y):
     safe = ufl.conditional(small, 1.0, y)
     y2 = y * y
     return ufl.conditional(small, 1 + y2 / 6 + y2 * y2 / 120, ufl.sinh(safe) / safe)
-
-
-def log_mean_exp(a, b):
-    """The logarithmic mean ``Λ(e^a, e^b) = (e^a − e^b)/(a − b)``, stable for ``a ≈ b``."""
-    return ufl.exp((a + b) / 2) * sinhc((a - b) / 2)
 
 
 class AcceleratedStepper:
@@ -153,9 +150,13 @@ class AcceleratedStepper:
         gibbs = settings.model.coupling == "gibbs"
 
         def theta(z, g, h, weight):
-            """θ_gh at state z (u components), per unit 1/β."""
+            """The mobility θ_gh with u = log ρ taken from z.
+
+            Λ(e^a, e^b) = e^{(a+b)/2} sinhc((a − b)/2): log-mean with a, b = u_g, u_h; for
+            gibbs sqrt(π_g π_h) Λ(ρ_g/π_g, ρ_h/π_h) = e^{(u_g+u_h)/2} sinhc((u_g − u_h + δ)/2)
+            with δ = (V_g − V_h)/β, which never forms π itself (no overflow).
+            """
             shift = (self.potential[g] - self.potential[h]) / self.beta if gibbs else 0
-            # sqrt(π_g π_h) Λ(ρ_g/π_g, ρ_h/π_h) = e^{(u_g+u_h)/2} sinhc((u_g − u_h + δ)/2)
             return weight / self.beta * ufl.exp((z[g] + z[h]) / 2) * sinhc(
                 (z[g] - z[h] + shift) / 2)
 

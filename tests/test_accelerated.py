@@ -277,6 +277,17 @@ def test_energy_law_third_order_and_mass_to_round_off(case):
 
 
 # -- test 4: critical damping of a cosine mode -------------------------------------------------
+def cosine_amplitude(sim, a0) -> float:
+    """The cos(πx) coefficient of ρ − 1 over a0 (lumped projection)."""
+    owned = sim.model.num_owned
+    x = sim.model.V.tabulate_dof_coordinates()[:owned, 0]
+    w = sim.operators.mass_row_sums()
+    rho = sim.functions[0].x.array[:owned]
+    num, den = sim.comm.allreduce(
+        np.array([w @ ((rho - 1) * np.cos(np.pi * x)), w @ np.cos(np.pi * x) ** 2]), op=MPI.SUM)
+    return num / den / a0
+
+
 def test_critical_damping_of_cosine_mode():
     """V = 0, β = 0.01, γ = 2π√β: the mode of ρ0 = 1 + a cos πx decays as (1 + 0.1πt)e^{−0.1πt}.
 
@@ -292,17 +303,7 @@ def test_critical_damping_of_cosine_mode():
               "damping": 2 * np.pi * np.sqrt(beta), "restart": False},
     )
 
-    def amplitude(sim):
-        owned = sim.model.num_owned
-        x = sim.model.V.tabulate_dof_coordinates()[:owned, 0]
-        w = sim.operators.mass_row_sums()
-        rho = sim.functions[0].x.array[:owned]
-        num, den = sim.comm.allreduce(
-            np.array([w @ ((rho - 1) * np.cos(np.pi * x)), w @ np.cos(np.pi * x) ** 2]),
-            op=MPI.SUM)
-        return sim.t, num / den / a0
-
-    sim, records = simulate(data, amplitude)
+    sim, records = simulate(data, lambda s: (s.t, cosine_amplitude(s, a0)))
     t, amp = np.array(records).T
     exact = (1 + 0.1 * np.pi * t) * np.exp(-0.1 * np.pi * t)
     assert np.abs(amp - exact).max() < 3e-4
@@ -313,17 +314,6 @@ def test_critical_damping_of_cosine_mode():
 
 
 # -- test 5: the overdamped limit --------------------------------------------------------------
-def cosine_amplitude(sim, a0) -> float:
-    """The cos(πx) coefficient of ρ − 1 over a0 (lumped projection)."""
-    owned = sim.model.num_owned
-    x = sim.model.V.tabulate_dof_coordinates()[:owned, 0]
-    w = sim.operators.mass_row_sums()
-    rho = sim.functions[0].x.array[:owned]
-    num, den = sim.comm.allreduce(
-        np.array([w @ ((rho - 1) * np.cos(np.pi * x)), w @ np.cos(np.pi * x) ** 2]), op=MPI.SUM)
-    return num / den / a0
-
-
 def test_overdamped_limit_approaches_gradient_flow():
     """ρ_acc(γτ) → ρ_gf(τ) (the existing Crank–Nicolson solver, lumped mass) with error ∝ 1/γ².
 
