@@ -389,6 +389,26 @@ def test_resume_continues_momentum_and_clock(shared_tmp):
     assert abs(b.free_energy - a.free_energy) <= 1e-10 * abs(a.free_energy)
 
 
+def test_command_line_exit_statuses(shared_tmp):
+    """``rdgraph run`` of the example: 0; a bad damping: 2 (no directory); Newton failing: 3."""
+    from pathlib import Path
+
+    from rdgraph.cli import main
+
+    example = str(Path(__file__).parents[1] / "examples" / "accelerated.toml")
+    short = ["--set", "mesh.cells=[40]", "--set", "mesh.lower=[-4.0]", "--set",
+             "mesh.upper=[4.0]", "--set", "time.t_end=0.5", "--quiet"]
+    out = shared_tmp / "cli-ok"
+    assert main(["run", example, "--out", str(out), *short]) == 0
+    with open(out / "diagnostics.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 6
+    bad = shared_tmp / "cli-bad"
+    assert main(["run", example, "--out", str(bad), "--set", "time.damping=\"fast\""]) == 2
+    assert not bad.exists()
+    failing = ["--set", "solver.max_retries=0", "-rd_acc_snes_max_it", "1"]
+    assert main(["run", example, "--out", str(shared_tmp / "cli-fail"), *short, *failing]) == 3
+
+
 def test_newton_failure_raises_solver_error():
     data = gaussian_config(cells=40, lower=-4.0, t_end=0.2)
     data["solver"] = {"max_retries": 1, "petsc_options": {"acc_snes_max_it": 1}}
