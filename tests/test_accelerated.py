@@ -409,6 +409,20 @@ def test_command_line_exit_statuses(shared_tmp):
     assert main(["run", example, "--out", str(shared_tmp / "cli-fail"), *short, *failing]) == 3
 
 
+def test_same_numbers_on_one_rank_and_all_ranks():
+    """COMM_SELF against COMM_WORLD (a real comparison under mpiexec -n 2; MUMPS ~1e-14)."""
+    data = gaussian_config(cells=40, layers=2, lower=-4.0, coupling="gibbs", dt=0.1, t_end=1.0,
+                           potentials=["0.02*x[0]**2", "0.02*x[0]**2 + 0.01*x[0] + 0.02"])
+    finals = []
+    for comm in (MPI.COMM_SELF, MPI.COMM_WORLD):
+        sim = Simulation(settings_from_dict(data), comm)
+        history = sim.run()
+        finals.append(np.array([*history[-1].vertex_masses, history[-1].free_energy,
+                                *history[-1].extra[:2]]))
+        sim.destroy()
+    assert np.allclose(finals[0], finals[1], rtol=1e-10, atol=1e-14)
+
+
 def test_newton_failure_raises_solver_error():
     data = gaussian_config(cells=40, lower=-4.0, t_end=0.2)
     data["solver"] = {"max_retries": 1, "petsc_options": {"acc_snes_max_it": 1}}
