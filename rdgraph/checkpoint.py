@@ -99,6 +99,8 @@ def write_checkpoint(sim, directory: Path) -> Path:
         }
         if previous is not None:
             arrays["previous"] = np.concatenate([p[2] for p in parts], axis=1)[:, order]
+        if sim.settings.time.scheme == "accelerated":  # "previous" holds S; the 3/t clock
+            arrays["clock"] = np.array(sim.stepper.clock)
         save_npz(path, **arrays)
         for old in sorted(Path(directory).glob(_PATTERN))[:-KEEP]:
             old.unlink(missing_ok=True)
@@ -171,6 +173,9 @@ def restore(sim, data: dict) -> None:
         if stepper._previous is None:
             stepper._previous = sim.state.duplicate()
         stepper._previous.array[:] = data["previous"][:, index].ravel()
+    if stepper.scheme == "accelerated":
+        stepper.set_state(data["rho"][:, index], data["previous"][:, index],
+                          float(data["clock"]))
     sim.step_index = int(data["step"])
     sim.t = sim.step_index * sim.settings.time.dt
     stepper.steps_taken = sim.step_index

@@ -38,7 +38,7 @@ __all__ = [
 MESH_SHAPES = ("interval", "rectangle", "box", "file")
 GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
 COUPLINGS = ("laplacian", "gibbs")
-SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2")
+SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "accelerated")
 SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
 
@@ -91,6 +91,12 @@ class TimeSettings:
     scheme: str = "implicit-euler"
     dt: float = 1e-3
     t_end: float = 0.1
+    # scheme = "accelerated" only (see rdgraph/accelerated.py): γ = 3/t or a constant γ >= 0,
+    # function-value restart, and the viscosity ν0 ρc/(ρ + ρc) in the S equation.
+    damping: str | float = "nesterov"
+    restart: bool = False
+    viscosity: float = 0.01
+    viscosity_density: float = 1e-6
 
 
 @dataclass
@@ -284,6 +290,28 @@ def _check_time(s: TimeSettings) -> None:
         raise InputError(
             f"time.t_end = {s.t_end} is not a whole number of steps of time.dt = {s.dt}"
         )
+    if s.damping != "nesterov":
+        if isinstance(s.damping, str):
+            raise InputError(f"time.damping = {s.damping!r}: must be 'nesterov' or a number >= 0")
+        s.damping = _float("time.damping", s.damping, nonnegative=True)
+    if not isinstance(s.restart, bool):
+        raise InputError(f"time.restart = {s.restart!r}: expected true or false")
+    s.viscosity = _float("time.viscosity", s.viscosity, nonnegative=True)
+    s.viscosity_density = _float("time.viscosity_density", s.viscosity_density, positive=True)
+
+
+def _check_accelerated(settings: Settings) -> None:
+    """What the accelerated scheme needs beyond the per-section checks."""
+    if settings.time.scheme != "accelerated":
+        return
+    if settings.space.degree != 1:
+        raise InputError(f"time.scheme = 'accelerated' needs space.degree = 1 (P1 with vertex "
+                         f"quadrature), got {settings.space.degree}")
+    if settings.model.coupling not in ("laplacian", "gibbs"):
+        raise InputError(f"time.scheme = 'accelerated' takes model.coupling = 'laplacian' "
+                         f"(log-mean mobility) or 'gibbs', got {settings.model.coupling!r}")
+    if settings.model.source is not None or settings.model.sources is not None:
+        raise InputError("time.scheme = 'accelerated' has no source term: remove model.source(s)")
 
 
 def _check_solver(s: SolverSettings) -> None:
@@ -357,6 +385,7 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "config") -> Setti
     settings = Settings(**sections)
     for name, check in _CHECKS.items():
         check(getattr(settings, name))
+    _check_accelerated(settings)
     return settings
 
 

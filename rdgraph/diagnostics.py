@@ -29,6 +29,8 @@ class Diagnostics:
     rel_entropy: float
     min_density: float
     ksp_iterations: int
+    # Scheme-specific values appended to the row (accelerated: ACCELERATED_COLUMNS).
+    extra: tuple = ()
 
     @property
     def mass(self) -> float:
@@ -39,6 +41,7 @@ class Diagnostics:
             [self.step, self.t, self.mass]
             + list(self.vertex_masses)
             + [self.free_energy, self.rel_entropy, self.min_density, self.ksp_iterations]
+            + list(self.extra)
         )
 
 

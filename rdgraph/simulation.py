@@ -6,6 +6,7 @@ run directory and its files (the command-line contract).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -94,12 +95,22 @@ class Simulation:
             self.functions.append(u)
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
-        self.stepper = TimeStepper(
-            self.model, self.operators, settings.time.scheme, settings.time.dt,
-            settings.solver, solver_overrides,
-        )
-        self.solver_options = {**self.stepper.solver.options, **(solver_overrides or {})}
-        self.guard = RobustStepper(self.stepper, settings.solver.max_retries)
+        if settings.time.scheme == "accelerated":
+            from rdgraph.accelerated import ACCELERATED_COLUMNS, AcceleratedStepper
+
+            # Its own state (log ρ, S) and Newton solver; it retries failed steps itself.
+            self.stepper = AcceleratedStepper(self.model, settings, solver_overrides)
+            self.guard = self.stepper
+            self.solver_options = dict(self.stepper.options)
+            self.extra_columns = list(ACCELERATED_COLUMNS)
+        else:
+            self.stepper = TimeStepper(
+                self.model, self.operators, settings.time.scheme, settings.time.dt,
+                settings.solver, solver_overrides,
+            )
+            self.solver_options = {**self.stepper.solver.options, **(solver_overrides or {})}
+            self.guard = RobustStepper(self.stepper, settings.solver.max_retries)
+            self.extra_columns = []
         self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
         self.step_index = 0
         self.t = 0.0
@@ -118,7 +129,10 @@ class Simulation:
 
     def diagnostics(self, ksp_iterations: int = 0) -> Diagnostics:
         """Diagnostics of the current state (collective)."""
-        return self.recorder(self.step_index, self.t, self.functions, ksp_iterations)
+        d = self.recorder(self.step_index, self.t, self.functions, ksp_iterations)
+        if self.extra_columns:
+            d = dataclasses.replace(d, extra=tuple(self.stepper.extra_diagnostics()))
+        return d
 
     def advance(self) -> int:
         """Take one time step; return the Krylov iterations it took."""
@@ -259,7 +273,8 @@ def run(
         _print(comm, f"rdgraph: {sim.graph.n} vertices x {sim.num_dofs} dofs "
                      f"({settings.model.coupling}, {settings.time.scheme}, dt = "
                      f"{settings.time.dt:g}, {sim.num_steps} steps) -> {out}")
-    csv = DiagnosticsCSV(out / "diagnostics.csv", csv_header(sim.graph.n), comm,
+    header = csv_header(sim.graph.n) + sim.extra_columns
+    csv = DiagnosticsCSV(out / "diagnostics.csv", header, comm,
                          append=resume is not None)
     fields_every = settings.output.fields_every
     # VTX cannot append: a resumed run writes its fields to a new file.
