@@ -685,25 +685,66 @@ def run_all(out: Path, quick: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
 _DOC_HEAD = """# Verification
 
 Regenerate with `python scripts/convergence.py --docs` (or `rdgraph convergence --docs`;
-add `mpiexec -n 2` in front for 2 ranks: the numbers agree to solver tolerance).
+add `mpiexec -n 2` in front for 2 ranks: the numbers agree to solver tolerance). A full run
+takes about 25 minutes on 2 ranks; `--quick` takes 2-3 minutes; `--only FAMILY[,FAMILY]`
+runs some families (`space`, `space-affine`, `time-1d`, `time-semidiscrete`, `gibbs-state`,
+`long-time`) into `--out`.
 
-* Space studies: BDF2 with `tau ~ h^((k+1)/2)`, `t_end = 0.1`; errors at `t_end`, summed
-  over the 3 vertices of a triangle graph with weights 1, 2, 0.5, measured in P(k+3).
-  H1 means the H1 seminorm. Expected: Pk L2 order k+1, H1 order k.
-* Time studies: 1D, P3 on 256 cells, `t_end = 0.5`. Expected: implicit Euler 1,
-  Crank-Nicolson 2, BDF2 2 (its first step is implicit Euler).
+Common to all studies: the graph is a triangle with weights 1, 2, 0.5; errors are summed over
+its 3 vertices, measured against the exact solution as a UFL expression with quadrature of
+degree 2k+6, reduced over ranks; H1 means the H1 seminorm; `min rho` is the smallest nodal
+density over all steps. Expected: Pk L2 order k+1, H1 order k; implicit Euler 1,
+Crank-Nicolson 2, BDF2 2 (its first step is implicit Euler).
+
 * Exact solutions: manufactured `rho_g = a_g + b_g cos(t + phi_g) prod cos(pi x_i)` with
-  `V_g = s_g sum cos(pi x_i)` (sources by sympy, both couplings), and the cosine mode of
-  MODEL.md (`V = 0`, laplacian, second Laplacian eigenvector).
-* Vertex masses: laplacian with unequal `V_g`, error `|m(1) - exp(-L) m0|` (the l2 norm,
+  `V_g = s_g sum cos(pi x_i)` (sources by sympy, both couplings), the same with the affine
+  time profile `rho_g = a_g + (b_g + c_g t) prod cos(pi x_i)` ("mms-affine"), and the
+  cosine mode of MODEL.md (`V = 0`, laplacian, second Laplacian eigenvector).
+* `space-Nd`: BDF2 with `tau ~ h^((k+1)/2)` (so its O(tau^2) error shrinks like h^(k+1)),
+  `t_end = 0.1`. h is halved 5 times in 1-D, 4 times in 2-D and for 3-D P1 (2 to 32 cells
+  per side), 3 times for 3-D P2 (2 to 16: 33^3 P2 dofs per vertex is the most that 2 cores
+  solve in reasonable time).
+* `space-affine-Nd`: every scheme (implicit Euler, Crank-Nicolson, BDF2) at a fixed
+  `tau = 0.125`, `t_end = 0.5`, against the affine-in-time solution. Its source is affine in t,
+  and each scheme reproduces functions affine in time exactly (difference quotients of an
+  affine function are exact, and the sources enter at t_{n+1}, at the midpoint average or at
+  t_{n+1} as the schemes require), so the time error vanishes and the observed orders are
+  spatial, for every scheme, without a tau tied to h. What remains besides the space error
+  is the decay of the O(h^(k+1)) initial-interpolation transient, itself of space-error size.
+  h halved 4 times in 1-D and 2-D, 3 times for 3-D P1 (2..16), twice for 3-D P2 (2..8).
+* `time-1d`: P3 on 256 cells, `t_end = 0.5`, the error against the exact solution (the
+  space error is far below the time error).
+* `time-semidiscrete-Nd`: 2-D (16 x 16 cells) and 3-D (4^3), P1 and P2, both couplings, each
+  scheme; tau halved 4 times (4 to 64 steps to `t_end = 0.5`). The error is measured against
+  a **reference run on the same mesh** (BDF2 with 8 times the finest number of steps), i.e.
+  it is the error of the time discretization of the semi-discrete system; the space error
+  cancels. All runs start from a well-prepared state: the interpolated initial data carry an
+  O(h^(k+1)) part along the stiff modes (rates ~ beta/h^2) that Crank-Nicolson, A- but not
+  L-stable, carries undamped to `t_end` while the reference damps it; that part would read
+  as a tau-independent time error (erratic observed CN orders, 0.6 to 8.9, on 2-D P1
+  without it). So the
+  problem is first run from t = -0.1 to 0 with fine BDF2 steps, and that state starts every
+  run. Implicit Euler and BDF2 show their orders either way.
+* `masses`: laplacian with unequal `V_g`, error `|m(1) - exp(-L) m0|` (the l2 norm,
   shown in both columns).
+* `gibbs-state`: gibbs with spatially varying `V_g = s_g sum cos(pi x_i)`, beta = 0.5. The
+  exact Gibbs state `rho_g = m exp(-V_g/beta) / sum_h int exp(-V_h/beta)` (the integrals are
+  Bessel I0(s_g/beta)^d) is stationary for the PDE, but the discrete rho-form operator's
+  kernel is not its interpolant: the long-time discrete state (implicit Euler, tau = 5, 20
+  steps: converged to round-off) approaches it at the space order. The `fractions` column is
+  `max_g |m_g(T)/m - int pi_g / sum int pi_h|`, the error of the vertex fractions: observed
+  order 2k.
 * Mass lumping (`[space] lumping = true`): row-sum diagonals for the mass and the gibbs
   rate matrices. It keeps P1 densities non-negative for small steps where the consistent
-  mass undershoots (tables below); total mass is conserved exactly either way; it costs an
-  O(h^2) consistency error, so keep it off for P2 and for accuracy studies. Lumping is no
-  guarantee: `M_L + tau K` is an M-matrix only while the mesh Peclet number `|grad V| h / beta`
-  stays below about 2 (and, in 2-D/3-D, on non-obtuse meshes); the 2-D case below, at
-  Peclet 5, undershoots with either mass.
+  mass undershoots (`positivity` below, 1-D and 2-D); total mass is conserved exactly either
+  way; it costs an O(h^2) consistency error, so keep it off for P2 and for accuracy studies.
+  Lumping is no guarantee: `M_L + tau K` is an M-matrix only while the mesh Peclet number
+  `|grad V| h / beta` stays below about 2 and the mesh has no edges without diffusive
+  coupling. The right-triangle meshes of `create_rectangle` have such edges (the
+  hypotenuses), where any drift gives positive off-diagonal entries: in the 2-D case
+  (Peclet 0.87) lumping cuts the undershoot below a bump on a zero background by a factor
+  of about 30 but does not remove it, and keeps the density positive on a background of
+  1e-3, where the consistent mass goes negative.
 """
 
 
@@ -726,8 +767,9 @@ def _families(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = sorted(set(names) - set(FAMILIES))
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown study families {', '.join(unknown) or repr(text)}"
-                                         f" (known: {', '.join(FAMILIES)})")
+        given = ", ".join(unknown) or repr(text)
+        raise argparse.ArgumentTypeError(f"unknown study families {given} "
+                                         f"(known: {', '.join(FAMILIES)})")
     return names
 
 
