@@ -614,10 +614,10 @@ def run_all(out: Path, quick: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     # Space, every scheme, the affine-in-time MMS (exact in time): fixed τ = 0.125.
     affine_cells = {(1, 1): [4, 8, 16, 32, 64], (1, 2): [4, 8, 16, 32, 64],
                     (2, 1): [4, 8, 16, 32, 64], (2, 2): [4, 8, 16, 32, 64],
-                    (3, 1): [2, 4, 8, 16], (3, 2): [2, 4, 8]}
+                    (3, 1): [2, 4, 8, 16, 32], (3, 2): [2, 4, 8, 16]}
     gibbs_cells = {(1, 1): [8, 16, 32, 64, 128], (1, 2): [8, 16, 32, 64, 128],
                    (2, 1): [4, 8, 16, 32, 64], (2, 2): [4, 8, 16, 32],
-                   (3, 1): [2, 4, 8, 16], (3, 2): [2, 4, 8]}
+                   (3, 1): [2, 4, 8, 16, 32], (3, 2): [2, 4, 8, 16]}
     if quick:
         for table in (cells, affine_cells, gibbs_cells):
             for key in table:
