@@ -479,7 +479,8 @@ def gibbs_state_study(dim: int, degree: int, cells: list[int], *, t_end: float =
     discrete operator: it approaches the exact state as ``h → 0`` at the rate of the space
     discretization. Implicit Euler with ``τ = 5`` damps every mode by at least
     ``1/(1 + 5 γ)`` per step (``γ`` the spectral gap, of order 1 here): after 20 steps the
-    run sits on the discrete stationary state to round-off. Columns: distances to the exact
+    run is on the discrete stationary state up to ~1e-12 (40 steps change the L² distances
+    by a relative 2e-10 in 1-D, less in 2-D/3-D). Columns: distances to the exact
     state and ``max_g |m_g(T)/m − ∫π_g/Σ∫π_h|``, the error of the vertex fractions.
     """
     sol, fractions = gibbs_state(dim)
@@ -738,7 +739,7 @@ Crank-Nicolson 2, BDF2 2 (its first step is implicit Euler).
   exact Gibbs state `rho_g = m exp(-V_g/beta) / sum_h int exp(-V_h/beta)` (the integrals are
   Bessel I0(s_g/beta)^d) is stationary for the PDE, but the discrete rho-form operator's
   kernel is not its interpolant: the long-time discrete state (implicit Euler, tau = 5, 20
-  steps: converged to round-off) approaches it at the space order. The `fractions` column is
+  steps: 40 steps change it by ~1e-12) approaches it at the space order. The `fractions` column is
   `max_g |m_g(T)/m - int pi_g / sum int pi_h|`, the error of the vertex fractions: observed
   order 2k.
 * Mass lumping (`[space] lumping = true`): row-sum diagonals for the mass and the gibbs
