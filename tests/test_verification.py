@@ -116,3 +116,15 @@ def test_lumping_keeps_2d_p1_density_positive():
     assert consistent[0] < -1e-3  # the consistent mass undershoots the background ...
     assert lumped[0] > 0  # ... the lumped one stays above 0
     assert consistent[1] < 1e-12 and lumped[1] < 1e-12
+
+
+def test_only_option_names_known_families():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    v.add_arguments(parser)
+    assert parser.parse_args(["--only", "space,gibbs-state"]).only == ("space", "gibbs-state")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--only", "space,nonsense"])
+    with pytest.raises(InputError, match="--docs"):
+        v.run_from_args(parser.parse_args(["--only", "space", "--docs"]))
