@@ -68,3 +68,63 @@ def test_lumping_keeps_p1_density_positive():
 def test_lumping_must_be_a_bool():
     with pytest.raises(InputError, match="space.lumping"):
         settings_from_dict(make_config(space={"lumping": "yes"}))
+
+
+@pytest.mark.parametrize("scheme", ["implicit-euler", "crank-nicolson", "bdf2"])
+def test_space_orders_every_scheme_affine_in_time(scheme):
+    # Every scheme is exact in time for this solution: the orders are the spatial ones.
+    sol = v.manufactured("gibbs", 2, affine=True)
+    l2, h1 = v.space_study(sol, 1, [4, 8, 16], t_end=0.5, steps0=4, scheme=scheme,
+                           tau_exponent=0).orders
+    assert l2[-1] == pytest.approx(2, abs=0.2)
+    assert h1[-1] == pytest.approx(1, abs=0.2)
+
+
+@pytest.mark.parametrize("scheme", ["implicit-euler", "crank-nicolson", "bdf2"])
+def test_affine_in_time_solution_has_no_time_error(scheme):
+    # 2 steps or 16: the error is the (tiny, P2) space error either way. With a solution
+    # that is not affine in time, 2 implicit-Euler steps would be off by ~1e-2.
+    sol = v.manufactured("laplacian", 1, affine=True)
+    coarse, fine = (v.space_study(sol, 2, [16], t_end=0.5, steps0=n, scheme=scheme,
+                                  tau_exponent=0) for n in (2, 16))
+    assert coarse.l2[0] < 1e-4
+    assert coarse.l2[0] == pytest.approx(fine.l2[0], rel=0.05)
+
+
+@pytest.mark.parametrize("dim,cells", [(2, 8), (3, 2)])
+def test_semidiscrete_time_orders(dim, cells):
+    studies = v.semidiscrete_time_studies(v.manufactured("gibbs", dim), 1, cells, [8, 16, 32])
+    for study, expected in zip(studies, (1, 2, 2)):
+        l2, h1 = study.orders
+        assert l2[-1] == pytest.approx(expected, abs=0.2), study.name
+        assert h1[-1] == pytest.approx(expected, abs=0.2), study.name
+
+
+@pytest.mark.parametrize("dim,degree,cells", [(1, 2, [8, 16, 32]), (2, 1, [8, 16, 32])])
+def test_gibbs_state_with_varying_potentials_converges_in_h(dim, degree, cells):
+    study = v.gibbs_state_study(dim, degree, cells)
+    l2, h1 = study.orders
+    assert l2[-1] == pytest.approx(degree + 1, abs=0.2)
+    assert h1[-1] == pytest.approx(degree, abs=0.2)
+    # Vertex fractions ∫ρ_g/m against ∫π_g/Σ∫π_h: observed order 2k.
+    fractions = v.observed_orders(study.sizes, study.extra["fractions"])
+    assert fractions[-1] == pytest.approx(2 * degree, abs=0.2)
+
+
+def test_lumping_keeps_2d_p1_density_positive():
+    consistent, lumped = v.positivity_study(dim=2, cells=64, floor=1e-3).values()
+    assert consistent[0] < -1e-3  # the consistent mass undershoots the background ...
+    assert lumped[0] > 0  # ... the lumped one stays above 0
+    assert consistent[1] < 1e-12 and lumped[1] < 1e-12
+
+
+def test_only_option_names_known_families():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    v.add_arguments(parser)
+    assert parser.parse_args(["--only", "space,gibbs-state"]).only == ("space", "gibbs-state")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--only", "space,nonsense"])
+    with pytest.raises(InputError, match="--docs"):
+        v.run_from_args(parser.parse_args(["--only", "space", "--docs"]))
