@@ -29,6 +29,7 @@ from rdgraph.io import (
     write_config,
     write_json,
 )
+from rdgraph.jko import JKOStepper
 from rdgraph.meshes import build_mesh
 from rdgraph.model import Model, _parse_per_vertex
 from rdgraph.operators import BlockOperators
@@ -93,7 +94,8 @@ class Simulation:
             self.functions.append(u)
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
-        self.stepper = TimeStepper(
+        stepper_class = JKOStepper if settings.time.scheme == "jko" else TimeStepper
+        self.stepper = stepper_class(
             self.model, self.operators, settings.time.scheme, settings.time.dt,
             settings.solver, solver_overrides,
         )
