@@ -93,7 +93,8 @@ class JKOStepper:
 
     Raises:
         InputError: laplacian coupling with potentials that differ between vertices (it is
-            then not a gradient flow of F), or a degree other than 1.
+            then not a gradient flow of F), a degree other than 1, or an initial density that
+            is not positive at every node.
     """
 
     def __init__(self, model: Model, operators: BlockOperators, scheme: str, dt: float,
@@ -130,6 +131,11 @@ class JKOStepper:
                     "time.scheme = 'jko' with model.coupling = 'laplacian' needs the same "
                     "potential on every vertex (otherwise laplacian is not the gradient flow "
                     "of F); use coupling = 'gibbs'")
+        initial_positive = all(bool(np.all(model.initial_nodal(g) > 0)) for g in range(graph.n))
+        if not model.mesh.comm.allreduce(initial_positive, op=MPI.LAND):
+            raise InputError(
+                "time.scheme = 'jko' needs an initial density > 0 at every node "
+                "(Φ = β log ρ + V); give a positive initial density")
         positions = operators._diagonal_positions()
         self._diagonal_positions = positions
         # The mobility-weighted stiffness ∫ ρ^n ∇Φ·∇φ: one compiled form for all vertices.

@@ -25,9 +25,9 @@ def newton_options(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "snes_type": "newtonls",
         # Backtracking guards the exp nonlinearity: a full Newton step can overflow exp.
         "snes_linesearch_type": "bt",
-        "snes_rtol": 1e-10,
-        "snes_atol": 1e-12,
-        "snes_stol": 0.0,
+        "snes_rtol": 1e-14,  # the absolute residual is the mass defect: let atol decide
+        "snes_atol": 1e-13,
+        "snes_stol": 1e-14,  # Newton at round-off: the step stops changing x
         "snes_max_it": 50,
         "ksp_type": "preonly",
         "pc_type": "lu",
