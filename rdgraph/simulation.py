@@ -35,6 +35,7 @@ from rdgraph.model import Model, _parse_per_vertex
 from rdgraph.operators import BlockOperators
 from rdgraph.recovery import RobustStepper
 from rdgraph.timestepping import TimeStepper
+from rdgraph.upwind import UpwindStepper
 
 __all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
 
@@ -94,7 +95,8 @@ class Simulation:
             self.functions.append(u)
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
-        stepper_class = JKOStepper if settings.time.scheme == "jko" else TimeStepper
+        stepper_class = (JKOStepper if settings.time.scheme == "jko" else
+                         UpwindStepper if settings.model.coupling == "upwind" else TimeStepper)
         self.stepper = stepper_class(
             self.model, self.operators, settings.time.scheme, settings.time.dt,
             settings.solver, solver_overrides,
