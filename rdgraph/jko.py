@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import ufl
 
 from rdgraph.compat import MPI, PETSc, dolfinx
 from rdgraph.config import SolverSettings
@@ -117,6 +118,7 @@ class JKOStepper:
         self._n = n = layout.size_local
         self._pattern = pattern = operators.pattern
         self._lumped_mass = operators.mass_row_sums()
+        self._block_mass = np.tile(self._lumped_mass, graph.n)  # m for every block
         self._potential = np.concatenate(
             [model.potential_nodal(g)[:n] for g in range(graph.n)])
         if model.coupling == "laplacian":
@@ -139,8 +141,6 @@ class JKOStepper:
         positions = operators._diagonal_positions()
         self._diagonal_positions = positions
         # The mobility-weighted stiffness ∫ ρ^n ∇Φ·∇φ: one compiled form for all vertices.
-        import ufl
-
         self._mobility = dolfinx.fem.Function(model.V, name="mobility")
         u, v = ufl.TrialFunction(model.V), ufl.TestFunction(model.V)
         self._weighted_stiffness = dolfinx.fem.form(
@@ -159,19 +159,18 @@ class JKOStepper:
 
     # -- the nonlinear problem ----------------------------------------------------------------
     def _density(self, phi: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):  # an overflow makes the residual inf: the line search backs off
+        # An overflow makes the residual inf, and the line search backs off.
+        with np.errstate(over="ignore"):
             return np.exp((phi - self._potential) / self.beta)
 
     def _residual(self, x: PETSc.Vec, f: PETSc.Vec) -> None:
         self._linear.mult(x, f)
-        mass = np.tile(self._lumped_mass, self.model.graph.n)
-        f.array[:] += mass * (self._density(x.array_r) - self._rho_old.array_r)
+        f.array[:] += self._block_mass * (self._density(x.array_r) - self._rho_old.array_r)
 
     def _update_jacobian(self, x: PETSc.Vec, J: PETSc.Mat) -> None:
         self._linear.copy(J, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
         diagonal = J.createVecLeft()
-        mass = np.tile(self._lumped_mass, self.model.graph.n)
-        diagonal.array[:] = mass * self._density(x.array_r) / self.beta
+        diagonal.array[:] = self._block_mass * self._density(x.array_r) / self.beta
         J.setDiagonal(diagonal, addv=PETSc.InsertMode.ADD_VALUES)
         diagonal.destroy()
 

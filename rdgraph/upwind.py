@@ -26,6 +26,7 @@ the upwind choice across ``|Φ_g − Φ_h| ≲ ε`` and keeps, exactly,
 from __future__ import annotations
 
 import numpy as np
+import ufl
 
 from rdgraph.compat import MPI, PETSc, dolfinx
 from rdgraph.config import SolverSettings
@@ -80,8 +81,6 @@ class UpwindStepper:
                  solver: SolverSettings, overrides: dict | None = None):
         if scheme != "implicit-euler":
             raise ValueError(f"UpwindStepper runs implicit Euler, not {scheme!r}")
-        import ufl
-
         self.model = model
         self.layout = layout = operators.layout
         self.scheme = scheme
