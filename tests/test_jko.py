@@ -124,3 +124,22 @@ def test_jko_and_implicit_euler_agree_at_first_order():
     assert all(d > 0 for d in study.distance)
     assert study.orders[-1] == pytest.approx(1.0, abs=0.2)
     assert study.orders[-2] == pytest.approx(1.0, abs=0.2)
+
+
+def test_failed_newton_is_retried_with_halved_steps():
+    # The first step of dt = 0.4 takes 6 Newton iterations, smaller steps fewer: with a cap of
+    # 5 the step fails and succeeds as smaller steps (rdgraph.recovery), keeping the mass.
+    config = make_config(
+        model={"coupling": "gibbs", "beta": 0.2, "potentials": POTENTIALS,
+               "initial": "1 + 0.9*cos(pi*x[0])"},
+        time={"scheme": "jko", "dt": 0.4, "t_end": 0.4},
+        solver={"petsc_options": {"snes_max_it": 5}, "max_retries": 3},
+    )
+    sim = Simulation(settings_from_dict(config), MPI.COMM_WORLD)
+    try:
+        mass0 = sim.diagnostics().mass
+        sim.advance()
+        assert sim.guard.retries == 1
+        assert sim.diagnostics().mass == pytest.approx(mass0, rel=1e-11)
+    finally:
+        sim.destroy()
