@@ -119,9 +119,15 @@ def test_refused_combinations():
                    MPI.COMM_WORLD)
 
 
-def test_jko_and_implicit_euler_agree_at_first_order():
+def test_jko_and_implicit_euler_agree_at_first_order(shared_tmp):
     study = jko_vs_implicit_euler([5, 10, 20], t_end=0.2, cells_per_step=4)
     assert all(d > 0 for d in study.distance)
+    if MPI.COMM_WORLD.rank == 0:
+        study.write_csv(shared_tmp / "jko.csv")
+        study.plot(shared_tmp / "jko.png")
+        assert (shared_tmp / "jko.csv").read_text().count("\n") == 4
+        assert (shared_tmp / "jko.png").stat().st_size > 0
+        assert "| 0.01 | 80 |" in study.table()
     assert study.orders[-1] == pytest.approx(1.0, abs=0.2)
     assert study.orders[-2] == pytest.approx(1.0, abs=0.2)
 
