@@ -37,8 +37,8 @@ __all__ = [
 
 MESH_SHAPES = ("interval", "rectangle", "box", "file")
 GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
-COUPLINGS = ("laplacian", "gibbs")
-SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "accelerated")
+COUPLINGS = ("laplacian", "gibbs", "upwind")
+SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
 SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
 
@@ -386,7 +386,29 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "config") -> Setti
     for name, check in _CHECKS.items():
         check(getattr(settings, name))
     _check_accelerated(settings)
+    _check_combinations(settings)
     return settings
+
+
+def _check_combinations(s: Settings) -> None:
+    """Checks that involve more than one section."""
+    if s.model.coupling == "upwind":
+        # Nonlinear coupling (rdgraph.upwind): implicit Euler with Newton, P1, no forcing.
+        if s.time.scheme != "implicit-euler":
+            raise InputError(f"model.coupling = 'upwind' needs time.scheme = 'implicit-euler', "
+                             f"got {s.time.scheme!r}")
+        if s.space.degree != 1:
+            raise InputError(f"model.coupling = 'upwind' needs space.degree = 1, "
+                             f"got {s.space.degree}")
+        if s.model.source is not None or s.model.sources is not None:
+            raise InputError("model.coupling = 'upwind' does not take model.source(s)")
+    if s.time.scheme == "jko":
+        # The JKO step (rdgraph.jko) is a P1 vertex-quadrature scheme for the unforced flow.
+        if s.space.degree != 1:
+            raise InputError(f"time.scheme = 'jko' needs space.degree = 1, got {s.space.degree}")
+        if s.model.source is not None or s.model.sources is not None:
+            raise InputError("time.scheme = 'jko' does not take model.source(s): the JKO step "
+                             "is the gradient flow of F, without forcing")
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:

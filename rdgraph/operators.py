@@ -78,6 +78,9 @@ class BlockOperators:
                 if key not in shared:
                     shared[key] = self.stiffness[g] + degrees[g] * self.mass
                 self.diagonal.append(shared[key])
+        elif self.coupling == "upwind":
+            # Nonlinear: rdgraph.upwind assembles its coupling itself; no linear C here.
+            self.diagonal = list(self.stiffness)
         else:
             # C_gg = Σ_h w_gh M[k_gh],  C_gh = -w_gh M[k_hg],  k_gh = exp((V_g - V_h)/2β)
             self.diagonal = [self.stiffness[g].copy() for g in range(n)]

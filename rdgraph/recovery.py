@@ -42,7 +42,8 @@ class RobustStepper:
     def _substepper(self, level: int) -> TimeStepper:
         if level not in self._substeppers:
             s = self.stepper
-            self._substeppers[level] = TimeStepper(
+            # type(s): the JKO stepper has the same constructor and retries the same way.
+            self._substeppers[level] = type(s)(
                 s.model, s._operators, s.scheme, s.dt / 2**level, s._solver_settings,
                 s._overrides,
             )

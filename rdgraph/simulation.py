@@ -31,12 +31,14 @@ from rdgraph.io import (
     write_config,
     write_json,
 )
+from rdgraph.jko import JKOStepper
 from rdgraph.meshes import build_mesh
 from rdgraph.model import Model, _parse_per_vertex
 from rdgraph.operators import BlockOperators
 from rdgraph.progress import Progress
 from rdgraph.recovery import RobustStepper
 from rdgraph.timestepping import TimeStepper
+from rdgraph.upwind import UpwindStepper
 
 __all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
 
@@ -104,7 +106,9 @@ class Simulation:
             self.solver_options = dict(self.stepper.options)
             self.extra_columns = list(ACCELERATED_COLUMNS)
         else:
-            self.stepper = TimeStepper(
+            stepper_class = (JKOStepper if settings.time.scheme == "jko" else
+                             UpwindStepper if settings.model.coupling == "upwind" else TimeStepper)
+            self.stepper = stepper_class(
                 self.model, self.operators, settings.time.scheme, settings.time.dt,
                 settings.solver, solver_overrides,
             )
