@@ -589,7 +589,8 @@ def _plot(studies: list[Study], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-FAMILIES = ("space", "space-affine", "time-1d", "time-semidiscrete", "gibbs-state", "long-time")
+FAMILIES = ("space", "space-affine", "time-1d", "time-semidiscrete", "gibbs-state", "jko",
+            "long-time")
 
 
 def run_all(out: Path, quick: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
@@ -670,6 +671,18 @@ def run_all(out: Path, quick: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
                 s.write_csv(out / f"{name}-{i}.csv")
         if root:
             _plot(studies, out / f"{name}.png", name)
+    if want("jko"):
+        from rdgraph.jko_study import jko_vs_implicit_euler
+
+        jko = jko_vs_implicit_euler([5, 10, 20] if quick else [5, 10, 20, 40, 80], comm=comm)
+        emit("\n### jko: the minimizing-movement step against implicit Euler\n\n"
+             "![jko](verification/jko-vs-ie.png)\n\n"
+             "1-D, two vertices, gibbs, P1 with lumped mass for both, `h ~ tau`, `t_end = 0.2`;"
+             " the lumped L2 distance of the two solutions at `t_end`, expected order 1.\n")
+        emit(jko.table())
+        if root:
+            jko.write_csv(out / "jko-vs-ie.csv")
+            jko.plot(out / "jko-vs-ie.png")
     if not want("long-time"):
         return "\n".join(report)
     g = gibbs_study(comm=comm)
@@ -697,7 +710,7 @@ add `mpiexec -n 2` in front for 2 ranks: the numbers agree to solver tolerance).
 takes about 20 minutes on 2 ranks (half of it the `space` family: 3-D P1 on 32^3 and P2 on
 16^3); `--quick` takes 1-3 minutes; `--only FAMILY[,FAMILY]`
 runs some families (`space`, `space-affine`, `time-1d`, `time-semidiscrete`, `gibbs-state`,
-`long-time`) into `--out`.
+`jko`, `long-time`) into `--out`.
 
 Common to all studies: the graph is a triangle with weights 1, 2, 0.5; errors are summed over
 its 3 vertices, measured against the exact solution as a UFL expression with quadrature of
