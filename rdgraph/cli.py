@@ -85,6 +85,8 @@ def _looks_like_option(token: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from rdgraph.config import add_config_arguments
+
     parser = argparse.ArgumentParser(
         prog="rdgraph",
         description="Reaction–diffusion gradient flows on R^d × G (DOLFINx/PETSc, MPI).",
@@ -93,10 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a simulation (the built-in default without CONFIG)")
-    run.add_argument("config", nargs="?", type=Path, help="TOML config file")
+    add_config_arguments(run)
     run.add_argument("--out", type=Path, help="run directory (default: output.dir or results/NAME)")
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing non-empty run directory")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",

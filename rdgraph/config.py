@@ -17,6 +17,7 @@ from typing import Any
 from rdgraph.errors import InputError
 
 __all__ = [
+    "add_config_arguments",
     "COUPLINGS",
     "GRAPH_KINDS",
     "MESH_SHAPES",
@@ -480,3 +481,16 @@ def load_settings(
         data, source = read_config(path), str(path)
     data = apply_overrides(data, overrides or [])
     return settings_from_dict(data, source=source)
+
+
+def add_config_arguments(parser, default: str = "the built-in default problem") -> None:
+    """The ``[CONFIG] [--set SECTION.KEY=VALUE ...]`` arguments every command reads a config by.
+
+    Args:
+        parser: An ``argparse`` parser.
+        default: What runs without ``CONFIG``.
+    """
+    parser.add_argument("config", nargs="?", type=Path,
+                        help=f"TOML config file (default: {default})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")

@@ -148,10 +148,9 @@ def format_info(info: dict, max_values: int = 16) -> str:
 
 def add_arguments(parser) -> None:
     """Arguments of ``rdgraph info``."""
-    parser.add_argument("config", nargs="?", type=Path,
-                        help="TOML config file (default: the built-in default problem)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    from rdgraph.config import add_config_arguments
+
+    add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

@@ -403,10 +403,9 @@ def _report(result: ParticleResult) -> str:
 
 def add_arguments(parser) -> None:
     """The options of ``rdgraph particles``."""
-    parser.add_argument("config", nargs="?", type=Path,
-                        help="TOML config file (default: the built-in NAS toy)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    from rdgraph.config import add_config_arguments
+
+    add_config_arguments(parser, default="the built-in NAS toy")
     parser.add_argument("--out", type=Path,
                         help="run directory (default: results/NAME-particles)")
     parser.add_argument("--overwrite", action="store_true",
