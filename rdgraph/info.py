@@ -10,7 +10,6 @@ mass between vertices (laplacian: vertex masses obey ``m' = -L m`` exactly).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 

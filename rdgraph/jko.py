@@ -32,7 +32,6 @@ one LU solve). Time-dependent sources and degrees above 1 are refused in the con
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import ufl
