@@ -707,8 +707,9 @@ _DOC_HEAD = """# Verification
 
 Regenerate with `python scripts/convergence.py --docs` (or `rdgraph convergence --docs`;
 add `mpiexec -n 2` in front for 2 ranks: the numbers agree to solver tolerance). A full run
-takes 12 minutes on 2 ranks of an idle 2-core machine (16 with other jobs running; half of it the `space` family: 3-D P1 on 32^3 and P2 on
-16^3); `--quick` takes 1-3 minutes; `--only FAMILY[,FAMILY]`
+takes 12 minutes on 2 ranks of an idle 2-core machine (16 with other jobs running; half of
+it the `space` family: 3-D P1 on 32^3 and P2 on 16^3); `--quick` takes 1-3 minutes;
+`--only FAMILY[,FAMILY]`
 runs some families (`space`, `space-affine`, `time-1d`, `time-semidiscrete`, `gibbs-state`,
 `jko`, `long-time`) into `--out`.
 
