@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,28 @@ from rdgraph.config import MeshSettings
 from rdgraph.errors import InputError, on_root
 
 __all__ = ["build_mesh", "check_mesh_file"]
+
+
+@contextlib.contextmanager
+def _gmsh_model(name: str):
+    """A silent gmsh model, removed afterwards; gmsh finalized again if started here.
+
+    Started without gmsh's own SIGINT handler, which would replace the one that writes a
+    checkpoint on Ctrl-C.
+    """
+    import gmsh
+
+    initialized_here = not gmsh.isInitialized()
+    if initialized_here:
+        gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add(name)
+        yield gmsh
+    finally:
+        gmsh.model.remove()
+        if initialized_here:
+            gmsh.finalize()
 
 
 def check_mesh_file(path: str | Path) -> int:
@@ -32,14 +56,7 @@ def check_mesh_file(path: str | Path) -> int:
         raise InputError(f"mesh.file {str(path)!r} cannot be read: {e}") from None
     if not head.lstrip().startswith(b"$MeshFormat"):
         raise InputError(f"mesh.file {str(path)!r} is not a gmsh .msh file (no $MeshFormat)")
-    import gmsh
-
-    initialized_here = not gmsh.isInitialized()
-    if initialized_here:
-        gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
-        gmsh.model.add("rdgraph-check")
+    with _gmsh_model("rdgraph-check") as gmsh:
         try:
             gmsh.open(str(path))
         except Exception as e:  # gmsh raises plain Exception on parse errors
@@ -54,10 +71,6 @@ def check_mesh_file(path: str | Path) -> int:
                 "tag the domain with gmsh.model.addPhysicalGroup"
             )
         return dims[0]
-    finally:
-        gmsh.model.remove()
-        if initialized_here:
-            gmsh.finalize()
 
 
 def build_mesh(settings: MeshSettings, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
@@ -101,15 +114,6 @@ def _read_msh(path: str, comm: MPI.Comm, gdim: int) -> dolfinx.mesh.Mesh:
     # A planar mesh is read with gdim = tdim, so that x has as many components as the cells.
     if comm.rank != 0:
         return gmshio.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
-    initialized_here = not gmsh.isInitialized()
-    if initialized_here:
-        gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
-        gmsh.model.add("rdgraph-mesh")
+    with _gmsh_model("rdgraph-mesh"):
         gmsh.merge(str(path))
         return gmshio.model_to_mesh(gmsh.model, comm, 0, gdim=gdim).mesh
-    finally:
-        gmsh.model.remove()
-        if initialized_here:
-            gmsh.finalize()
