@@ -33,7 +33,6 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     """
     import petsc4py
 
-    from rdgraph.expressions import Expression
     from rdgraph.meshes import build_mesh
     from rdgraph.model import Model
     from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
@@ -50,8 +49,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     index_map = model.V.dofmap.index_map
     dofs = index_map.size_global * model.V.dofmap.index_map_bs
 
-    # The same rule as BlockOperators.equal_vertex_operators.
-    equal = isinstance(model.potentials, Expression) and not model.potentials.depends_on("g")
+    equal = model.shared_potential  # what BlockOperators.equal_vertex_operators uses
     exact = equal and model.coupling == "laplacian"
     kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim)
     solver = {"type": kind, "configured": settings.solver.type}

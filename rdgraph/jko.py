@@ -132,12 +132,8 @@ class JKOStepper:
                     "time.scheme = 'jko' with model.coupling = 'laplacian' needs the same "
                     "potential on every vertex (otherwise laplacian is not the gradient flow "
                     "of F); use coupling = 'gibbs'")
-        initial_positive = all(bool(np.all(model.initial_nodal(g) > 0)) for g in range(graph.n))
-        if not model.mesh.comm.allreduce(initial_positive, op=MPI.LAND):
-            raise InputError(
-                "time.scheme = 'jko' needs an initial density > 0 at every node "
-                "(Φ = β log ρ + V); give a positive initial density")
-        positions = operators._diagonal_positions()
+        model.check_positive_initial("time.scheme = 'jko'")
+        positions = operators.diagonal_positions()
         self._diagonal_positions = positions
         # The mobility-weighted stiffness ∫ ρ^n ∇Φ·∇φ: one compiled form for all vertices.
         self._mobility = dolfinx.fem.Function(model.V, name="mobility")

@@ -167,6 +167,17 @@ class Model:
                     f"for vertex g = {g}"
                 )
 
+    def check_positive_initial(self, what: str) -> None:
+        """Refuse initial densities that are not > 0 at every node (collective).
+
+        Args:
+            what: The setting that needs it, e.g. ``"time.scheme = 'jko'"``.
+        """
+        local = all(bool(np.all(values > 0)) for values in self._initial_nodal)
+        if not self.mesh.comm.allreduce(local, op=MPI.LAND):
+            raise InputError(f"{what} needs an initial density > 0 at every node "
+                             "(Φ = β log ρ + V); give a positive initial density")
+
     def _check_rates(self) -> None:
         if self.coupling != "gibbs" or not self.graph.edges:
             return

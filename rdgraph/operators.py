@@ -54,7 +54,7 @@ class BlockOperators:
         self.pattern = ScalarPattern(model.mass_form)
         self.lumping = lumping
         n = self.graph.n
-        self._diagonal_index = self._diagonal_positions() if lumping else None
+        self._diagonal_index = self.diagonal_positions() if lumping else None
         self.mass = self._lumped(self.pattern.assemble(model.mass_form))
         self.equal_vertex_operators = model.shared_potential
         if self.equal_vertex_operators:
@@ -91,7 +91,7 @@ class BlockOperators:
                     self.diagonal[a] += weighted
                     self.off_diagonal[b, a] = -weighted
 
-    def _diagonal_positions(self) -> np.ndarray:
+    def diagonal_positions(self) -> np.ndarray:
         """Index in the CSR value array of each owned row's diagonal entry."""
         start = self.pattern.row_start
         rows = np.repeat(np.arange(len(self.pattern.indptr) - 1), np.diff(self.pattern.indptr))

@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np
 import ufl
 
-from rdgraph.compat import MPI, PETSc, dolfinx
+from rdgraph.compat import PETSc, dolfinx
 from rdgraph.config import SolverSettings
-from rdgraph.errors import InputError
 from rdgraph.model import Model
 from rdgraph.nonlinear import NewtonSolver, newton_options
 from rdgraph.operators import BlockOperators
@@ -94,12 +93,9 @@ class UpwindStepper:
         self.eps = UPWIND_SMOOTHING * beta
         graph = model.graph
         self._n = n = layout.size_local
-        initial_positive = all(bool(np.all(model.initial_nodal(g) > 0)) for g in range(graph.n))
-        if not model.mesh.comm.allreduce(initial_positive, op=MPI.LAND):
-            raise InputError("model.coupling = 'upwind' needs an initial density > 0 at every "
-                             "node (Φ = β log ρ + V); give a positive initial density")
+        model.check_positive_initial("model.coupling = 'upwind'")
         self._pattern = operators.pattern
-        self._positions = operators._diagonal_positions()
+        self._positions = operators.diagonal_positions()
         self._lumped_mass = np.tile(operators.mass_row_sums(), graph.n)
         self._potential = np.concatenate([model.potential_nodal(g)[:n] for g in range(graph.n)])
         # ∫ exp((Φ − V_g)/β) ∇Φ·∇φ and its Jacobian: compiled once, V_g via the vertex constant.
