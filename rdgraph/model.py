@@ -7,6 +7,7 @@ vertices costs a handful of compiled forms, not N or N².
 
 from __future__ import annotations
 
+import basix
 import numpy as np
 import ufl
 
@@ -15,6 +16,7 @@ from rdgraph.config import ModelSettings, SpaceSettings
 from rdgraph.errors import InputError
 from rdgraph.expressions import Expression, parse
 from rdgraph.graph import Graph
+from rdgraph.separable import Separation, separate
 
 __all__ = ["Model"]
 
@@ -75,7 +77,7 @@ class Model:
         self._h = fem.Constant(mesh, scalar(0))  # second vertex, for edge forms
         self.time = fem.Constant(mesh, scalar(0))
         self.beta = fem.Constant(mesh, scalar(model.beta))
-        qdeg = space.quadrature_degree or 2 * space.degree + 2
+        qdeg = self.quadrature_degree = space.quadrature_degree or 2 * space.degree + 2
         self.dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": qdeg})
 
         self.potential_g = self._vertex_ufl(self.potentials, self._g)
@@ -91,10 +93,20 @@ class Model:
         self.source_form = None
         if self.sources is not None:
             self.source_form = fem.form(self._vertex_ufl(self.sources, self._g) * v * dx)
+        # V_g = c_0(g) + Σ_k c_k(g) φ_k(x) with fewer than N terms: K_g from 1 + r assemblies.
+        self.potential_separation = None if self.shared_potential else separate(
+            self.potentials, n)
+        self.diffusion_form = self.drift_form = None
+        if self.potential_separation is not None:
+            self._basis_index = fem.Constant(mesh, scalar(0))
+            self.diffusion_form = fem.form(beta * ufl.inner(ufl.grad(u), ufl.grad(v)) * dx)
+            if self.potential_separation.rank:
+                phi = self._vertex_ufl(list(self.potential_separation.basis), self._basis_index)
+                self.drift_form = fem.form(u * ufl.inner(ufl.grad(phi), ufl.grad(v)) * dx)
 
         # Vertex expressions are evaluated once: set-up must not grow with N more than it must.
-        self._potential_nodal = self._nodal_all(self.potentials)
-        self._initial_nodal = self._nodal_all(self.initials)
+        self._potential_nodal = self._nodal_all(self.potentials, self.potential_separation)
+        self._initial_nodal = self._nodal_all(self.initials, separate(self.initials, n))
         # NaN/inf expressions first: they would otherwise surface as overflowing rates.
         self.check_finite()
         self._check_rates()
@@ -123,19 +135,28 @@ class Model:
 
     def _nodal(self, exprs, g: int, t: float = 0.0) -> np.ndarray:
         """Nodal values of vertex ``g``'s expression on local dofs (owned and ghost)."""
-        if self._dof_points is None:
-            self._dof_points = self.V.tabulate_dof_coordinates().T
-        points = self._dof_points
+        points = self._dof_coordinates()
         expr = exprs if isinstance(exprs, Expression) else exprs[g]
         return np.asarray(expr.evaluate(points, g=g, t=t), dtype=np.float64) * np.ones(
             points.shape[1]
         )
 
-    def _nodal_all(self, exprs) -> list[np.ndarray]:
+    def _nodal_all(self, exprs, separation: Separation | None = None) -> list[np.ndarray]:
         """Nodal values for every vertex; one shared array when the expression has no ``g``."""
         if isinstance(exprs, Expression) and not exprs.depends_on("g"):
             return [self._nodal(exprs, 0)] * self.graph.n
+        if separation is not None:
+            return list(separation.evaluate(self._dof_coordinates()))
         return [self._nodal(exprs, g) for g in range(self.graph.n)]
+
+    def _dof_coordinates(self) -> np.ndarray:
+        if self._dof_points is None:
+            self._dof_points = self.V.tabulate_dof_coordinates().T
+        return self._dof_points
+
+    def set_basis_function(self, k: int) -> None:
+        """Select ``φ_k`` of the potential's separation in :attr:`drift_form`."""
+        self._basis_index.value = k
 
     @property
     def shared_potential(self) -> bool:
@@ -220,13 +241,16 @@ class Model:
         shift = fem.Constant(self.mesh, dolfinx.default_scalar_type(self.potential_shift))
         self._rho = fem.Function(self.V, name="rho")
         rho, dx = self._rho, self.dx
-        boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
-        weight_form = fem.form(boltzmann * dx)
-        local = []
-        for g in range(1 if self.shared_potential else n):
-            self.set_vertex(g)
-            local.append(fem.assemble_scalar(weight_form))
-        local = np.array(local, dtype=np.float64)
+        if self.potential_separation is not None:
+            local = self._separated_gibbs_integrals()
+        else:
+            boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
+            weight_form = fem.form(boltzmann * dx)
+            local = []
+            for g in range(1 if self.shared_potential else n):
+                self.set_vertex(g)
+                local.append(fem.assemble_scalar(weight_form))
+            local = np.array(local, dtype=np.float64)
         weights = np.empty_like(local)
         comm.Allreduce(local, weights, op=MPI.SUM)  # one reduction, not N
         self.gibbs_integrals = np.broadcast_to(weights, (n,)).copy()  # ∫ exp(-(V_g - V*)/β), V* the shift
@@ -243,6 +267,33 @@ class Model:
         self._log_reference = fem.Constant(self.mesh, dolfinx.default_scalar_type(0))
         relative = entropy + rho * ((self.potential_g - shift) / self.beta + self._log_reference)
         self._relative_entropy_form = fem.form(relative * dx)
+
+    def _separated_gibbs_integrals(self) -> np.ndarray:
+        """This rank's ``∫ exp(−(V_g − V*)/β)`` for all g by the quadrature of :attr:`dx`.
+
+        The rule of ``assemble_scalar`` (same points and weights, owned cells), with ``V_g``
+        at the points from the separation: r basis evaluations and one exponential per point
+        and vertex, instead of N form assemblies that each evaluate the whole expression.
+        """
+        mesh, separation = self.mesh, self.potential_separation
+        points, weights = basix.make_quadrature(mesh.basix_cell(), self.quadrature_degree)
+        cells = np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
+        x = fem.Expression(self.x, points).eval(mesh, cells)  # (cells, points, gdim)
+        volume = fem.Expression(abs(ufl.JacobianDeterminant(mesh)), points).eval(mesh, cells)
+        quadrature = (volume.reshape(len(cells), -1) * weights).ravel()
+        coordinates = np.zeros((3, quadrature.size))
+        coordinates[: x.shape[-1]] = x.reshape(-1, x.shape[-1]).T
+        # (points, r), so that each vertex's exponent is one matrix-vector product.
+        phi = np.array([f.evaluate(coordinates) for f in separation.basis]).reshape(
+            separation.rank, quadrature.size).T.copy()
+        scale = -1.0 / self.settings.beta
+        exponent = np.empty(quadrature.size)
+        local = np.empty(self.graph.n)
+        for g in range(self.graph.n):  # one vertex at a time: no (N, points) temporary
+            np.dot(phi, scale * separation.coefficients[g], out=exponent)
+            exponent += scale * (separation.constants[g] - self.potential_shift)
+            local[g] = np.exp(exponent, out=exponent) @ quadrature
+        return local
 
     @property
     def gibbs_fractions(self) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The global operator ``A = blockdiag(K_g) + C`` of MODEL.md, assembled without N² forms.
 
 ``M`` and the vertex operators ``K_g`` come from two compiled forms (one ``K`` for all
-vertices when the potential does not depend on ``g``); the gibbs coupling from one more
+vertices when the potential does not depend on ``g``; ``β S + Σ_k c_k(g) D[φ_k]`` from
+``1 + r`` assemblies, formed per vertex only on demand, when the potentials are a sum of
+``r < N`` shared functions, see :mod:`rdgraph.separable`); the gibbs coupling from one more
 weighted-mass form assembled per directed edge. Everything lives as value arrays on the
 shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored: it is applied
 from ``M`` and the graph's weights. From these pieces :class:`BlockOperators` builds either
@@ -57,17 +59,27 @@ class BlockOperators:
         self._diagonal_index = self.diagonal_positions() if lumping else None
         self.mass = self._lumped(self.pattern.assemble(model.mass_form))
         self.equal_vertex_operators = model.shared_potential
+        # β S, D[φ_1], ... when the potentials are separable (see rdgraph.separable).
+        self.separated_parts: list[np.ndarray] | None = None
         if self.equal_vertex_operators:
             model.set_vertex(0)
             shared = self.pattern.assemble(model.stiffness_form)
             self.stiffness = [shared] * n
+        elif model.potential_separation is not None:
+            self.stiffness = self._separated_stiffness()
         else:
             self.stiffness = []
             for g in range(n):
                 model.set_vertex(g)
                 self.stiffness.append(self.pattern.assemble(model.stiffness_form))
         self.off_diagonal: dict[tuple[int, int], np.ndarray] = {}
-        if self.coupling == "laplacian":
+        if self.coupling == "laplacian" and self.separated_parts is not None:
+            # diag_g = β S + d_g M + Σ_k c_k(g) D[φ_k]: formed on demand, never N at once.
+            self.diagonal = _Combined([self.separated_parts[0], self.mass,
+                                       *self.separated_parts[1:]],
+                                      np.column_stack([self.graph.degrees(),
+                                                       model.potential_separation.coefficients]))
+        elif self.coupling == "laplacian":
             degrees = self.graph.degrees()
             # C = L ⊗ M: C_gg = d_g M; the off-diagonal -w_gh M is applied, not stored.
             # Vertices with the same K and degree share one array (and one scalar matrix).
@@ -90,6 +102,25 @@ class BlockOperators:
                     weighted = w * self._lumped(self.pattern.assemble(model.rate_form))
                     self.diagonal[a] += weighted
                     self.off_diagonal[b, a] = -weighted
+
+    def _separated_stiffness(self) -> _Combined:
+        """``K_g = β S + Σ_k c_k(g) D[φ_k]`` from 1 + r assemblies, formed on demand."""
+        model = self.model
+        separation = model.potential_separation
+        parts = [self.pattern.assemble(model.diffusion_form)]
+        for k in range(separation.rank):
+            model.set_basis_function(k)
+            parts.append(self.pattern.assemble(model.drift_form))
+        self.separated_parts = parts
+        return _Combined(parts, separation.coefficients)
+
+    def average_stiffness(self) -> np.ndarray:
+        """Values of ``(1/N) Σ_g K_g``."""
+        if self.equal_vertex_operators:
+            return self.stiffness[0]
+        if isinstance(self.stiffness, _Combined):
+            return self.stiffness.mean()
+        return np.mean(self.stiffness, axis=0)
 
     def diagonal_positions(self) -> np.ndarray:
         """Index in the CSR value array of each owned row's diagonal entry."""
@@ -147,6 +178,37 @@ class BlockOperators:
         self.pattern.destroy()
 
 
+class _Combined:
+    """The arrays ``parts[0] + Σ_k weights[g, k] parts[k + 1]``, one per g, made when indexed.
+
+    Stands in for a list of N per-vertex value arrays when they are combinations of a few
+    shared ones: memory and set-up stay independent of N.
+    """
+
+    def __init__(self, parts: list[np.ndarray], weights: np.ndarray):
+        self.parts = list(parts)
+        self.weights = np.asarray(weights, dtype=np.float64).reshape(len(weights),
+                                                                     len(self.parts) - 1)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __getitem__(self, g: int) -> np.ndarray:
+        out = self.parts[0].copy()
+        for weight, part in zip(self.weights[g], self.parts[1:]):
+            out += weight * part
+        return out
+
+    def __iter__(self):
+        return (self[g] for g in range(len(self)))
+
+    def mean(self) -> np.ndarray:
+        out = self.parts[0].copy()
+        for weight, part in zip(self.weights.mean(axis=0), self.parts[1:]):
+            out += weight * part
+        return out
+
+
 class BlockShell:
     """Python context of the shell ``a (I ⊗ M) + b A``: N scalar products per application.
 
@@ -162,10 +224,15 @@ class BlockShell:
         self.coupling = operators.coupling
         pattern, comm = operators.pattern, layout.comm
         self.mass = pattern.matrix(operators.mass, comm)
-        # Share one scalar matrix among vertices whose diagonal blocks are the same array.
+        # Diagonal blocks that are combinations of a few shared arrays: one matrix per part.
+        combined = isinstance(operators.diagonal, _Combined) and self.b
+        self.parts = [pattern.matrix(p, comm) for p in operators.diagonal.parts] if combined \
+            else []
+        self.part_weights = operators.diagonal.weights if combined else None
+        # Otherwise share one scalar matrix among vertices whose diagonal blocks are one array.
         cache: dict[int, PETSc.Mat] = {}
         self.diagonal = []
-        for values in operators.diagonal if self.b else []:
+        for values in operators.diagonal if self.b and not combined else []:
             key = id(values)
             if key not in cache:
                 cache[key] = pattern.matrix(values, comm)
@@ -190,10 +257,15 @@ class BlockShell:
         for g in range(N):
             sx.array[:] = mixed[g]
             self.mass.mult(sx, sy)
-            if self.b:
+            if self.diagonal:
                 sx.array[:] = X[g]
                 self.diagonal[g].mult(sx, st)
                 sy.axpy(self.b, st)
+            elif self.parts:
+                sx.array[:] = X[g]
+                for k, part in enumerate(self.parts):
+                    part.mult(sx, st)
+                    sy.axpy(self.b * (self.part_weights[g, k - 1] if k else 1.0), st)
             Y[g] = sy.array_r
         for (g, h), matrix in self.off_diagonal.items():
             sx.array[:] = X[h]
@@ -202,7 +274,7 @@ class BlockShell:
 
     def destroy(self, mat=None) -> None:
         """Free the scalar matrices (PETSc calls this when the shell is destroyed)."""
-        for obj in [self.mass, *self._owned, *self.off_diagonal.values(), self._x, self._y,
-                    self._t]:
+        for obj in [self.mass, *self._owned, *self.parts, *self.off_diagonal.values(), self._x,
+                    self._y, self._t]:
             obj.destroy()
-        self._owned, self.off_diagonal = [], {}
+        self._owned, self.parts, self.off_diagonal = [], [], {}

@@ -79,9 +79,7 @@ class SpectralPreconditioner:
         a, b = mass_coefficient, operator_coefficient
         values, self.P, self.P_inverse = graph_modes(operators)
         self.identity = bool(np.allclose(self.P, np.eye(len(values))))
-        stiffness = operators.stiffness[0]
-        if not operators.equal_vertex_operators:
-            stiffness = np.mean(operators.stiffness, axis=0)
+        stiffness = operators.average_stiffness()
         comm = self.layout.comm
         self.groups = _group(values)
         self.matrices, self.solvers = [], []
