@@ -103,3 +103,39 @@ def test_auto_factorizes_small_systems_only():
         solvers.AUTO_DIRECT_MAX = original
     assert AUTO_DIRECT_MAX == original
     sim.destroy()
+
+
+def test_clusters_of_shifts():
+    from rdgraph.spectral import _clusters
+
+    assert _clusters([1.0, 1.2, 1.5, 1.6, 3.0, 100.0], 1.5) == [[0, 1, 2], [3], [4], [5]]
+    assert _clusters([1.0, 1.2], 1.0) == [[0], [1]]  # span 1: nothing shared
+
+
+# Path graph, 6 vertices: shifts 1 + dt λ, λ = 0, 0.27, 1, 2, 3, 3.73; dt = 0.9 gives
+# {1, 1.24}, {1.9, 2.8}, {3.7, 4.36} under the span 1.5.
+@pytest.mark.parametrize("dt, hierarchies", [(1e-3, 1), (0.9, 3)])
+def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
+    """Exact spectral solve (equal potentials) with AMG: one hierarchy per cluster of shifts,
+    and still the direct solver's answer."""
+    model = CASES["laplacian-equal"]
+    data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
+                       model={**model, "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
+                       time={"dt": dt, "t_end": 2 * dt},
+                       solver={"type": "spectral", "inner": "amg", "rtol": 1e-11})
+    sim = Simulation(settings_from_dict(data))
+    preconditioner = sim.stepper.solver.preconditioner
+    shared = {id(h) for h in preconditioner._shared}
+    singles = [k for k in preconditioner.solvers if k.getPC().getType() != "python"]
+    assert len(shared) + len(singles) == hierarchies
+    sim.run()
+    state = sim.state.array_r.copy()
+    sim.destroy()
+    data["solver"] = {"type": "direct"}
+    sim = Simulation(settings_from_dict(data))
+    sim.run()
+    scale = MPI.COMM_WORLD.allreduce(np.abs(sim.state.array_r).max(initial=0.0), op=MPI.MAX)
+    error = MPI.COMM_WORLD.allreduce(np.abs(state - sim.state.array_r).max(initial=0.0),
+                                     op=MPI.MAX)
+    sim.destroy()
+    assert error <= 1e-8 * scale
