@@ -210,10 +210,12 @@ class _Combined:
 
 
 class BlockShell:
-    """Python context of the shell ``a (I ⊗ M) + b A``: N scalar products per application.
+    """Python context of the shell ``a (I ⊗ M) + b A``.
 
     laplacian: ``y_g = M (a x_g − b (W X)_g) + b (K_g + d_g M) x_g``; gibbs adds the stored
-    directed-edge blocks.
+    directed-edge blocks. Matrices shared by all vertices (``M``, and the parts of separable
+    diagonal blocks) multiply all N blocks at once as one sparse-times-dense product (one pass
+    over the matrix instead of N); per-vertex blocks are applied one by one.
     """
 
     def __init__(self, operators: BlockOperators, mass_coefficient: float,
@@ -223,12 +225,19 @@ class BlockShell:
         self.a, self.b = mass_coefficient, operator_coefficient
         self.coupling = operators.coupling
         pattern, comm = operators.pattern, layout.comm
+        N, n = layout.num_blocks, layout.size_local
         self.mass = pattern.matrix(operators.mass, comm)
-        # Diagonal blocks that are combinations of a few shared arrays: one matrix per part.
+        # Diagonal blocks that are combinations of a few shared arrays: one matrix per part;
+        # a part that is M itself folds into the mass product (its weight per vertex).
         combined = isinstance(operators.diagonal, _Combined) and self.b
-        self.parts = [pattern.matrix(p, comm) for p in operators.diagonal.parts] if combined \
-            else []
-        self.part_weights = operators.diagonal.weights if combined else None
+        self.mass_weights = np.zeros(N)
+        self.parts: list[tuple[PETSc.Mat, np.ndarray]] = []
+        for k, values in enumerate(operators.diagonal.parts if combined else []):
+            weights = np.ones(N) if k == 0 else operators.diagonal.weights[:, k - 1]
+            if values is operators.mass:
+                self.mass_weights = weights
+            else:
+                self.parts.append((pattern.matrix(values, comm), weights))
         # Otherwise share one scalar matrix among vertices whose diagonal blocks are one array.
         cache: dict[int, PETSc.Mat] = {}
         self.diagonal = []
@@ -239,34 +248,54 @@ class BlockShell:
             self.diagonal.append(cache[key])
         self._owned = list(cache.values())
         self.weights = operators.graph.weights
+        self.edges = operators.graph.edges
+        self._sparse_graph = 4 * len(self.edges) < N * N
         self.off_diagonal = {key: pattern.matrix(values, comm)
                              for key, values in operators.off_diagonal.items()} if self.b else {}
         self._x, self._y = self.mass.createVecs()
         self._t = self._y.duplicate()
+        # All N blocks as the columns of a dense (n × N) matrix: its column-major storage is
+        # the block vector's (N, n) row-major layout, so copies in and out are plain.
+        self._columns = np.zeros((n, N), order="F")
+        self._dense = PETSc.Mat().createDense(
+            ((n, layout.size_global), (PETSc.DECIDE, N)), array=self._columns, comm=comm)
+        self._dense.assemble()
+        self._products: dict[int, PETSc.Mat] = {}
+
+    def _times_all(self, matrix: PETSc.Mat, blocks: np.ndarray) -> np.ndarray:
+        """``matrix`` applied to every row of ``blocks`` (N, n); a view, valid until next call."""
+        self._columns.T[:] = blocks
+        product = self._products.get(id(matrix))
+        if product is None:
+            product = self._products[id(matrix)] = matrix.matMult(self._dense)
+        else:
+            matrix.matMult(self._dense, result=product)
+        return product.getDenseArray().T
 
     def mult(self, mat, x: PETSc.Vec, y: PETSc.Vec) -> None:
         n = self.layout.size_local
         N = self.layout.num_blocks
         X = x.array_r.reshape(N, n)
         Y = y.array.reshape(N, n)
+        mixed = self.a * X
         if self.b and self.coupling == "laplacian":
-            mixed = self.a * X - self.b * (self.weights @ X)
-        else:
-            mixed = self.a * X
-        sx, sy, st = self._x, self._y, self._t
-        for g in range(N):
-            sx.array[:] = mixed[g]
-            self.mass.mult(sx, sy)
-            if self.diagonal:
-                sx.array[:] = X[g]
-                self.diagonal[g].mult(sx, st)
-                sy.axpy(self.b, st)
-            elif self.parts:
-                sx.array[:] = X[g]
-                for k, part in enumerate(self.parts):
-                    part.mult(sx, st)
-                    sy.axpy(self.b * (self.part_weights[g, k - 1] if k else 1.0), st)
-            Y[g] = sy.array_r
+            if self._sparse_graph:
+                # One axpy per edge end: a dense W @ X costs N² n flops for O(|E| n) work.
+                for g, h, w in self.edges:
+                    mixed[g] -= (self.b * w) * X[h]
+                    mixed[h] -= (self.b * w) * X[g]
+            else:
+                mixed -= self.b * (self.weights @ X)
+        if self.parts:
+            mixed += (self.b * self.mass_weights)[:, None] * X
+        Y[:] = self._times_all(self.mass, mixed)
+        for matrix, weights in self.parts:
+            Y += (self.b * weights)[:, None] * self._times_all(matrix, X)
+        sx, st = self._x, self._t
+        for g, matrix in enumerate(self.diagonal):
+            sx.array[:] = X[g]
+            matrix.mult(sx, st)
+            Y[g] += self.b * st.array_r
         for (g, h), matrix in self.off_diagonal.items():
             sx.array[:] = X[h]
             matrix.mult(sx, st)
@@ -274,7 +303,8 @@ class BlockShell:
 
     def destroy(self, mat=None) -> None:
         """Free the scalar matrices (PETSc calls this when the shell is destroyed)."""
-        for obj in [self.mass, *self._owned, *self.parts, *self.off_diagonal.values(), self._x,
-                    self._y, self._t]:
+        for obj in [self.mass, *self._owned, *(m for m, _ in self.parts),
+                    *self.off_diagonal.values(), *self._products.values(), self._dense,
+                    self._x, self._y, self._t]:
             obj.destroy()
-        self._owned, self.parts, self.off_diagonal = [], [], {}
+        self._owned, self.parts, self.off_diagonal, self._products = [], [], {}, {}
