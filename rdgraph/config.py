@@ -39,6 +39,7 @@ __all__ = [
 MESH_SHAPES = ("interval", "rectangle", "box", "file")
 GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
 COUPLINGS = ("laplacian", "gibbs", "upwind")
+GIBBS_RATES = ("weighted-mass", "nodal")
 SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
 SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
@@ -85,6 +86,10 @@ class ModelSettings:
     initials: list[str] | None = None
     source: str | None = None
     sources: list[str] | None = None
+    # gibbs only: the rate-weighted mass matrices M[k] of MODEL.md ("weighted-mass"), or
+    # M diag(k) with the rates at the nodes ("nodal": the coupling is applied from M alone,
+    # memory linear in N, and the nodal Gibbs state is exactly in detailed balance).
+    gibbs_rates: str = "weighted-mass"
 
 
 @dataclass
@@ -278,6 +283,7 @@ def _check_model(s: ModelSettings) -> None:
     _exprs("potential", s.potential, s.potentials)
     _exprs("initial", s.initial, s.initials)
     _exprs("source", s.source, s.sources)
+    _str("model.gibbs_rates", s.gibbs_rates, GIBBS_RATES)
 
 
 def _check_time(s: TimeSettings) -> None:
@@ -403,6 +409,12 @@ def _check_combinations(s: Settings) -> None:
                              f"got {s.space.degree}")
         if s.model.source is not None or s.model.sources is not None:
             raise InputError("model.coupling = 'upwind' does not take model.source(s)")
+    if s.model.gibbs_rates != "weighted-mass" and (
+            s.model.coupling != "gibbs" or s.time.scheme in ("jko", "accelerated")):
+        raise InputError(
+            f"model.gibbs_rates = {s.model.gibbs_rates!r} applies to coupling = 'gibbs' with "
+            f"the linear schemes only (got coupling = {s.model.coupling!r}, "
+            f"time.scheme = {s.time.scheme!r})")
     if s.time.scheme == "jko":
         # The JKO step (rdgraph.jko) is a P1 vertex-quadrature scheme for the unforced flow.
         if s.space.degree != 1:

@@ -87,7 +87,7 @@ class Model:
         flux = beta * ufl.grad(u) + u * ufl.grad(self.potential_g)
         self.stiffness_form = fem.form(ufl.inner(flux, ufl.grad(v)) * dx)
         self.rate_form = None
-        if self.coupling == "gibbs":
+        if self.coupling == "gibbs" and model.gibbs_rates == "weighted-mass":
             potential_h = self._vertex_ufl(self.potentials, self._h)
             self.rate_form = fem.form(self.rate(self.potential_g, potential_h) * u * v * dx)
         self.source_form = None

@@ -73,6 +73,8 @@ class BlockOperators:
                 model.set_vertex(g)
                 self.stiffness.append(self.pattern.assemble(model.stiffness_form))
         self.off_diagonal: dict[tuple[int, int], np.ndarray] = {}
+        # gibbs with gibbs_rates = "nodal": w_gh k_gh at the local dofs, per directed edge.
+        self.rate_vectors: dict[tuple[int, int], np.ndarray] | None = None
         if self.coupling == "laplacian" and self.separated_parts is not None:
             # diag_g = β S + d_g M + Σ_k c_k(g) D[φ_k]: formed on demand, never N at once.
             self.diagonal = _Combined([self.separated_parts[0], self.mass,
@@ -93,6 +95,11 @@ class BlockOperators:
         elif self.coupling == "upwind":
             # Nonlinear: rdgraph.upwind assembles its coupling itself; no linear C here.
             self.diagonal = list(self.stiffness)
+        elif model.settings.gibbs_rates == "nodal":
+            # C_gg = M diag(Σ_h w_gh k_gh),  C_gh = -M diag(w_gh k_hg), rates at the nodes: only
+            # nodal vectors are kept; blocks are formed on demand for assembled matrices.
+            self.rate_vectors = self._nodal_rates()
+            self.diagonal = _PerVertex(self._nodal_gibbs_diagonal, n)
         else:
             # C_gg = Σ_h w_gh M[k_gh],  C_gh = -w_gh M[k_hg],  k_gh = exp((V_g - V_h)/2β)
             self.diagonal = [self.stiffness[g].copy() for g in range(n)]
@@ -113,6 +120,31 @@ class BlockOperators:
             parts.append(self.pattern.assemble(model.drift_form))
         self.separated_parts = parts
         return _Combined(parts, separation.coefficients)
+
+    def _nodal_rates(self) -> dict[tuple[int, int], np.ndarray]:
+        """``w_gh k_gh = w_gh exp((V_g − V_h)/2β)`` at the local dofs, both directions."""
+        model = self.model
+        rates = {}
+        for g, h, w in self.graph.edges:
+            half = (model.potential_nodal(g) - model.potential_nodal(h)) / (2 * model.settings.beta)
+            rates[g, h], rates[h, g] = w * np.exp(half), w * np.exp(-half)
+        return rates
+
+    def _mass_times_diagonal(self, nodal: np.ndarray) -> np.ndarray:
+        """Values of ``M diag(nodal)`` on the pattern (columns may live on other ranks)."""
+        matrix = self.pattern.matrix(self.mass, self.layout.comm)
+        scale = matrix.createVecRight()
+        scale.array[:] = nodal[: self.layout.size_local]
+        matrix.diagonalScale(None, scale)
+        values = matrix.getValuesCSR()[2].copy()
+        matrix.destroy()
+        scale.destroy()
+        return values
+
+    def _nodal_gibbs_diagonal(self, g: int) -> np.ndarray:
+        leaving = sum((k for (a, _), k in self.rate_vectors.items() if a == g),
+                      np.zeros(len(self.model.potential_nodal(g))))
+        return self.stiffness[g] + self._mass_times_diagonal(leaving)
 
     def average_stiffness(self) -> np.ndarray:
         """Values of ``(1/N) Σ_g K_g``."""
@@ -150,6 +182,9 @@ class BlockOperators:
                 for g, h, w in self.graph.edges:
                     out[g, h] = -b * w * self.mass
                     out[h, g] = out[g, h]
+            elif self.rate_vectors is not None:
+                for (g, h), rate in self.rate_vectors.items():
+                    out[h, g] = -b * self._mass_times_diagonal(rate)
             else:
                 for key, values in self.off_diagonal.items():
                     out[key] = b * values
@@ -176,6 +211,22 @@ class BlockOperators:
 
     def destroy(self) -> None:
         self.pattern.destroy()
+
+
+class _PerVertex:
+    """A sequence of N per-vertex value arrays made by ``make(g)`` when indexed."""
+
+    def __init__(self, make, n: int):
+        self.make, self.n = make, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, g: int) -> np.ndarray:
+        return self.make(g)
+
+    def __iter__(self):
+        return (self.make(g) for g in range(self.n))
 
 
 class _Combined:
@@ -227,13 +278,22 @@ class BlockShell:
         pattern, comm = operators.pattern, layout.comm
         N, n = layout.num_blocks, layout.size_local
         self.mass = pattern.matrix(operators.mass, comm)
+        # gibbs with nodal rates: the whole coupling is M applied to nodal products, so it
+        # folds into the mass product; the diagonal blocks left are the K_g.
+        nodal = operators.rate_vectors is not None and self.b
+        self.leaving = np.zeros((N, n))
+        self.gains: list[tuple[int, int, np.ndarray]] = []
+        for (g, h), rate in operators.rate_vectors.items() if nodal else ():
+            self.leaving[g] += rate[:n]
+            self.gains.append((h, g, rate[:n]))  # h gains w k_gh ρ_g
+        diagonal = operators.stiffness if nodal else operators.diagonal
         # Diagonal blocks that are combinations of a few shared arrays: one matrix per part;
         # a part that is M itself folds into the mass product (its weight per vertex).
-        combined = isinstance(operators.diagonal, _Combined) and self.b
+        combined = isinstance(diagonal, _Combined) and self.b
         self.mass_weights = np.zeros(N)
         self.parts: list[tuple[PETSc.Mat, np.ndarray]] = []
-        for k, values in enumerate(operators.diagonal.parts if combined else []):
-            weights = np.ones(N) if k == 0 else operators.diagonal.weights[:, k - 1]
+        for k, values in enumerate(diagonal.parts if combined else []):
+            weights = np.ones(N) if k == 0 else diagonal.weights[:, k - 1]
             if values is operators.mass:
                 self.mass_weights = weights
             else:
@@ -241,7 +301,7 @@ class BlockShell:
         # Otherwise share one scalar matrix among vertices whose diagonal blocks are one array.
         cache: dict[int, PETSc.Mat] = {}
         self.diagonal = []
-        for values in operators.diagonal if self.b and not combined else []:
+        for values in diagonal if self.b and not combined else []:
             key = id(values)
             if key not in cache:
                 cache[key] = pattern.matrix(values, comm)
@@ -288,6 +348,10 @@ class BlockShell:
                 mixed -= self.b * (self.weights @ X)
         if self.parts:
             mixed += (self.b * self.mass_weights)[:, None] * X
+        if self.gains:
+            mixed += self.b * self.leaving * X
+            for h, g, rate in self.gains:
+                mixed[h] -= self.b * rate * X[g]
         Y[:] = self._times_all(self.mass, mixed)
         for matrix, weights in self.parts:
             Y += (self.b * weights)[:, None] * self._times_all(matrix, X)
