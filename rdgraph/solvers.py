@@ -231,7 +231,10 @@ class BlockSolver:
             pc.setFieldSplitIS((f"v{g}", index))
         configure_ksp(ksp, options, OPTIONS_PREFIX)
         ksp.setUp()
-        inner = {"ksp_type": "preonly", "pc_type": "lu" if layout.size_global <= LU_MAX_DOFS
+        limit = LU_MAX_DOFS
+        if operators.model.mesh.topology.dim >= 3:
+            limit //= LU_3D_DIVISOR  # as for the spectral solver's scalar solves
+        inner = {"ksp_type": "preonly", "pc_type": "lu" if layout.size_global <= limit
                  else "gamg"}
         if inner["pc_type"] == "lu":
             inner["pc_factor_mat_solver_type"] = _direct_package()
