@@ -129,6 +129,8 @@ class KernelDensity:
         pts, vals = points, values
         for i in range(d):
             reach = _IMAGE_REACH * self.h[i]
+            # Images of the points (and of earlier directions' images: corners) near either wall.
+            new_points, new_values = [pts], [vals]
             for wall, near in ((lower[i], pts[i] - lower[i] < reach),
                                (upper[i], upper[i] - pts[i] < reach)):
                 if not near.any():
@@ -138,8 +140,10 @@ class KernelDensity:
                 image_values = vals[:, near].copy()
                 if odd is not None and odd[i] is not None:
                     image_values[odd[i]] *= -1
-                pts = np.concatenate([pts, image], axis=1)
-                vals = np.concatenate([vals, image_values], axis=1)
+                new_points.append(image)
+                new_values.append(image_values)
+            pts = np.concatenate(new_points, axis=1)
+            vals = np.concatenate(new_values, axis=1)
         self.points, self.values = pts, vals
 
     def evaluate(self, x: np.ndarray, *, gradient: bool = False):
