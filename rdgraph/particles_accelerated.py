@@ -11,11 +11,14 @@ potential), a vertex ``g`` and the value ``S = S_g(X)`` along its path. Differen
 S equation along ``Ẋ = P`` (method of characteristics) gives
 
     Ẋ = P
-    Ṗ = −γ P − ∇(V_g + β log ρ̂_g)(X)
+    Ṗ = −γ P − ∇V_g(X) − β ∇log ρ̂_g(X)     (in the symmetric form of ``estimates``)
     Ṡ = ½|P|² − γ S − β log ρ̂_g(X) − V_g(X) − ½ Σ_h ∂_{ρ_g}θ_gh (S_g − S_h)²(X)
 
-(the ∂θ term does not depend on x for the Gaussian tests, so it adds no force), with ``S = 0``
-and ``P = 0`` at the start and at every restart. ``ρ̂_g`` is a Gaussian kernel density
+with ``S = 0`` and ``P = 0`` at the start and at every restart. Not implemented: the force
+``−∇(½ Σ_h ∂_{ρ_g}θ_gh (S_g − S_h)²)`` that the ∂θ term adds to Ṗ (it needs gradients of
+the regressions). It vanishes where ``ρ_h/ρ_g`` and ``S_g − S_h`` do not depend on x, as in
+the two-layer test of issue 8; elsewhere the particles' velocities miss it (the term itself
+enters Ṡ, and so the jump rates). ``ρ̂_g`` is a Gaussian kernel density
 estimate of the particles at g (see :class:`KernelDensity`). The exchange term moves mass from
 h to g at the rate ``θ_gh (S_g − S_h)`` per volume; a particle at g jumps to h at the rate
 
@@ -45,9 +48,11 @@ start of a step, when the particle estimate ``F̂ = Σ_i m (β log ρ̂_{g_i}(X_
 exceeds the previous step's, S, P and the clock are reset, as in the FEM scheme.
 
 Cost and MPI: every step gathers all particles on every rank (``allgather``; ``2 + 2d``
-numbers per particle) and each rank evaluates the kernel sums of all particles of a vertex at
-its own particles: O(P_local · P_g) kernel evaluations per vertex and step (plus those of the
-neighbours for the jumps), memory in chunks of ``_CHUNK`` pairs. Meant for P up to ~1e4.
+numbers per particle, and ``ρ̂`` once more) and each rank evaluates the kernel sums of all
+particles of a vertex at its own particles twice (densities and regressions, then the
+symmetric pressure): O(P_local · P_g) kernel evaluations per vertex and step (plus those at
+the neighbours' particles for the jumps), memory in chunks of ``_CHUNK`` pairs. Meant for P up
+to ~1e4.
 """
 
 from __future__ import annotations
@@ -127,10 +132,11 @@ class KernelDensity:
         self.norm = mass / ((2 * math.pi) ** (d / 2) * float(np.prod(self.h)))
         values = np.zeros((0, points.shape[1])) if values is None else values
         pts, vals = points, values
+        source = np.arange(points.shape[1])  # the original point behind each (image) point
         for i in range(d):
             reach = _IMAGE_REACH * self.h[i]
             # Images of the points (and of earlier directions' images: corners) near either wall.
-            new_points, new_values = [pts], [vals]
+            new_points, new_values, new_source = [pts], [vals], [source]
             for wall, near in ((lower[i], pts[i] - lower[i] < reach),
                                (upper[i], upper[i] - pts[i] < reach)):
                 if not near.any():
@@ -142,21 +148,35 @@ class KernelDensity:
                     image_values[odd[i]] *= -1
                 new_points.append(image)
                 new_values.append(image_values)
+                new_source.append(source[near])
             pts = np.concatenate(new_points, axis=1)
             vals = np.concatenate(new_values, axis=1)
-        self.points, self.values = pts, vals
+            source = np.concatenate(new_source)
+        self.points, self.values, self.source = pts, vals, source
 
-    def evaluate(self, x: np.ndarray, *, gradient: bool = False):
+    def evaluate(self, x: np.ndarray, *, gradient: bool = False,
+                 weights: np.ndarray | None = None):
         """Density, its gradient (optional) and the kernel regressions at ``x`` (``(d, m)``).
 
+        Args:
+            x: Points, shape ``(d, m)``.
+            gradient: Also return ``∇ρ̂``.
+            weights: Per particle weights ``w_j`` (``(n,)``, in the order of ``points``):
+                also return ``m Σ_j w_j ∇K_h(x − X_j)`` (images carry their particle's weight).
+
         Returns:
-            ``(density (m,), gradient (d, m) or None, regression (k, m))``. The regression is
-            ``Σ K v_j / Σ K``; 0 where the density underflows to 0 (no particle near x).
+            ``(density (m,), gradient (d, m) or None, regression (k, m))``, and the weighted
+            gradient ``(d, m)`` as a fourth item when ``weights`` are given. The regression
+            is ``Σ K v_j / Σ K``; 0 where the density underflows to 0 (no particle near x).
         """
         d, m = x.shape
         k = self.values.shape[0]
         density = np.empty(m)
+        gradient = gradient or weights is not None
         grad = np.empty((d, m)) if gradient else None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)[self.source]
+            grad_weighted = np.empty((d, m))
         weighted = np.empty((k, m))
         scaled = self.points / self.h[:, None]
         step = max(1, _CHUNK // max(1, self.points.shape[1] * d))
@@ -167,12 +187,16 @@ class KernelDensity:
             density[part] = kernel.sum(axis=1)
             if gradient:
                 grad[:, part] = -np.einsum("icn,cn->ic", z, kernel) / self.h[:, None]
+            if weights is not None:
+                grad_weighted[:, part] = -np.einsum("icn,cn->ic", z, kernel * w) / self.h[:, None]
             weighted[:, part] = (kernel @ self.values.T).T
         with np.errstate(divide="ignore", invalid="ignore"):
             regression = np.where(density > 0, weighted / np.where(density > 0, density, 1), 0.0)
         density *= self.norm
         if gradient:
             grad *= self.norm
+        if weights is not None:
+            return density, grad, regression, grad_weighted * self.norm
         return density, grad, regression
 
 
@@ -263,13 +287,24 @@ class AcceleratedParticleSystem(ParticleSystem):
             return local
         return np.concatenate(self.comm.allgather(local), axis=1)
 
-    def estimates(self) -> dict:
+    def estimates(self, *, pressure: bool = True) -> dict:
         """Kernel estimates at this rank's particles (collective).
 
+        The pressure term ``β ∇log ρ̂_g`` is taken in the symmetric form of smoothed particle
+        hydrodynamics, ``β Σ_j m (1/ρ̂_i + 1/ρ̂_j) ∇K_h(X_i − X_j)``: ``∇ρ̂/ρ̂`` plus
+        ``Σ_j (m/ρ̂_j) ∇K``, which approximates ``∇ ∫ K = 0`` (O(h²)) but makes the pair
+        forces antisymmetric. So the momentum of a vertex's particles changes only by
+        ``∇V``, the walls and the jumps, and with a linear ``∇V`` their mean follows the
+        mean ODE exactly, up to the time step. It costs a second kernel pass (``ρ̂_j`` first).
+
+        Args:
+            pressure: Compute ``score`` (else only the densities and regressions).
+
         Returns:
-            ``rho`` (P,) and ``grad`` (d, P): ``ρ̂_g`` and ``∇ρ̂_g`` of each particle's own vertex;
-            ``s_own`` (P,): ``Ŝ_g``; for each neighbour slot j of the padded neighbour table
-            (``self._neighbours``): ``rho_nb``, ``s_nb`` (P, D) and ``p_nb`` (d, P, D).
+            ``rho`` (P,): ``ρ̂_g`` at each particle, g its own vertex; ``score`` (d, P): the
+            symmetric ``∇log ρ̂_g``; ``s_own`` (P,): ``Ŝ_g``; for each slot j of the padded
+            neighbour table (``self._neighbours``): ``rho_nb``, ``s_nb`` (P, D) and ``p_nb``
+            (d, P, D).
         """
         p = self.problem
         d, n = p.dim, p.graph.n
@@ -277,10 +312,11 @@ class AcceleratedParticleSystem(ParticleSystem):
         labels = everyone[-1].astype(np.int64)
         local = self.count
         degree = self._neighbours.shape[1]
-        out = {"rho": np.zeros(local), "grad": np.zeros((d, local)), "s_own": np.zeros(local),
+        out = {"rho": np.zeros(local), "score": np.zeros((d, local)), "s_own": np.zeros(local),
                "rho_nb": np.zeros((local, degree)), "s_nb": np.zeros((local, degree)),
                "p_nb": np.zeros((d, local, degree))}
         odd = list(range(1, d + 1))  # rows of P in the regressed values [S, P_0..P_{d-1}]
+        kdes = {}
         for g in range(n):
             mine = labels == g
             if not mine.any():
@@ -296,11 +332,11 @@ class AcceleratedParticleSystem(ParticleSystem):
             kde = KernelDensity(everyone[:d, mine], self.mass, p.lower, p.upper,
                                 values=values[:, mine] if values is not None else None,
                                 odd=odd if values is not None else None)
+            kdes[g] = kde
             where = np.flatnonzero(need)
-            density, grad, regression = kde.evaluate(self.x[:, where], gradient=True)
+            density, _, regression = kde.evaluate(self.x[:, where])
             own_here = own[where]
             out["rho"][where[own_here]] = density[own_here]
-            out["grad"][:, where[own_here]] = grad[:, own_here]
             if not self._edges:
                 continue
             out["s_own"][where[own_here]] = regression[0, own_here]
@@ -309,6 +345,17 @@ class AcceleratedParticleSystem(ParticleSystem):
             out["rho_nb"][target, cols] = density[rows]
             out["s_nb"][target, cols] = regression[0, rows]
             out["p_nb"][:, target, cols] = regression[1:, rows]
+        if not pressure:
+            return out
+        # ρ̂_j of every particle (the gather keeps the rank order of _gather).
+        rho = out["rho"] if self.comm.size == 1 else np.concatenate(
+            self.comm.allgather(out["rho"]))
+        for g, kde in kdes.items():
+            own = np.flatnonzero(self.labels == g)
+            if own.size == 0:
+                continue
+            _, grad, _, cross = kde.evaluate(self.x[:, own], weights=1.0 / rho[labels == g])
+            out["score"][:, own] = grad / out["rho"][own] + cross
         return out
 
     def _rates(self, est: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -338,7 +385,7 @@ class AcceleratedParticleSystem(ParticleSystem):
 
     def diagnostics(self, est: dict | None = None) -> dict:
         """``F̂``, the kinetic energy ``Σ m |P|²/2`` and a finiteness flag, reduced (collective)."""
-        est = est if est is not None else self.estimates()
+        est = est if est is not None else self.estimates(pressure=False)
         p = self.problem
         with np.errstate(divide="ignore"):
             local = np.array([
@@ -363,7 +410,7 @@ class AcceleratedParticleSystem(ParticleSystem):
             self.restarts += 1
         with np.errstate(divide="ignore", invalid="ignore"):
             log_rho = np.log(est["rho"])
-            force = -p.gradient(self.x, self.labels) - p.beta * est["grad"] / est["rho"]
+            force = -p.gradient(self.x, self.labels) - p.beta * est["score"]
             potential = p.potential(self.x, self.labels)
         if self._edges:
             rates, extra = self._rates(est)
