@@ -11,14 +11,14 @@ potential), a vertex ``g`` and the value ``S = S_g(X)`` along its path. Differen
 S equation along ``Ẋ = P`` (method of characteristics) gives
 
     Ẋ = P
-    Ṗ = −γ P − ∇V_g(X) − β ∇log ρ̂_g(X)     (in the symmetric form of ``estimates``)
-    Ṡ = ½|P|² − γ S − β log ρ̂_g(X) − V_g(X) − ½ Σ_h ∂_{ρ_g}θ_gh (S_g − S_h)²(X)
+    Ṗ = −γ P − ∇V_g(X) − β ∇log ρ̂_g(X) − ∇Q(X)   (∇log ρ̂ in the symmetric form of
+                                                     ``estimates``)
+    Ṡ = ½|P|² − γ S − β log ρ̂_g(X) − V_g(X) − Q(X)
 
-with ``S = 0`` and ``P = 0`` at the start and at every restart. Not implemented: the force
-``−∇(½ Σ_h ∂_{ρ_g}θ_gh (S_g − S_h)²)`` that the ∂θ term adds to Ṗ (it needs gradients of
-the regressions). It vanishes where ``ρ_h/ρ_g`` and ``S_g − S_h`` do not depend on x, as in
-the two-layer test of issue 8; elsewhere the particles' velocities miss it (the term itself
-enters Ṡ, and so the jump rates). ``ρ̂_g`` is a Gaussian kernel density
+with ``S = 0`` and ``P = 0`` at the start and at every restart, and the exchange force
+``−∇Q``, ``Q = ½ Σ_h ∂_{ρ_g}θ_gh (Ŝ_g − Ŝ_h)²``, in Ṗ (the gradient of the ∂θ term of the S
+equation, from the kernel sums' analytic gradients; it vanishes when ``ρ_h/ρ_g`` and
+``S_g − S_h`` do not depend on x, as in the two-layer test of issue 8). ``ρ̂_g`` is a Gaussian kernel density
 estimate of the particles at g (see :class:`KernelDensity`). The exchange term moves mass from
 h to g at the rate ``θ_gh (S_g − S_h)`` per volume; a particle at g jumps to h at the rate
 
@@ -72,6 +72,7 @@ __all__ = [
     "KernelDensity",
     "damping_coefficients",
     "log_mean_ratio",
+    "log_mean_slope_elasticity",
     "check_accelerated",
     "scott_bandwidth",
 ]
@@ -155,49 +156,61 @@ class KernelDensity:
         self.points, self.values, self.source = pts, vals, source
 
     def evaluate(self, x: np.ndarray, *, gradient: bool = False,
-                 weights: np.ndarray | None = None):
-        """Density, its gradient (optional) and the kernel regressions at ``x`` (``(d, m)``).
+                 weights: np.ndarray | None = None, value_gradient: bool = False) -> dict:
+        """Kernel sums at points ``x`` (shape ``(d, m)``).
 
         Args:
             x: Points, shape ``(d, m)``.
             gradient: Also return ``∇ρ̂``.
             weights: Per particle weights ``w_j`` (``(n,)``, in the order of ``points``):
                 also return ``m Σ_j w_j ∇K_h(x − X_j)`` (images carry their particle's weight).
+            value_gradient: Also return the gradients of the regressions.
 
         Returns:
-            ``(density (m,), gradient (d, m) or None, regression (k, m))``, and the weighted
-            gradient ``(d, m)`` as a fourth item when ``weights`` are given. The regression
-            is ``Σ K v_j / Σ K``; 0 where the density underflows to 0 (no particle near x).
+            ``density`` (m,); ``regression`` (k, m): ``Σ K v_j / Σ K``, 0 where the density
+            underflows to 0 (no particle near x); if asked, ``gradient`` (d, m),
+            ``weighted_gradient`` (d, m) and ``regression_gradient`` (k, d, m) (0 where the
+            density underflows).
         """
         d, m = x.shape
         k = self.values.shape[0]
+        gradient = gradient or weights is not None or value_gradient
         density = np.empty(m)
-        gradient = gradient or weights is not None
+        weighted = np.empty((k, m))
         grad = np.empty((d, m)) if gradient else None
         if weights is not None:
             w = np.asarray(weights, dtype=np.float64)[self.source]
             grad_weighted = np.empty((d, m))
-        weighted = np.empty((k, m))
+        if value_gradient:
+            grad_values = np.empty((k, d, m))
         scaled = self.points / self.h[:, None]
-        step = max(1, _CHUNK // max(1, self.points.shape[1] * d))
+        step = max(1, _CHUNK // max(1, self.points.shape[1] * d * (1 + k * value_gradient)))
         for start in range(0, m, step):
             part = slice(start, min(m, start + step))
             z = x[:, part, None] / self.h[:, None, None] - scaled[:, None, :]  # (d, c, n)
             kernel = np.exp(-0.5 * np.einsum("icn,icn->cn", z, z))
             density[part] = kernel.sum(axis=1)
-            if gradient:
+            weighted[:, part] = (kernel @ self.values.T).T
+            if gradient:  # ∇_x K(x − X_j) = −K z / h
                 grad[:, part] = -np.einsum("icn,cn->ic", z, kernel) / self.h[:, None]
             if weights is not None:
                 grad_weighted[:, part] = -np.einsum("icn,cn->ic", z, kernel * w) / self.h[:, None]
-            weighted[:, part] = (kernel @ self.values.T).T
-        with np.errstate(divide="ignore", invalid="ignore"):
-            regression = np.where(density > 0, weighted / np.where(density > 0, density, 1), 0.0)
-        density *= self.norm
+            if value_gradient:
+                grad_values[:, :, part] = -np.einsum("icn,cn,kn->kic", z, kernel,
+                                                     self.values) / self.h[None, :, None]
+        positive = density > 0
+        safe = np.where(positive, density, 1.0)
+        out = {"density": density * self.norm,
+               "regression": np.where(positive, weighted / safe, 0.0)}
         if gradient:
-            grad *= self.norm
+            out["gradient"] = grad * self.norm
         if weights is not None:
-            return density, grad, regression, grad_weighted * self.norm
-        return density, grad, regression
+            out["weighted_gradient"] = grad_weighted * self.norm
+        if value_gradient:
+            # ∇(A/D) = (∇A − (A/D) ∇D)/D with A = Σ K v, D = Σ K (the norms cancel).
+            out["regression_gradient"] = np.where(
+                positive, (grad_values - out["regression"][:, None, :] * grad[None]) / safe, 0.0)
+        return out
 
 
 def _sinhc(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +238,27 @@ def log_mean_ratio(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     root = np.sqrt(safe)
     return (np.where(positive, root * value, 0.0),
             np.where(positive, 0.5 * root * (value + slope), 0.0))
+
+
+def log_mean_slope_elasticity(r: np.ndarray) -> np.ndarray:
+    """``r · d/dr ∂_a Λ(1, r)``: how the ∂θ factor changes with ``log r`` (0 at ``r = 0``).
+
+    With ``f(r) = ∂_a Λ(1, r) = ½ √r u(y)``, ``u = sinhc + sinhc'``, ``y = −½ log r``:
+    ``r f'(r) = ¼ √r (u − u')``, ``u' = sinhc' + sinhc''``.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    positive = r > 0
+    safe = np.where(positive, r, 1.0)
+    y = -0.5 * np.log(safe)
+    value, slope = _sinhc(y)
+    # sinhc'' by its series below |y| = 1e-2 (first omitted term y⁶/12960 < 1e-16).
+    small = np.abs(y) < 1e-2
+    ys = np.where(small, 1.0, y)
+    y2 = y * y
+    curvature = np.where(small, 1 / 3 + y2 / 10 + y2 * y2 / 168,
+                         (ys * ys * np.sinh(ys) - 2 * ys * np.cosh(ys) + 2 * np.sinh(ys)) / ys**3)
+    u, du = value + slope, slope + curvature
+    return np.where(positive, 0.25 * np.sqrt(safe) * (u - du), 0.0)
 
 
 def damping_coefficients(gamma: float | str, clock: float, tau: float) -> tuple[float, float]:
@@ -294,94 +328,145 @@ class AcceleratedParticleSystem(ParticleSystem):
         hydrodynamics, ``β Σ_j m (1/ρ̂_i + 1/ρ̂_j) ∇K_h(X_i − X_j)``: ``∇ρ̂/ρ̂`` plus
         ``Σ_j (m/ρ̂_j) ∇K``, which approximates ``∇ ∫ K = 0`` (O(h²)) but makes the pair
         forces antisymmetric. So the momentum of a vertex's particles changes only by
-        ``∇V``, the walls and the jumps, and with a linear ``∇V`` their mean follows the
-        mean ODE exactly, up to the time step. It costs a second kernel pass (``ρ̂_j`` first).
+        ``∇V``, the walls, the exchange force and the jumps, and with a linear ``∇V`` and no
+        edges their mean follows the mean ODE exactly, up to the time step. It costs a second
+        kernel pass (every ``ρ̂_j`` is needed first).
 
         Args:
-            pressure: Compute ``score`` (else only the densities and regressions).
+            pressure: Compute ``score`` (else only what :meth:`evaluate` gives).
 
         Returns:
-            ``rho`` (P,): ``ρ̂_g`` at each particle, g its own vertex; ``score`` (d, P): the
-            symmetric ``∇log ρ̂_g``; ``s_own`` (P,): ``Ŝ_g``; for each slot j of the padded
-            neighbour table (``self._neighbours``): ``rho_nb``, ``s_nb`` (P, D) and ``p_nb``
-            (d, P, D).
+            What :meth:`evaluate` returns at the particles, and ``score`` (d, P): the
+            symmetric ``∇log ρ̂_g``.
         """
-        p = self.problem
-        d, n = p.dim, p.graph.n
         everyone = self._gather()
-        labels = everyone[-1].astype(np.int64)
-        local = self.count
-        degree = self._neighbours.shape[1]
-        out = {"rho": np.zeros(local), "score": np.zeros((d, local)), "s_own": np.zeros(local),
-               "rho_nb": np.zeros((local, degree)), "s_nb": np.zeros((local, degree)),
-               "p_nb": np.zeros((d, local, degree))}
-        odd = list(range(1, d + 1))  # rows of P in the regressed values [S, P_0..P_{d-1}]
-        kdes = {}
-        for g in range(n):
-            mine = labels == g
-            if not mine.any():
-                continue
-            # Local particles that need vertex g's estimate: its own, and its neighbours' if
-            # there are edges (for the jump rates into g).
-            own = self.labels == g
-            slots = (self._neighbours[self.labels] == g) & (self._weights[self.labels] > 0)
-            need = own | slots.any(axis=1) if self._edges else own
-            if not need.any():
-                continue
-            values = everyone[d:2 * d + 1][[d] + list(range(d))] if self._edges else None
-            kde = KernelDensity(everyone[:d, mine], self.mass, p.lower, p.upper,
-                                values=values[:, mine] if values is not None else None,
-                                odd=odd if values is not None else None)
-            kdes[g] = kde
-            where = np.flatnonzero(need)
-            density, _, regression = kde.evaluate(self.x[:, where])
-            own_here = own[where]
-            out["rho"][where[own_here]] = density[own_here]
-            if not self._edges:
-                continue
-            out["s_own"][where[own_here]] = regression[0, own_here]
-            rows, cols = np.nonzero(slots[where])
-            target = where[rows]
-            out["rho_nb"][target, cols] = density[rows]
-            out["s_nb"][target, cols] = regression[0, rows]
-            out["p_nb"][:, target, cols] = regression[1:, rows]
+        kdes = self.kernel_densities(everyone)
+        out = self.evaluate(kdes, self.x, self.labels)
         if not pressure:
             return out
         # ρ̂_j of every particle (the gather keeps the rank order of _gather).
         rho = out["rho"] if self.comm.size == 1 else np.concatenate(
             self.comm.allgather(out["rho"]))
+        labels = everyone[-1].astype(np.int64)
+        out["score"] = np.zeros_like(self.x)
         for g, kde in kdes.items():
             own = np.flatnonzero(self.labels == g)
             if own.size == 0:
                 continue
-            _, grad, _, cross = kde.evaluate(self.x[:, own], weights=1.0 / rho[labels == g])
-            out["score"][:, own] = grad / out["rho"][own] + cross
+            sums = kde.evaluate(self.x[:, own], weights=1.0 / rho[labels == g])
+            out["score"][:, own] = sums["gradient"] / out["rho"][own] + sums["weighted_gradient"]
         return out
 
-    def _rates(self, est: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Jump rates to each neighbour slot ``(P, D)`` and the ``∂θ`` term of Ṡ ``(P,)``."""
+    def kernel_densities(self, everyone: np.ndarray | None = None) -> dict[int, KernelDensity]:
+        """One :class:`KernelDensity` per occupied vertex, regressing ``[S, P]`` if there are
+        edges (collective unless ``everyone``, the output of the gather, is given)."""
         p = self.problem
-        targets = self._neighbours[self.labels]
-        k = self._weights[self.labels] / p.beta  # w_gh/β, 0 on padding slots
+        d = p.dim
+        everyone = self._gather() if everyone is None else everyone
+        labels = everyone[-1].astype(np.int64)
+        values = everyone[d:2 * d + 1][[d] + list(range(d))] if self._edges else None
+        odd = list(range(1, d + 1)) if self._edges else None  # rows of P in [S, P_0..]
+        kdes = {}
+        for g in range(p.graph.n):
+            mine = labels == g
+            if mine.any():
+                kdes[g] = KernelDensity(everyone[:d, mine], self.mass, p.lower, p.upper,
+                                        values=values[:, mine] if values is not None else None,
+                                        odd=odd)
+        return kdes
+
+    def evaluate(self, kdes: dict[int, KernelDensity], x: np.ndarray, labels: np.ndarray) -> dict:
+        """The estimates at points ``x`` (``(d, m)``) with vertices ``labels`` (no MPI).
+
+        Returns:
+            ``rho``, ``grad_rho`` ((m,), (d, m)): ``ρ̂_g`` and ``∇ρ̂_g``, g the point's vertex.
+            With edges also ``s_own``, ``grad_s_own``: ``Ŝ_g`` and its gradient, and for each
+            slot j of the padded neighbour table (``self._neighbours``): ``rho_nb``, ``s_nb``
+            (m, D), ``grad_rho_nb``, ``grad_s_nb`` and ``p_nb`` (d, m, D).
+        """
+        d, m = x.shape
+        degree = self._neighbours.shape[1]
+        out = {"rho": np.zeros(m), "grad_rho": np.zeros((d, m))}
+        if self._edges:
+            out.update({"s_own": np.zeros(m), "grad_s_own": np.zeros((d, m)),
+                        "rho_nb": np.zeros((m, degree)), "s_nb": np.zeros((m, degree)),
+                        "grad_rho_nb": np.zeros((d, m, degree)),
+                        "grad_s_nb": np.zeros((d, m, degree)),
+                        "p_nb": np.zeros((d, m, degree))})
+            slots_all = self._neighbours[labels], self._weights[labels] > 0
+        for g, kde in kdes.items():
+            # Points that need vertex g's estimate: its own, and with edges its neighbours'
+            # (for the jump rates into g and the exchange term).
+            own = labels == g
+            if self._edges:
+                slots = (slots_all[0] == g) & slots_all[1]
+                need = own | slots.any(axis=1)
+            else:
+                need = own
+            if not need.any():
+                continue
+            where = np.flatnonzero(need)
+            sums = kde.evaluate(x[:, where], gradient=True, value_gradient=self._edges)
+            own_here = own[where]
+            mine = where[own_here]
+            out["rho"][mine] = sums["density"][own_here]
+            out["grad_rho"][:, mine] = sums["gradient"][:, own_here]
+            if not self._edges:
+                continue
+            out["s_own"][mine] = sums["regression"][0, own_here]
+            out["grad_s_own"][:, mine] = sums["regression_gradient"][0][:, own_here]
+            rows, cols = np.nonzero(slots[where])
+            target = where[rows]
+            out["rho_nb"][target, cols] = sums["density"][rows]
+            out["grad_rho_nb"][:, target, cols] = sums["gradient"][:, rows]
+            out["s_nb"][target, cols] = sums["regression"][0, rows]
+            out["grad_s_nb"][:, target, cols] = sums["regression_gradient"][0][:, rows]
+            out["p_nb"][:, target, cols] = sums["regression"][1:, rows]
+        return out
+
+    def exchange(self, est: dict, x: np.ndarray,
+                 labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Jump rates, the ∂θ term of Ṡ and its gradient, at points ``x`` of vertices ``labels``.
+
+        Returns:
+            ``rates`` (m, D) to each neighbour slot, ``Q = ½ Σ_h ∂_{ρ_g}θ_gh (Ŝ_g − Ŝ_h)²``
+            (m,) and ``∇Q`` (d, m) (the force ``−∇Q`` joins Ṗ).
+        """
+        p = self.problem
+        targets = self._neighbours[labels]
+        k = self._weights[labels] / p.beta  # w_gh/β, 0 on padding slots
+        present = (est["rho_nb"] > 0) & (est["rho"][:, None] > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = est["rho_nb"] / est["rho"][:, None]
-        ratio = np.where(np.isfinite(ratio), ratio, 0.0)
+            ratio = np.where(present, est["rho_nb"] / est["rho"][:, None], 0.0)
+            # ∇log(ρ̂_h/ρ̂_g), (d, m, D)
+            log_grad = np.where(present[None], est["grad_rho_nb"] / est["rho_nb"][None]
+                                - (est["grad_rho"] / est["rho"])[:, :, None], 0.0)
         if p.coupling == "gibbs":
-            here = p.potential(self.x, self.labels)
+            here = p.potential(x, labels)
+            grad_here = p.gradient(x, labels)
             shift = np.empty_like(ratio)
+            grad_shift = np.empty_like(log_grad)
             for j in range(targets.shape[1]):
-                shift[:, j] = (here - p.potential(self.x, targets[:, j])) / p.beta
+                shift[:, j] = (here - p.potential(x, targets[:, j])) / p.beta
+                grad_shift[:, :, j] = (grad_here - p.gradient(x, targets[:, j])) / p.beta
             # θ_gh/ρ_g = (w/β) e^{δ/2} Λ(1, r e^{−δ}); clipped like the FEM's gibbs rates.
             shift = np.clip(shift, -1400.0, 1400.0)
             scale = k * np.exp(shift / 2)
             ratio = ratio * np.exp(-shift)
+            log_grad = log_grad - grad_shift
         else:
             scale = k
+            grad_shift = 0.0
         mobility, slope = log_mean_ratio(ratio)
+        elasticity = log_mean_slope_elasticity(ratio)
         difference = est["s_nb"] - est["s_own"][:, None]  # Ŝ_h − Ŝ_g
+        grad_difference = est["grad_s_nb"] - est["grad_s_own"][:, :, None]
         rates = scale * mobility * np.maximum(difference, 0.0)
-        extra = 0.5 * (scale * slope * difference**2).sum(axis=1)
-        return rates, extra
+        term = 0.5 * scale * slope * difference**2
+        # ∇(½ c f(r') D²) = ½ c [(∇δ/2) f D² + r' f'(r') ∇log r' D² + 2 f D ∇D]
+        grad_term = 0.5 * scale * ((grad_shift / 2 * slope + elasticity * log_grad)
+                                   * difference**2 + 2 * slope * difference * grad_difference)
+        return rates, term.sum(axis=1), grad_term.sum(axis=2)
 
     def diagnostics(self, est: dict | None = None) -> dict:
         """``F̂``, the kinetic energy ``Σ m |P|²/2`` and a finiteness flag, reduced (collective)."""
@@ -413,7 +498,8 @@ class AcceleratedParticleSystem(ParticleSystem):
             force = -p.gradient(self.x, self.labels) - p.beta * est["score"]
             potential = p.potential(self.x, self.labels)
         if self._edges:
-            rates, extra = self._rates(est)
+            rates, extra, grad_extra = self.exchange(est, self.x, self.labels)
+            force -= grad_extra
         else:
             rates, extra = None, 0.0
         a, b = damping_coefficients(self.damping, self.clock, dt)

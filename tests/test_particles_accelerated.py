@@ -31,6 +31,7 @@ from rdgraph.particles_accelerated import (
     KernelDensity,
     damping_coefficients,
     log_mean_ratio,
+    log_mean_slope_elasticity,
 )
 
 BETA = LAMBDA = 0.04
@@ -98,7 +99,8 @@ def test_kernel_density_is_mass_weighted_and_mirrored_at_walls():
     values = np.vstack([points[0] ** 2, np.ones(n)])
     kde = KernelDensity(points, 2.0 / n, lower, upper, values=values, odd=[1])
     x = np.linspace(0, 1, 2001)[None]
-    density, grad, regression = kde.evaluate(x, gradient=True)
+    sums = kde.evaluate(x, gradient=True, value_gradient=True)
+    density, grad, regression = sums["density"], sums["gradient"], sums["regression"]
     weights = np.full(x.shape[1], 1 / 2000)
     weights[[0, -1]] /= 2
     assert abs(weights @ density - 2.0) < 1e-6  # mirroring keeps the mass in the box
@@ -114,6 +116,8 @@ def test_kernel_density_is_mass_weighted_and_mirrored_at_walls():
     # mirrored values cancel at the wall.
     assert np.abs(regression[0, 200:1800] - x[0, 200:1800] ** 2).max() < 3 * h**2 + 0.02
     assert abs(regression[1, 0]) < 0.05 and abs(regression[1, 1000] - 1) < 1e-12
+    fd = np.gradient(regression[0], x[0])
+    assert np.allclose(sums["regression_gradient"][0, 0, 1:-1], fd[1:-1], rtol=0, atol=2e-3)
 
 
 def test_log_mean_ratio_and_its_derivative():
@@ -129,6 +133,11 @@ def test_log_mean_ratio_and_its_derivative():
     assert np.allclose(slope[far], fd, rtol=1e-6)
     assert np.allclose(slope[~far], 0.5, atol=1e-3)  # ∂_a Λ(1, 1) = 1/2
     assert log_mean_ratio(np.array([0.0]))[0][0] == 0.0
+    # r d/dr ∂_aΛ(1, r), by central differences in log r (also across the series' switch).
+    r = np.array([1e-4, 0.3, 0.99, 0.99999, 1.0, 1.00002, 1.03, 4.0])
+    e = 1e-5
+    fd = (log_mean_ratio(r * np.exp(e))[1] - log_mean_ratio(r * np.exp(-e))[1]) / (2 * e)
+    assert np.allclose(log_mean_slope_elasticity(r), fd, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.4, "nesterov"])
@@ -162,37 +171,59 @@ def test_walls_reflect_position_and_velocity():
     assert system.x[0, 0] == pytest.approx(0.2) and system.p[0, 0] == 1.0
 
 
-def test_gibbs_jump_rate_is_mobility_over_density():
-    """``θ_gh/ρ_g`` with ``θ = (w/β) √(π_g π_h) Λ(ρ_g/π_g, ρ_h/π_h)``, ``π = e^{−V/β}``."""
+def two_vertex_system(coupling: str) -> AcceleratedParticleSystem:
+    """30 particles per vertex on [0, 1] with made-up S and P (one rank; no MPI)."""
     data = make_config(
         mesh={"shape": "interval", "cells": [10], "lower": [0.0], "upper": [1.0]},
         graph={"kind": "edges", "n": 2, "edges": [[0, 1, 0.5]]},
-        model={"coupling": "gibbs", "beta": 0.2, "potentials": ["x[0]", "0.3 - x[0]"]})
+        model={"coupling": coupling, "beta": 0.2, "potentials": ["x[0]", "0.3 - x[0]**2"]})
     problem = ParticleProblem.from_settings(settings_from_dict(data))
-    system = AcceleratedParticleSystem(problem, 6, np.random.default_rng(1), damping=0.0,
+    system = AcceleratedParticleSystem(problem, 60, np.random.default_rng(1), damping=0.0,
                                        comm=MPI.COMM_SELF)
-    system.x[0] = np.linspace(0.1, 0.9, 6)
-    system.labels[:] = [0, 0, 0, 1, 1, 1]
-    rho = np.array([1.0, 2.0, 0.5, 1.5, 0.2, 3.0])
-    rho_nb = np.array([[0.4], [2.0], [1.3], [0.6], [0.9], [0.1]])
-    s_own = np.array([0.0, 0.1, -0.2, 0.3, 0.0, 0.5])
-    s_nb = np.array([[0.2], [-0.1], [0.1], [0.0], [0.4], [0.1]])
-    est = {"rho": rho, "rho_nb": rho_nb, "s_own": s_own, "s_nb": s_nb}
-    rates, extra = system._rates(est)
-    x = system.x[0]
-    v_here = np.where(system.labels == 0, x, 0.3 - x)
-    v_there = np.where(system.labels == 0, 0.3 - x, x)
-    pi_here, pi_there = np.exp(-v_here / 0.2), np.exp(-v_there / 0.2)
+    rng = np.random.default_rng(2)
+    system.labels[:] = np.repeat([0, 1], 30)
+    system.x[0] = np.where(system.labels == 0, rng.beta(2, 3, 60), rng.beta(3, 2, 60))
+    system.s[:] = np.where(system.labels == 0, 0.3 * system.x[0], -0.2 + system.x[0] ** 2)
+    system.p[0] = rng.normal(size=60)
+    return system
+
+
+@pytest.mark.parametrize("coupling", ["laplacian", "gibbs"])
+def test_exchange_rates_term_and_force(coupling):
+    """Rates ``θ_gh/ρ_g (Ŝ_h − Ŝ_g)_+`` and ``Q = ½ Σ ∂_{ρ_g}θ (Ŝ_g − Ŝ_h)²`` from the mobility
+    formula ``θ = (w/β) √(π_g π_h) Λ(ρ_g/π_g, ρ_h/π_h)`` (π = 1 for laplacian), and ``∇Q``
+    against central differences of Q at points moved with the estimates held fixed."""
+    system = two_vertex_system(coupling)
+    kdes = system.kernel_densities()
+    x = np.linspace(0.05, 0.95, 12)[None]
+    labels = np.tile([0, 1], 6)
+    est = system.evaluate(kdes, x, labels)
+    rates, term, grad = system.exchange(est, x, labels)
+    beta = 0.2
+    v_here = np.where(labels == 0, x[0], 0.3 - x[0] ** 2)
+    v_there = np.where(labels == 0, 0.3 - x[0] ** 2, x[0])
+    if coupling == "gibbs":
+        pi_here, pi_there = np.exp(-v_here / beta), np.exp(-v_there / beta)
+    else:
+        pi_here = pi_there = np.ones_like(v_here)
+    rho, rho_nb = est["rho"], est["rho_nb"][:, 0]
 
     def theta(a):  # θ_gh as a function of ρ_g = a
-        u, v = a / pi_here, rho_nb[:, 0] / pi_there
-        return 0.5 / 0.2 * np.sqrt(pi_here * pi_there) * (u - v) / (np.log(u) - np.log(v))
+        u, v = a / pi_here, rho_nb / pi_there
+        return 0.5 / beta * np.sqrt(pi_here * pi_there) * (u - v) / (np.log(u) - np.log(v))
 
-    diff = s_nb[:, 0] - s_own
+    diff = est["s_nb"][:, 0] - est["s_own"]
+    assert np.abs(diff).max() > 0.05 and (diff > 0).any() and (diff < 0).any()
     assert np.allclose(rates[:, 0], theta(rho) / rho * np.maximum(diff, 0), rtol=1e-10)
     eps = 1e-6 * rho
     dtheta = (theta(rho + eps) - theta(rho - eps)) / (2 * eps)
-    assert np.allclose(extra, 0.5 * dtheta * diff**2, rtol=1e-6)
+    assert np.allclose(term, 0.5 * dtheta * diff**2, rtol=1e-6)
+    h = 1e-6
+    plus = system.exchange(system.evaluate(kdes, x + h, labels), x + h, labels)[1]
+    minus = system.exchange(system.evaluate(kdes, x - h, labels), x - h, labels)[1]
+    fd = (plus - minus) / (2 * h)
+    assert np.abs(fd).max() > 1e-2  # a force worth testing
+    assert np.allclose(grad[0], fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
 
 
 # -- issue 8, test 1: one layer -----------------------------------------------------------------
