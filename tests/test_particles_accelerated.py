@@ -313,8 +313,8 @@ def test_two_layer_fractions_follow_hamiltonian_mass_ode():
     Started from the sample's own initial fractions; tolerance z_limit (3) binomial standard
     errors sqrt(p(1 − p)/P) per output (conservative: given the start, only the jumps are
     random; measured |z| ≤ 0.2 serially with seed 1). The ∂θ term moves M_1(10) by 1.5e-3,
-    below the 0.01 standard error at P = 2000, so this test cannot tell it apart; the unit
-    test of the gibbs rates checks the term's formula. Without jumps the fraction would stay
+    below the 0.01 standard error at P = 2000, so this test cannot tell it apart;
+    test_exchange_rates_term_and_force checks the term and its force. Without jumps the fraction would stay
     at 0.5, 25 standard errors away.
     """
     settings = settings_from_dict(gaussian_config(layers=2, dt=0.1))
