@@ -18,9 +18,10 @@ S equation along ``Ẋ = P`` (method of characteristics) gives
 with ``S = 0`` and ``P = 0`` at the start and at every restart, and the exchange force
 ``−∇Q``, ``Q = ½ Σ_h ∂_{ρ_g}θ_gh (Ŝ_g − Ŝ_h)²``, in Ṗ (the gradient of the ∂θ term of the S
 equation, from the kernel sums' analytic gradients; it vanishes when ``ρ_h/ρ_g`` and
-``S_g − S_h`` do not depend on x, as in the two-layer test of issue 8). ``ρ̂_g`` is a Gaussian kernel density
-estimate of the particles at g (see :class:`KernelDensity`). The exchange term moves mass from
-h to g at the rate ``θ_gh (S_g − S_h)`` per volume; a particle at g jumps to h at the rate
+``S_g − S_h`` do not depend on x, as in the two-layer test of issue 8). ``ρ̂_g`` is a Gaussian
+kernel density estimate of the particles at g (see :class:`KernelDensity`). The exchange
+term moves mass from h to g at the rate ``θ_gh (S_g − S_h)`` per volume; a particle at g jumps
+to h at the rate
 
     θ_gh(ρ̂)(x) (Ŝ_h(x) − Ŝ_g(x))_+ / ρ̂_g(x)
 
@@ -36,7 +37,7 @@ vanishes at vacuum, in the PDE as well).
 
 Time stepping (first order): from the state at t^n, with all estimates taken there,
 
-    P ← a P + b f,   S ← a S + b (½|P|² − β log ρ̂_g − V_g − ∂θ term),   X ← X + τ P
+    P ← a P + b f,   S ← a S + b (½|P|² − β log ρ̂_g − V_g − Q),   X ← X + τ P
 
 (symplectic Euler: the new P moves X), then the jumps with probability ``1 − exp(−κτ)``.
 The damping is integrated exactly for a frozen force: ``a = exp(−∫γ)``, ``b = ∫ exp(−∫_s γ)``
@@ -70,10 +71,10 @@ __all__ = [
     "DYNAMICS",
     "AcceleratedParticleSystem",
     "KernelDensity",
+    "check_accelerated",
     "damping_coefficients",
     "log_mean_ratio",
     "log_mean_slope_elasticity",
-    "check_accelerated",
     "scott_bandwidth",
 ]
 
