@@ -171,6 +171,32 @@ def test_walls_reflect_position_and_velocity():
     assert system.x[0, 0] == pytest.approx(0.2) and system.p[0, 0] == 1.0
 
 
+def test_restart_resets_velocity_s_and_clock_when_free_energy_rises():
+    """F̂ above the last step's: the step starts from P = S = 0 and γ = 3/t from t = 0."""
+    data = gaussian_config(damping="nesterov", restart=True)
+    problem = ParticleProblem.from_settings(settings_from_dict(data))
+
+    def fresh(restart):
+        system = AcceleratedParticleSystem(problem, 50, np.random.default_rng(4),
+                                           damping="nesterov", restart=restart,
+                                           comm=MPI.COMM_SELF)
+        system.step(0.1)  # leaves P ≠ 0, S ≠ 0, clock 0.1 and F̂ of the first state
+        return system
+
+    restarted, kept = fresh(True), fresh(False)
+    assert np.abs(restarted.p).max() > 0 and restarted.restarts == 0
+    restarted.free_energy = -np.inf  # the next F̂ is higher: restart
+    kept.p[:], kept.s[:], kept.clock = 0.0, 0.0, 0.0  # what a restart must do by hand
+    restarted.step(0.1)
+    kept.step(0.1)
+    assert restarted.restarts == 1 and restarted.clock == pytest.approx(0.1)
+    assert np.array_equal(restarted.x, kept.x) and np.array_equal(restarted.p, kept.p)
+    assert np.array_equal(restarted.s, kept.s)
+    restarted.free_energy = np.inf  # F̂ lower than this: no restart
+    restarted.step(0.1)
+    assert restarted.restarts == 1 and restarted.clock == pytest.approx(0.2)
+
+
 def two_vertex_system(coupling: str) -> AcceleratedParticleSystem:
     """30 particles per vertex on [0, 1] with made-up S and P (one rank; no MPI)."""
     data = make_config(
