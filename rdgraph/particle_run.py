@@ -8,6 +8,9 @@ Run directory:
 * ``positions.npz``: ``t`` (S,), ``x`` (S, P, d) positions and ``g`` (S, P) vertex labels of
   all P particles at S snapshot times, ``lower``/``upper`` the box.
 * ``summary.json``, ``config.toml``.
+* with ``--dynamics accelerated`` (see :mod:`rdgraph.particles_accelerated`):
+  ``accelerated.csv`` (``step,t,free_energy,kinetic_energy,restarts,jumps``: the particle
+  estimate F̂, ``Σ m|P|²/2``, and the restarts and jumps so far, at the output times).
 * with ``--compare``: ``fem/`` (the ordinary ``rdgraph run`` directory of the same config),
   ``comparison.csv`` (``step,t,fem_g..,particles_g..,z_g..``), ``comparison.png``.
 
@@ -41,6 +44,11 @@ from rdgraph.io import (
     write_json,
 )
 from rdgraph.particles import ParticleProblem, ParticleSystem, fraction_standard_errors
+from rdgraph.particles_accelerated import (
+    DYNAMICS,
+    AcceleratedParticleSystem,
+    check_accelerated,
+)
 
 __all__ = [
     "EXIT_DISAGREE",
@@ -87,6 +95,8 @@ class ParticleResult:
         out_dir: The run directory, if one was written.
         comparison: The FEM comparison, if asked for.
         summary: What summary.json holds.
+        accelerated: With ``dynamics = "accelerated"``: ``free_energy``, ``kinetic_energy``,
+            ``restarts``, ``jumps`` at the output times (arrays of shape ``(K,)``).
     """
 
     steps: np.ndarray
@@ -101,6 +111,7 @@ class ParticleResult:
     out_dir: Path | None = None
     comparison: Comparison | None = None
     summary: dict = field(default_factory=dict)
+    accelerated: dict | None = None
 
 
 @dataclass
@@ -172,6 +183,7 @@ def simulate(
     snapshots: int = 3,
     comm: MPI.Comm = MPI.COMM_WORLD,
     problem: ParticleProblem | None = None,
+    dynamics: str = "langevin",
 ) -> ParticleResult:
     """Run the particle sampler of a config (collective; no files).
 
@@ -185,6 +197,9 @@ def simulate(
             spaced steps from 0 to ``t_end``; at most one per step).
         comm: The communicator.
         problem: The particle problem, if already built from ``settings``.
+        dynamics: ``"langevin"`` (the gradient flow: Langevin moves and jumps) or
+            ``"accelerated"`` (the damped Hamiltonian particles of
+            :mod:`rdgraph.particles_accelerated`, damping and restart from ``[time]``).
 
     Raises:
         InputError: The config has no particle picture (see ``ParticleProblem``), or a
@@ -192,7 +207,17 @@ def simulate(
     """
     problem = problem or ParticleProblem.from_settings(settings)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(comm.size)[comm.rank])
-    system = ParticleSystem(problem, _local_count(particles, comm), rng)
+    if dynamics == "accelerated":
+        check_accelerated(settings)
+        system = AcceleratedParticleSystem(
+            problem, _local_count(particles, comm), rng, damping=settings.time.damping,
+            restart=settings.time.restart, comm=comm)
+        accelerated = {"free_energy": [], "kinetic_energy": [], "restarts": [], "jumps": []}
+    elif dynamics == "langevin":
+        system = ParticleSystem(problem, _local_count(particles, comm), rng)
+        accelerated = None
+    else:
+        raise InputError(f"dynamics = {dynamics!r}: must be one of {', '.join(DYNAMICS)}")
     dt = settings.time.dt
     steps = output_steps(settings.num_steps, outputs)
     snapshot_steps = output_steps(settings.num_steps, snapshots)
@@ -214,6 +239,8 @@ def simulate(
                 "not finite (or not differentiable) where particles went")
         if target in steps:
             fractions.append(out[:n] / particles)
+            if accelerated is not None:
+                _record_accelerated(system, accelerated, comm)
         if target in snapshot_steps:
             xs, gs = comm.gather(system.x.T.copy(), root=0), comm.gather(system.labels, root=0)
             if comm.rank == 0:
@@ -231,7 +258,18 @@ def simulate(
         labels=np.array(labels) if comm.rank == 0 else None,
         acceptance=comm.allreduce(system.accepted, op=MPI.SUM)
         / max(comm.allreduce(system.proposals, op=MPI.SUM), 1),
+        accelerated=None if accelerated is None
+        else {k: np.array(v) for k, v in accelerated.items()},
     )
+
+
+def _record_accelerated(system: AcceleratedParticleSystem, table: dict, comm: MPI.Comm) -> None:
+    """Append F̂, the kinetic energy and the restart and jump counts (collective)."""
+    values = system.diagnostics()
+    table["free_energy"].append(values["free_energy"])
+    table["kinetic_energy"].append(values["kinetic_energy"])
+    table["restarts"].append(system.restarts)  # identical on every rank (F̂ is reduced)
+    table["jumps"].append(comm.allreduce(system.jumps, op=MPI.SUM))
 
 
 def _fem_fractions(settings: Settings, out: Path, steps: np.ndarray,
@@ -272,6 +310,7 @@ def run_particles(
     config_name: str = "default",
     quiet: bool = False,
     comm: MPI.Comm = MPI.COMM_WORLD,
+    dynamics: str = "langevin",
 ) -> ParticleResult:
     """Run the sampler and write its run directory; optionally compare with the FEM solver.
 
@@ -286,6 +325,9 @@ def run_particles(
         config_name: Name for the default run directory.
         quiet: Print only errors.
         comm: The communicator.
+        dynamics: ``"langevin"`` or ``"accelerated"`` (see :func:`simulate`). With
+            ``compare`` the accelerated particles need ``time.scheme = "accelerated"``, so that
+            the FEM run solves the same flow.
 
     Returns:
         The result; ``result.comparison.passed`` tells whether the check passed.
@@ -293,6 +335,15 @@ def run_particles(
     wall = time.perf_counter()
     # Everything that can be refused is checked before the run directory is touched.
     problem = ParticleProblem.from_settings(settings)
+    if dynamics not in DYNAMICS:
+        raise InputError(f"--dynamics {dynamics}: must be one of {', '.join(DYNAMICS)}")
+    if dynamics == "accelerated":
+        check_accelerated(settings)
+        if compare and settings.time.scheme != "accelerated":
+            raise InputError(
+                f"--dynamics accelerated --compare needs time.scheme = 'accelerated' (the FEM "
+                f"run would solve the gradient flow with {settings.time.scheme!r}); add "
+                "--set time.scheme=accelerated")
     explicit = out_dir is not None
     out = prepare_run_directory(
         out_dir if explicit else Path("results") / f"{config_name}-particles", comm,
@@ -302,10 +353,14 @@ def run_particles(
     say = (lambda *a: None) if quiet or comm.rank != 0 else (lambda *a: print(*a, flush=True))
     say(f"rdgraph particles: {particles} particles on {comm.size} rank(s), {problem.graph.n} "
         f"vertices ({settings.model.coupling}), dt = {settings.time.dt:g}/{substeps}, "
-        f"t_end = {settings.time.t_end:g}, seed {seed} -> {out}")
+        f"t_end = {settings.time.t_end:g}, seed {seed}"
+        + ("" if dynamics == "langevin" else f", accelerated dynamics (damping "
+           f"{settings.time.damping}, restart {str(settings.time.restart).lower()})")
+        + f" -> {out}")
     start = time.perf_counter()
     result = simulate(settings, particles=particles, seed=seed, substeps=substeps,
-                      outputs=outputs, snapshots=snapshots, comm=comm, problem=problem)
+                      outputs=outputs, snapshots=snapshots, comm=comm, problem=problem,
+                      dynamics=dynamics)
     particle_time = time.perf_counter() - start
     result.out_dir = out
     n = problem.graph.n
@@ -317,6 +372,12 @@ def run_particles(
                       *result.fractions.T, *result.standard_errors.T])
         save_npz(out / "positions.npz", t=result.snapshot_times, x=result.positions,
                  g=result.labels, lower=problem.lower, upper=problem.upper)
+        if result.accelerated is not None:
+            table = result.accelerated
+            _write_table(out / "accelerated.csv",
+                         ["step", "t", "free_energy", "kinetic_energy", "restarts", "jumps"],
+                         [result.steps, result.times, table["free_energy"],
+                          table["kinetic_energy"], table["restarts"], table["jumps"]])
     summary = {
         "ranks": comm.size,
         "particles": particles,
@@ -330,6 +391,11 @@ def run_particles(
         "final_fractions": result.fractions[-1].tolist(),
         "final_standard_errors": result.standard_errors[-1].tolist(),
     }
+    if result.accelerated is not None:
+        summary.update({"dynamics": dynamics, "damping": settings.time.damping,
+                        "restart": settings.time.restart,
+                        "restarts": int(result.accelerated["restarts"][-1]),
+                        "jumps": int(result.accelerated["jumps"][-1])})
     if compare:
         start = time.perf_counter()
         say(f"FEM run of the same config -> {out / 'fem'}")
@@ -425,6 +491,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--z-limit", type=float, default=None, metavar="Z",
                         help="largest |z| accepted (default: 3, raised for many tests to a "
                         "1%% chance of refusing a correct run)")
+    parser.add_argument("--dynamics", choices=DYNAMICS, default="langevin",
+                        help="langevin: the gradient flow (default); accelerated: damped "
+                        "Hamiltonian particles with a kernel density estimate, damping and "
+                        "restart from [time]")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
 
 
@@ -451,7 +521,7 @@ def run_from_args(args) -> int:
         limit=args.z_limit,
         out_dir=args.out, overwrite=args.overwrite,
         config_name=args.config.stem if args.config is not None else "default",
-        quiet=args.quiet,
+        quiet=args.quiet, dynamics=args.dynamics,
     )
     c = result.comparison
     if c is not None and not c.passed:
