@@ -44,6 +44,7 @@ COMM = MPI.COMM_WORLD
 BEST = 5  # the architecture with the deepest well (rdgraph.defaults)
 LEVEL = 0.9  # concentration: mass_5 reaches LEVEL times its Gibbs-state value
 GAP_TIMES = (0.25, 1.0, 5.0, 10.0)
+PROBE = "accelerated, 3/t, gibbs, dt = 2e-4"
 
 #: name -> (time settings, model.coupling, what it discretizes)
 RUNS = {
@@ -62,6 +63,9 @@ RUNS = {
     "accelerated, gamma = 1, log-mean": (
         {"scheme": "accelerated", "damping": 1.0, "restart": False}, "laplacian",
         "damped Hamiltonian flow, log-mean mobility"),
+    # Small steps up to the vacuum, to compare the state before the failure with the node ODE.
+    PROBE: ({"scheme": "accelerated", "damping": "nesterov", "restart": False, "dt": 2e-4,
+             "t_end": 0.01}, "gibbs", "damped Hamiltonian flow, gibbs mobility, small steps"),
 }
 
 
@@ -132,6 +136,7 @@ def run_one(name: str, cells: int, dt: float, t_end: float) -> dict:
 
     start = time.perf_counter()
     record()
+    dt, t_end = sim.settings.time.dt, sim.settings.time.t_end  # the probe sets its own
     steps = round(t_end / dt)
     try:
         for _ in range(steps):
@@ -141,6 +146,7 @@ def run_one(name: str, cells: int, dt: float, t_end: float) -> dict:
         failure = str(e)
     wall = COMM.allreduce(time.perf_counter() - start, op=MPI.MAX)
     mass = energy.gap()[0]
+    smallest = smallest_log_density(sim) if sim.settings.time.scheme == "accelerated" else None
     fraction = float(energy.fractions[BEST])
     sim.destroy()
     target = LEVEL * fraction * mass
@@ -152,7 +158,69 @@ def run_one(name: str, cells: int, dt: float, t_end: float) -> dict:
     return {"series": series, "concentration_time": hit, "target_mass": target,
             "gibbs_fraction": fraction, "failure": failure,
             "reached": series["t"][-1], "wall_seconds": wall, "gaps": gaps,
-            "what": RUNS[name][2]}
+            "what": RUNS[name][2], "smallest_u": smallest, "dt": dt}
+
+
+def smallest_log_density(sim: Simulation) -> dict:
+    """Where u = log ρ is smallest in the accelerated stepper's last good state (collective)."""
+    stepper = sim.stepper
+    owned = sim.model.num_owned
+    u = stepper.w.x.array.reshape(-1, 2 * stepper.n)[:owned, : stepper.n]
+    local = (np.inf, 0, [0.0, 0.0], [])
+    if u.size:
+        i, g = np.unravel_index(int(np.argmin(u)), u.shape)
+        x = stepper.W.tabulate_dof_coordinates()[i, :2]
+        local = (float(u[i, g]), int(g), x.tolist(), u[i].tolist())
+    value, g, x, column = min(COMM.allgather(local), key=lambda item: item[0])
+    return {"u": value, "vertex": g, "x": x, "u_all": column}
+
+
+#: Newton variants tried on the first step of the accelerated flow (gibbs, 3/t, dt = 0.01):
+#: name -> (PETSc options under rd_acc_, step cap on max |Δu| or None, "scale" | "clip").
+SOLVER_TRIALS = {
+    "newtonls + bt (default)": ({}, None, None),
+    "newtonls + bt, 100 its": ({"snes_max_it": 100}, None, None),
+    "newtontr": ({"snes_type": "newtontr", "snes_max_it": 100}, None, None),
+    "newtonls + l2": ({"snes_linesearch_type": "l2", "snes_max_it": 100}, None, None),
+    "newtonls + cp": ({"snes_linesearch_type": "cp", "snes_max_it": 100}, None, None),
+    "bt, step scaled to max|du| <= 1": ({"snes_max_it": 100}, 1.0, "scale"),
+    "bt, step scaled to max|du| <= 3": ({"snes_max_it": 100}, 3.0, "scale"),
+    "bt, du clipped to [-1, 1]": ({"snes_max_it": 100}, 1.0, "clip"),
+}
+
+
+def solver_trial(name: str, cells: int, dt: float = 0.01) -> dict:
+    """One accelerated step (gibbs, 3/t) from the toy's start with a Newton variant, no retry."""
+    options, cap, mode = SOLVER_TRIALS[name]
+    settings = settings_for("accelerated, 3/t + restart, gibbs", cells, dt, dt)
+    settings.solver.max_retries = 0
+    sim = Simulation(settings, COMM, {f"acc_{k}": v for k, v in options.items()})
+    stepper = sim.stepper
+    snes = stepper.problem.solver
+    if cap is not None:
+        n = stepper.n
+
+        def precheck(x, y):
+            # y is the Newton direction (x_new = x - lambda y); its u components are
+            # the first n of each node's 2n values.
+            du = y.array.reshape(-1, 2 * n)[:, :n]
+            if mode == "clip":
+                np.clip(du, -cap, cap, out=du)
+            else:
+                largest = COMM.allreduce(float(np.max(np.abs(du), initial=0.0)), op=MPI.MAX)
+                if largest > cap:
+                    y.scale(cap / largest)
+
+        snes.setLineSearchPreCheck(precheck)
+    start = time.perf_counter()
+    try:
+        sim.advance()
+    except SolverError:
+        pass
+    result = {"reason": int(snes.getConvergedReason()), "iterations": snes.getIterationNumber(),
+              "wall_seconds": COMM.allreduce(time.perf_counter() - start, op=MPI.MAX)}
+    sim.destroy()
+    return result
 
 
 def largest_gap(cells: int) -> dict:
@@ -165,7 +233,9 @@ def largest_gap(cells: int) -> dict:
         diff = np.abs(potentials[g] - potentials[h])
         if len(diff) and diff.max() > local[0]:
             i = int(np.argmax(diff))
-            local = (float(diff[i]), g, h, coords[i, :2].tolist())
+            # Higher potential first: the node ODE's vertex 1 is the one that empties.
+            high, low = (g, h) if potentials[g][i] > potentials[h][i] else (h, g)
+            local = (float(diff[i]), high, low, coords[i, :2].tolist())
     gap, g, h, x = max(COMM.allgather(local), key=lambda item: item[0])
     weight = sim.settings.graph.weight
     beta = sim.settings.model.beta
@@ -176,14 +246,15 @@ def largest_gap(cells: int) -> dict:
 
 
 def node_ode(dv: float, beta: float, weight: float, rho0: float, mobility: str, damping,
-             t_end: float = 5.0) -> float | None:
+             t_end: float = 5.0, at: float | None = None):
     """Vacuum time of one lumped node with two vertices under the accelerated flow.
 
     ``H = ½ θ(ρ)(S_1 − S_2)² + Σ ρ_g (β log ρ_g + V_g)``, ``V_1 − V_2 = dv``, ``ρ(0) = rho0``,
     ``S(0) = 0``: ``ρ̇ = ∂H/∂S``, ``Ṡ = −∂H/∂ρ − γ S``, in ``u = log ρ``; no restart.
 
     Returns:
-        The time at which Radau stops because ``u_1 → −∞`` (``None`` if it reaches t_end).
+        The time at which Radau stops because ``u_1 → −∞`` (``None`` if it reaches t_end);
+        with ``at``, also ``(u_1, u_2)`` at that time.
     """
     from scipy.integrate import solve_ivp
 
@@ -214,11 +285,15 @@ def node_ode(dv: float, beta: float, weight: float, rho0: float, mobility: str, 
     z0 = [math.log(rho0), math.log(rho0), 0.0, 0.0]
     t0 = 1e-9 if damping == "nesterov" else 0.0
     with np.errstate(all="ignore"):  # near vacuum exp overflows: Radau then stops
-        sol = solve_ivp(rhs, (t0, t_end), z0, method="Radau", rtol=1e-9, atol=1e-12)
-    return None if sol.status == 0 else float(sol.t[-1])
+        sol = solve_ivp(rhs, (t0, t_end), z0, method="Radau", rtol=1e-9, atol=1e-12,
+                        dense_output=at is not None)
+    vacuum = None if sol.status == 0 else float(sol.t[-1])
+    if at is None:
+        return vacuum
+    return vacuum, sol.sol(at)[:2].tolist()
 
 
-def markdown(results: dict, node: dict, meta: dict) -> str:
+def markdown(results: dict, node: dict, meta: dict, trials: dict) -> str:
     lines = [f"Mesh {meta['cells']}x{meta['cells']}, dt = {meta['dt']}, t_end = {meta['t_end']}, "
              f"{meta['ranks']} rank(s). Concentration: first t with mass_{BEST} >= {LEVEL} x "
              f"its Gibbs-state value ({LEVEL} x {meta['gibbs_fraction']:.4f} of the mass). "
@@ -247,6 +322,24 @@ def markdown(results: dict, node: dict, meta: dict) -> str:
     for row in node["vacuum"]:
         when = "none before t = 5" if row["time"] is None else f"{row['time']:.4g}"
         lines.append(f"| {row['mobility']} | {row['damping']} | {when} |")
+    for name, r in results.items():
+        low = r["smallest_u"]
+        if low is not None and r["reached"] > 0:
+            lines.append(f"\n{name}: last good state t = {r['reached']:g}; smallest u = log rho "
+                         f"{low['u']:.3f} on architecture {low['vertex']} at x = "
+                         f"({low['x'][0]:g}, {low['x'][1]:g}).")
+    if node.get("at_probe"):
+        u1, u2 = node["at_probe"]["u"]
+        lines.append(f"\nNode ODE (gibbs, 3/t) at t = {node['at_probe']['t']:g}: u_1 = {u1:.3f} "
+                     f"(architecture {node['vertices'][0]}), u_2 = {u2:.3f} "
+                     f"(architecture {node['vertices'][1]}).")
+    if trials:
+        lines += ["", "First accelerated step (gibbs, 3/t, dt = 0.01, 16x16 mesh, no retry) "
+                  "with Newton variants (SNES reason < 0: diverged):", "",
+                  "| Newton variant | SNES reason | iterations | wall [s] |", "|---|---|---|---|"]
+        for name, r in trials.items():
+            lines.append(f"| {name} | {r['reason']} | {r['iterations']} | "
+                         f"{r['wall_seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -279,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dt", type=float, default=0.05)
     parser.add_argument("--t-end", type=float, default=None, help="default 20 (12 with --quick)")
     parser.add_argument("--out", type=Path, default=Path("results/dynamics"))
+    parser.add_argument("--no-trials", action="store_true",
+                        help="skip the Newton variants on the first accelerated step")
     parser.add_argument("--only", action="append", choices=list(RUNS), default=None,
                         help="run only these dynamics (repeatable)")
     args = parser.parse_args(argv)
@@ -294,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  concentration time {r['concentration_time']}, reached t = {r['reached']:g}, "
             f"{r['wall_seconds']:.1f} s" + (f"; FAILED: {r['failure']}" if r["failure"] else ""))
 
+    trials = {}
+    if not args.no_trials:
+        for name in SOLVER_TRIALS:
+            trials[name] = r = solver_trial(name, 16)
+            say(f"trial {name}: SNES reason {r['reason']}, {r['iterations']} iterations")
+
     node = largest_gap(cells)
     node["vacuum"] = []
     if COMM.rank == 0:
@@ -303,16 +404,22 @@ def main(argv: list[str] | None = None) -> int:
                                   "gibbs" if mobility == "gibbs" else "laplacian", damping)
                 node["vacuum"].append({"mobility": mobility, "damping": str(damping),
                                        "time": vacuum})
+        probe = results.get(PROBE)
+        if probe is not None and probe["smallest_u"] is not None:
+            _, values = node_ode(node["dV"], node["beta"], node["weight"], node["rho0"],
+                                 "gibbs", "nesterov", at=probe["reached"])
+            node["at_probe"] = {"t": probe["reached"], "u": values}
     node["vacuum"] = COMM.bcast(node["vacuum"], root=0)
+    node["at_probe"] = COMM.bcast(node.get("at_probe"), root=0)
 
     first = next(iter(results.values()))
     meta = {"cells": cells, "dt": args.dt, "t_end": t_end, "ranks": COMM.size,
             "level": LEVEL, "best": BEST, "gibbs_fraction": first["gibbs_fraction"]}
     if COMM.rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
-        payload = {"meta": meta, "runs": results, "node_ode": node}
+        payload = {"meta": meta, "runs": results, "node_ode": node, "solver_trials": trials}
         (args.out / "dynamics.json").write_text(json.dumps(payload, indent=1))
-        (args.out / "dynamics.md").write_text(markdown(results, node, meta))
+        (args.out / "dynamics.md").write_text(markdown(results, node, meta, trials))
         plot(results, args.out / "dynamics.png")
         print((args.out / "dynamics.md").read_text())
     return 0

@@ -59,7 +59,7 @@ def test_node_ode_vacuum(script):
 def test_quick_comparison_outputs(script, shared_tmp):
     out = shared_tmp / "dynamics"
     runs = ["gradient flow", "JKO", "accelerated, gamma = 1, log-mean"]
-    argv = ["--quick", "--t-end", "12", "--out", str(out)]
+    argv = ["--quick", "--no-trials", "--t-end", "12", "--out", str(out)]
     for name in runs:
         argv += ["--only", name]
     assert script.main(argv) == 0
