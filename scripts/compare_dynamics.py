@@ -2,6 +2,7 @@
 
     python scripts/compare_dynamics.py --out docs/dynamics          # 32x32 mesh, a few minutes
     python scripts/compare_dynamics.py --quick --out /tmp/dyn       # 16x16 mesh, t <= 12
+    python scripts/compare_dynamics.py --from-json docs/dynamics/dynamics.json --out docs/dynamics
     mpiexec -n 2 python scripts/compare_dynamics.py --quick --out /tmp/dyn
 
 Runs the built-in default problem (``rdgraph.defaults``: 8 architectures on a 3-cube, gibbs
@@ -183,8 +184,8 @@ SOLVER_TRIALS = {
     "newtontr": ({"snes_type": "newtontr", "snes_max_it": 100}, None, None),
     "newtonls + l2": ({"snes_linesearch_type": "l2", "snes_max_it": 100}, None, None),
     "newtonls + cp": ({"snes_linesearch_type": "cp", "snes_max_it": 100}, None, None),
-    "bt, step scaled to max|du| <= 1": ({"snes_max_it": 100}, 1.0, "scale"),
-    "bt, step scaled to max|du| <= 3": ({"snes_max_it": 100}, 3.0, "scale"),
+    "bt, step scaled to max abs(du) <= 1": ({"snes_max_it": 100}, 1.0, "scale"),
+    "bt, step scaled to max abs(du) <= 3": ({"snes_max_it": 100}, 3.0, "scale"),
     "bt, du clipped to [-1, 1]": ({"snes_max_it": 100}, 1.0, "clip"),
 }
 
@@ -344,6 +345,7 @@ def markdown(results: dict, node: dict, meta: dict, trials: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
+    """mass_5(t) and F - F_inf(t) on a log time axis (t > 0), gaps below 1e-8 not drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,18 +353,33 @@ def plot(results: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, r in results.items():
-        s = r["series"]
-        left.plot(s["t"], s["mass_best"], label=name)
-        right.semilogy(s["t"], np.maximum(s["gap"], 1e-16), label=name)
+        t = np.array(r["series"]["t"])
+        mass, gap = np.array(r["series"]["mass_best"]), np.array(r["series"]["gap"])
+        keep = t > 0
+        line, = left.plot(t[keep], mass[keep], label=name)
+        shown = keep & (gap > 1e-8)
+        right.plot(t[shown], gap[shown], color=line.get_color(), label=name)
+        if r["failure"]:
+            left.plot(t[-1:], mass[-1:], "x", color=line.get_color())
     target = next(iter(results.values()))["target_mass"]
     left.axhline(target, color="k", lw=0.8, ls=":", label=f"{LEVEL} x Gibbs value")
-    left.set(xlabel="t", ylabel=f"mass of architecture {BEST}", xscale="symlog",
-             title="concentration on the best architecture")
-    right.set(xlabel="t", ylabel="F - F_inf", xscale="symlog", title="free-energy gap")
+    left.set(xlabel="t", ylabel=f"mass of architecture {BEST}", xscale="log",
+             title="concentration on the best architecture (x: solver failure)")
+    right.set(xlabel="t", ylabel="F - F_inf (lumped)", xscale="log", yscale="log",
+              title="free-energy gap")
     left.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_outputs(out: Path, payload: dict) -> None:
+    """dynamics.json, dynamics.md and dynamics.png from the collected results (rank 0)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dynamics.json").write_text(json.dumps(payload, indent=1))
+    (out / "dynamics.md").write_text(markdown(payload["runs"], payload["node_ode"],
+                                              payload["meta"], payload["solver_trials"]))
+    plot(payload["runs"], out / "dynamics.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,7 +393,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the Newton variants on the first accelerated step")
     parser.add_argument("--only", action="append", choices=list(RUNS), default=None,
                         help="run only these dynamics (repeatable)")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="only rewrite the table and plot of a previous dynamics.json")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        if COMM.rank == 0:
+            write_outputs(args.out, json.loads(args.from_json.read_text()))
+        return 0
     cells = args.cells or (16 if args.quick else 32)
     t_end = args.t_end or (12.0 if args.quick else 20.0)
     if cells < 2 or args.dt <= 0 or t_end < args.dt:
@@ -416,11 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"cells": cells, "dt": args.dt, "t_end": t_end, "ranks": COMM.size,
             "level": LEVEL, "best": BEST, "gibbs_fraction": first["gibbs_fraction"]}
     if COMM.rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
         payload = {"meta": meta, "runs": results, "node_ode": node, "solver_trials": trials}
-        (args.out / "dynamics.json").write_text(json.dumps(payload, indent=1))
-        (args.out / "dynamics.md").write_text(markdown(results, node, meta, trials))
-        plot(results, args.out / "dynamics.png")
+        write_outputs(args.out, payload)
         print((args.out / "dynamics.md").read_text())
     return 0
 
