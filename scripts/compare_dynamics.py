@@ -1,6 +1,6 @@
 """Compare the three dynamics on the default NAS toy (issue 8): docs/dynamics.md's figures.
 
-    python scripts/compare_dynamics.py --out docs/dynamics          # 32x32 mesh, a few minutes
+    python scripts/compare_dynamics.py --out docs/dynamics   # 32x32 mesh, ~12 min on 1 core
     python scripts/compare_dynamics.py --quick --out /tmp/dyn       # 16x16 mesh, t <= 12
     python scripts/compare_dynamics.py --from-json docs/dynamics/dynamics.json --out docs/dynamics
     mpiexec -n 2 python scripts/compare_dynamics.py --quick --out /tmp/dyn
@@ -12,7 +12,7 @@ coupling, beta = 0.1) with
 * the JKO scheme (``time.scheme = "jko"``, gibbs mobility: the same gradient flow);
 * the accelerated flow (``time.scheme = "accelerated"``) with ``damping = "nesterov"`` and
   restart, and with a constant damping, each with the gibbs mobility and with the log-mean
-  mobility (``coupling = "laplacian"``).
+  mobility (``coupling = "laplacian"``), and a small-step probe (gibbs, dt = 2e-4).
 
 A run whose Newton solve fails (after the retries with halved dt) is kept up to its last
 good step and reported with the solver's message. For the failures it also integrates the
@@ -21,8 +21,10 @@ there, with the largest potential gap between neighbouring architectures on the 
 reaches vacuum (u = log rho -> -inf) in finite time.
 
 Free energies are lumped (vertex quadrature), with their exact discrete minimum: see
-:class:`LumpedEnergy`. Writes ``dynamics.json`` (all series and figures), ``dynamics.png`` (mass of the best
-architecture and F - F_inf against t) and ``dynamics.md`` (the tables) into ``--out``.
+:class:`LumpedEnergy`. Writes ``dynamics.json`` (all series and figures), ``dynamics.png``
+(mass of the best architecture and F - F_inf against t) and ``dynamics.md`` (the tables)
+into ``--out``. Also tries Newton variants on the first accelerated step (``--no-trials``
+skips them).
 """
 
 from __future__ import annotations
