@@ -95,3 +95,31 @@ def test_quick_comparison_outputs(script, shared_tmp):
     assert acc["reached"] <= vacuum[("log-mean", "1.0")]
     assert data["node_ode"]["dV"] == pytest.approx(2 * math.sqrt(2), rel=1e-3)
     assert "solver failure" in table
+
+
+def test_accelerated_gibbs_fails_where_the_node_ode_reaches_vacuum(script):
+    """The gibbs accelerated flow on the toy dies in the step that holds the vacuum time.
+
+    The smallest log-density before the failure sits where the node ODE says (architecture 1
+    at the corner (-2, -2)) and is near the ODE's value: the failure is the flow's, not
+    Newton's.
+    """
+    settings = script.settings_for("accelerated, 3/t + restart, gibbs", 8, 1e-3, 0.01)
+    settings.time.restart = False
+    sim = script.Simulation(settings, MPI.COMM_WORLD)
+    try:
+        with pytest.raises(script.SolverError, match="did not converge"):
+            for _ in range(10):
+                sim.advance()
+        reached = sim.t
+        low = script.smallest_log_density(sim)
+    finally:
+        sim.destroy()
+    node = {"beta": 0.1, "weight": 2.0, "rho0": 1 / 128}
+    vacuum, (u1, u2) = script.node_ode(2 * math.sqrt(2), mobility="gibbs", damping="nesterov",
+                                       at=reached, **node)
+    assert reached < vacuum < reached + 1e-3
+    assert low["vertex"] == 1 and low["x"] == pytest.approx([-2.0, -2.0])
+    assert low["u"] < math.log(1 / 128) - 5  # far below the start, on the way to vacuum
+    assert low["u"] == pytest.approx(u1, abs=0.5)
+    assert low["u_all"][5] == pytest.approx(u2, abs=0.05)
