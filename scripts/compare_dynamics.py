@@ -1,6 +1,6 @@
 """Compare the three dynamics on the default NAS toy (issue 8): docs/dynamics.md's figures.
 
-    python scripts/compare_dynamics.py --out docs/dynamics   # 32x32 mesh, ~12 min on 1 core
+    python scripts/compare_dynamics.py --out docs/dynamics   # 32x32 mesh, ~10 min on 1 core
     python scripts/compare_dynamics.py --quick --out /tmp/dyn       # 16x16 mesh, t <= 12
     python scripts/compare_dynamics.py --from-json docs/dynamics/dynamics.json --out docs/dynamics
     mpiexec -n 2 python scripts/compare_dynamics.py --quick --out /tmp/dyn
@@ -48,6 +48,7 @@ BEST = 5  # the architecture with the deepest well (rdgraph.defaults)
 LEVEL = 0.9  # concentration: mass_5 reaches LEVEL times its Gibbs-state value
 GAP_TIMES = (0.25, 1.0, 5.0, 10.0)
 PROBE = "accelerated, 3/t, gibbs, dt = 2e-4"
+NODE_BETAS = (0.3, 0.5, 1.0)  # node ODE also at these temperatures
 
 #: name -> (time settings, model.coupling, what it discretizes)
 RUNS = {
@@ -321,10 +322,11 @@ def markdown(results: dict, node: dict, meta: dict, trials: dict) -> str:
               f"architectures {node['vertices'][0]} and {node['vertices'][1]} at x = "
               f"({node['x'][0]:g}, {node['x'][1]:g}), delta = {node['dV'] / node['beta']:.1f}, "
               f"rho0 = {node['rho0']:g}): vacuum time of the accelerated flow without restart",
-              "", "| mobility | damping | vacuum time |", "|---|---|---|"]
+              "", "| beta | delta | mobility | damping | vacuum time |", "|---|---|---|---|---|"]
     for row in node["vacuum"]:
         when = "none before t = 5" if row["time"] is None else f"{row['time']:.4g}"
-        lines.append(f"| {row['mobility']} | {row['damping']} | {when} |")
+        lines.append(f"| {row['beta']:g} | {node['dV'] / row['beta']:.1f} | {row['mobility']} | "
+                     f"{row['damping']} | {when} |")
     for name, r in results.items():
         low = r["smallest_u"]
         if low is not None and r["reached"] > 0:
@@ -423,12 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     node = largest_gap(cells)
     node["vacuum"] = []
     if COMM.rank == 0:
-        for mobility in ("gibbs", "log-mean"):
-            for damping in ("nesterov", 1.0, 10.0):
-                vacuum = node_ode(node["dV"], node["beta"], node["weight"], node["rho0"],
+        # The toy's β with three dampings; then hotter toys (same gap): how small δ must be.
+        cases = [(node["beta"], d) for d in ("nesterov", 1.0, 10.0)]
+        cases += [(beta, d) for beta in NODE_BETAS for d in ("nesterov", 1.0)]
+        for beta, damping in cases:
+            for mobility in ("gibbs", "log-mean"):
+                vacuum = node_ode(node["dV"], beta, node["weight"], node["rho0"],
                                   "gibbs" if mobility == "gibbs" else "laplacian", damping)
-                node["vacuum"].append({"mobility": mobility, "damping": str(damping),
-                                       "time": vacuum})
+                node["vacuum"].append({"beta": beta, "mobility": mobility,
+                                       "damping": str(damping), "time": vacuum})
         probe = results.get(PROBE)
         if probe is not None and probe["smallest_u"] is not None:
             _, values = node_ode(node["dV"], node["beta"], node["weight"], node["rho0"],

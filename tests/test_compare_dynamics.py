@@ -90,9 +90,9 @@ def test_quick_comparison_outputs(script, shared_tmp):
     # no later than the node ODE's vacuum time for its damping.
     assert acc["failure"] is not None and "did not converge" in acc["failure"]
     assert acc["concentration_time"] is None and 0 < acc["reached"] < 1.0
-    vacuum = {(row["mobility"], row["damping"]): row["time"]
+    vacuum = {(row["beta"], row["mobility"], row["damping"]): row["time"]
               for row in data["node_ode"]["vacuum"]}
-    assert acc["reached"] <= vacuum[("log-mean", "1.0")]
+    assert acc["reached"] <= vacuum[(0.1, "log-mean", "1.0")]
     assert data["node_ode"]["dV"] == pytest.approx(2 * math.sqrt(2), rel=1e-3)
     assert "solver failure" in table
 
