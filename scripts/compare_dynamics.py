@@ -78,9 +78,11 @@ def say(*args) -> None:
         print(*args, flush=True)
 
 
-def settings_for(name: str, cells: int, dt: float, t_end: float):
+def settings_for(name: str, cells: int, dt: float, t_end: float, beta: float | None = None):
     time_settings, coupling, _ = RUNS[name]
     config = default_config()
+    if beta is not None:
+        config["model"]["beta"] = beta  # a hotter toy: smaller gaps delta = dV/beta
     config["mesh"]["cells"] = [cells, cells]
     config["model"]["coupling"] = coupling
     config["time"] = {"dt": dt, "t_end": t_end, **time_settings}
@@ -123,9 +125,9 @@ class LumpedEnergy:
         return float(mass), float(free - mass * self.beta * (math.log(mass) - self.log_z))
 
 
-def run_one(name: str, cells: int, dt: float, t_end: float) -> dict:
+def run_one(name: str, cells: int, dt: float, t_end: float, beta: float | None = None) -> dict:
     """Time-step one dynamics to t_end or to its first unrecoverable solver failure."""
-    sim = Simulation(settings_for(name, cells, dt, t_end), COMM)
+    sim = Simulation(settings_for(name, cells, dt, t_end, beta), COMM)
     energy = LumpedEnergy(sim)
     series = {"t": [], "mass_best": [], "free_energy": [], "gap": [], "min_density": []}
     failure = None
@@ -227,9 +229,9 @@ def solver_trial(name: str, cells: int, dt: float = 0.01) -> dict:
     return result
 
 
-def largest_gap(cells: int) -> dict:
+def largest_gap(cells: int, beta: float | None = None) -> dict:
     """The largest |V_g - V_h| over the mesh nodes and the graph's edges (nodal values)."""
-    sim = Simulation(settings_for("gradient flow", cells, 0.05, 0.05), COMM)
+    sim = Simulation(settings_for("gradient flow", cells, 0.05, 0.05, beta), COMM)
     potentials = [sim.model.potential_nodal(g) for g in range(sim.graph.n)]
     coords = sim.model.V.tabulate_dof_coordinates()[: len(potentials[0])]
     local = (-1.0, 0, 0, [0.0, 0.0])
@@ -298,7 +300,8 @@ def node_ode(dv: float, beta: float, weight: float, rho0: float, mobility: str, 
 
 
 def markdown(results: dict, node: dict, meta: dict, trials: dict) -> str:
-    lines = [f"Mesh {meta['cells']}x{meta['cells']}, dt = {meta['dt']}, t_end = {meta['t_end']}, "
+    lines = [f"Mesh {meta['cells']}x{meta['cells']}, beta = {meta.get('beta', 0.1):g}, "
+             f"dt = {meta['dt']}, t_end = {meta['t_end']}, "
              f"{meta['ranks']} rank(s). Concentration: first t with mass_{BEST} >= {LEVEL} x "
              f"its Gibbs-state value ({LEVEL} x {meta['gibbs_fraction']:.4f} of the mass). "
              "F - F_inf: lumped free energy minus its discrete minimum (negative nodal "
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, default=None, help="cells per side (default 32)")
     parser.add_argument("--dt", type=float, default=0.05)
     parser.add_argument("--t-end", type=float, default=None, help="default 20 (12 with --quick)")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="temperature of the toy (default: the default problem's 0.1)")
     parser.add_argument("--out", type=Path, default=Path("results/dynamics"))
     parser.add_argument("--no-trials", action="store_true",
                         help="skip the Newton variants on the first accelerated step")
@@ -412,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.only or RUNS:
         say(f"{name} ...")
-        results[name] = r = run_one(name, cells, args.dt, t_end)
+        results[name] = r = run_one(name, cells, args.dt, t_end, args.beta)
         say(f"  concentration time {r['concentration_time']}, reached t = {r['reached']:g}, "
             f"{r['wall_seconds']:.1f} s" + (f"; FAILED: {r['failure']}" if r["failure"] else ""))
 
@@ -422,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             trials[name] = r = solver_trial(name, 16)
             say(f"trial {name}: SNES reason {r['reason']}, {r['iterations']} iterations")
 
-    node = largest_gap(cells)
+    node = largest_gap(cells, args.beta)
     node["vacuum"] = []
     if COMM.rank == 0:
         # The toy's β with three dampings; then hotter toys (same gap): how small δ must be.
@@ -444,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 
     first = next(iter(results.values()))
     meta = {"cells": cells, "dt": args.dt, "t_end": t_end, "ranks": COMM.size,
+            "beta": args.beta if args.beta is not None else default_config()["model"]["beta"],
             "level": LEVEL, "best": BEST, "gibbs_fraction": first["gibbs_fraction"]}
     if COMM.rank == 0:
         payload = {"meta": meta, "runs": results, "node_ode": node, "solver_trials": trials}
