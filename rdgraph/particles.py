@@ -39,6 +39,7 @@ __all__ = [
     "ParticleSystem",
     "fraction_standard_errors",
     "reflect",
+    "sample_jumps",
 ]
 
 BOX_SHAPES = {"interval": 1, "rectangle": 2, "box": 3}
@@ -47,6 +48,29 @@ _MAX_EXPONENT = 700.0
 # Gauss–Legendre points per cell and direction for the initial masses and density bounds.
 _GAUSS_POINTS = 3
 _MAX_QUADRATURE_POINTS = 2_000_000
+
+
+def sample_jumps(rng: np.random.Generator, rates: np.ndarray, dt: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Which particles jump within ``dt`` and to which of their targets.
+
+    Args:
+        rng: The random stream.
+        rates: Jump rates per particle and target, shape ``(P, D)``, frozen over ``dt``.
+        dt: The time step.
+
+    Returns:
+        The indices of the particles that leave (probability ``1 − exp(−Σ rates · dt)``)
+        and, for each, the target slot drawn with probability proportional to its rate.
+    """
+    total = rates.sum(axis=1)
+    leave = np.flatnonzero(rng.random(len(total)) < -np.expm1(-total * dt))
+    if not leave.size:
+        return leave, leave
+    cumulative = np.cumsum(rates[leave], axis=1)
+    u = rng.random(leave.size) * total[leave]
+    slot = np.minimum((u[:, None] >= cumulative).sum(axis=1), rates.shape[1] - 1)
+    return leave, slot
 
 
 def reflect(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -380,14 +404,8 @@ class ParticleSystem:
         for j in range(targets.shape[1]):
             there = p.potential(self.x, targets[:, j])
             rates[:, j] *= np.exp((here - there) / (2 * p.beta))
-        total = rates.sum(axis=1)
-        leave = self.rng.random(self.count) < -np.expm1(-total * dt)
-        if not leave.any():
-            return
-        cumulative = np.cumsum(rates[leave], axis=1)
-        u = self.rng.random(cumulative.shape[0]) * total[leave]
-        slot = np.minimum((u[:, None] >= cumulative).sum(axis=1), targets.shape[1] - 1)
-        self.labels[leave] = targets[leave][np.arange(slot.size), slot]
+        which, slot = sample_jumps(self.rng, rates, dt)
+        self.labels[which] = targets[which, slot]
 
     def finite(self) -> bool:
         """Whether every position is finite (a potential NaN somewhere spoils the drift)."""

@@ -65,7 +65,7 @@ import numpy as np
 from rdgraph.compat import MPI
 from rdgraph.config import Settings
 from rdgraph.errors import InputError
-from rdgraph.particles import ParticleProblem, ParticleSystem
+from rdgraph.particles import ParticleProblem, ParticleSystem, sample_jumps
 
 __all__ = [
     "DYNAMICS",
@@ -524,14 +524,9 @@ class AcceleratedParticleSystem(ParticleSystem):
         self.p = np.where(flip, -self.p, self.p)
 
     def _jump(self, rates: np.ndarray, est: dict, dt: float) -> None:
-        total = rates.sum(axis=1)
-        leave = self.rng.random(self.count) < -np.expm1(-total * dt)
-        if not leave.any():
+        which, slot = sample_jumps(self.rng, rates, dt)
+        if not which.size:
             return
-        cumulative = np.cumsum(rates[leave], axis=1)
-        u = self.rng.random(cumulative.shape[0]) * total[leave]
-        slot = np.minimum((u[:, None] >= cumulative).sum(axis=1), rates.shape[1] - 1)
-        which = np.flatnonzero(leave)
         self.labels[which] = self._neighbours[self.labels[which], slot]
         self.s[which] = est["s_nb"][which, slot]
         self.p[:, which] = est["p_nb"][:, which, slot]
