@@ -59,8 +59,6 @@ class BlockOperators:
         self._diagonal_index = self.diagonal_positions() if lumping else None
         self.mass = self._lumped(self.pattern.assemble(model.mass_form))
         self.equal_vertex_operators = model.shared_potential
-        # β S, D[φ_1], ... when the potentials are separable (see rdgraph.separable).
-        self.separated_parts: list[np.ndarray] | None = None
         if self.equal_vertex_operators:
             model.set_vertex(0)
             shared = self.pattern.assemble(model.stiffness_form)
@@ -75,12 +73,13 @@ class BlockOperators:
         self.off_diagonal: dict[tuple[int, int], np.ndarray] = {}
         # gibbs with gibbs_rates = "nodal": w_gh k_gh at the local dofs, per directed edge.
         self.rate_vectors: dict[tuple[int, int], np.ndarray] | None = None
-        if self.coupling == "laplacian" and self.separated_parts is not None:
+        self.leaving_rates: np.ndarray | None = None  # Σ_h w_gh k_gh per vertex, nodal
+        if self.coupling == "laplacian" and isinstance(self.stiffness, _Combined):
             # diag_g = β S + d_g M + Σ_k c_k(g) D[φ_k]: formed on demand, never N at once.
-            self.diagonal = _Combined([self.separated_parts[0], self.mass,
-                                       *self.separated_parts[1:]],
+            diffusion, *drifts = self.stiffness.parts
+            self.diagonal = _Combined([diffusion, self.mass, *drifts],
                                       np.column_stack([self.graph.degrees(),
-                                                       model.potential_separation.coefficients]))
+                                                       self.stiffness.weights]))
         elif self.coupling == "laplacian":
             degrees = self.graph.degrees()
             # C = L ⊗ M: C_gg = d_g M; the off-diagonal -w_gh M is applied, not stored.
@@ -99,6 +98,9 @@ class BlockOperators:
             # C_gg = M diag(Σ_h w_gh k_gh),  C_gh = -M diag(w_gh k_hg), rates at the nodes: only
             # nodal vectors are kept; blocks are formed on demand for assembled matrices.
             self.rate_vectors = self._nodal_rates()
+            self.leaving_rates = np.zeros((n, len(model.potential_nodal(0))))
+            for (g, _), rate in self.rate_vectors.items():
+                self.leaving_rates[g] += rate
             self.diagonal = _PerVertex(self._nodal_gibbs_diagonal, n)
         else:
             # C_gg = Σ_h w_gh M[k_gh],  C_gh = -w_gh M[k_hg],  k_gh = exp((V_g - V_h)/2β)
@@ -118,7 +120,6 @@ class BlockOperators:
         for k in range(separation.rank):
             model.set_basis_function(k)
             parts.append(self.pattern.assemble(model.drift_form))
-        self.separated_parts = parts
         return _Combined(parts, separation.coefficients)
 
     def _nodal_rates(self) -> dict[tuple[int, int], np.ndarray]:
@@ -142,9 +143,7 @@ class BlockOperators:
         return values
 
     def _nodal_gibbs_diagonal(self, g: int) -> np.ndarray:
-        leaving = sum((k for (a, _), k in self.rate_vectors.items() if a == g),
-                      np.zeros(len(self.model.potential_nodal(g))))
-        return self.stiffness[g] + self._mass_times_diagonal(leaving)
+        return self.stiffness[g] + self._mass_times_diagonal(self.leaving_rates[g])
 
     def average_stiffness(self) -> np.ndarray:
         """Values of ``(1/N) Σ_g K_g``."""
@@ -229,7 +228,7 @@ class _PerVertex:
         return (self.make(g) for g in range(self.n))
 
 
-class _Combined:
+class _Combined(_PerVertex):
     """The arrays ``parts[0] + Σ_k weights[g, k] parts[k + 1]``, one per g, made when indexed.
 
     Stands in for a list of N per-vertex value arrays when they are combinations of a few
@@ -240,24 +239,16 @@ class _Combined:
         self.parts = list(parts)
         self.weights = np.asarray(weights, dtype=np.float64).reshape(len(weights),
                                                                      len(self.parts) - 1)
+        super().__init__(lambda g: self._combine(self.weights[g]), len(self.weights))
 
-    def __len__(self) -> int:
-        return len(self.weights)
-
-    def __getitem__(self, g: int) -> np.ndarray:
+    def _combine(self, weights: np.ndarray) -> np.ndarray:
         out = self.parts[0].copy()
-        for weight, part in zip(self.weights[g], self.parts[1:]):
+        for weight, part in zip(weights, self.parts[1:]):
             out += weight * part
         return out
-
-    def __iter__(self):
-        return (self[g] for g in range(len(self)))
 
     def mean(self) -> np.ndarray:
-        out = self.parts[0].copy()
-        for weight, part in zip(self.weights.mean(axis=0), self.parts[1:]):
-            out += weight * part
-        return out
+        return self._combine(self.weights.mean(axis=0))
 
 
 class BlockShell:
@@ -281,11 +272,10 @@ class BlockShell:
         # gibbs with nodal rates: the whole coupling is M applied to nodal products, so it
         # folds into the mass product; the diagonal blocks left are the K_g.
         nodal = operators.rate_vectors is not None and self.b
-        self.leaving = np.zeros((N, n))
-        self.gains: list[tuple[int, int, np.ndarray]] = []
-        for (g, h), rate in operators.rate_vectors.items() if nodal else ():
-            self.leaving[g] += rate[:n]
-            self.gains.append((h, g, rate[:n]))  # h gains w k_gh ρ_g
+        self.leaving = operators.leaving_rates[:, :n] if nodal else None
+        # h gains w k_gh ρ_g
+        self.gains = [(h, g, rate[:n]) for (g, h), rate in
+                      operators.rate_vectors.items()] if nodal else []
         diagonal = operators.stiffness if nodal else operators.diagonal
         # Diagonal blocks that are combinations of a few shared arrays: one matrix per part;
         # a part that is M itself folds into the mass product (its weight per vertex).

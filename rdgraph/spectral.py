@@ -127,6 +127,8 @@ class SpectralPreconditioner:
 
         shifts = [a + b * values[group[0]] for group in self.groups]
         factorized = inner_options.get("pc_type") in ("lu", "cholesky")
+        # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.
+        mode_options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
         for cluster in _clusters(shifts, 1.0 if factorized else SHARED_HIERARCHY_SPAN):
             if len(cluster) == 1:
                 self.solvers.append(scalar_solver(scalar_matrix(shifts[cluster[0]]),
@@ -141,8 +143,7 @@ class SpectralPreconditioner:
                 continue
             self._shared.append(hierarchy)
             for i in cluster:
-                options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
-                ksp = scalar_solver(scalar_matrix(shifts[i]), options)
+                ksp = scalar_solver(scalar_matrix(shifts[i]), mode_options)
                 ksp.getPC().setType("python")
                 ksp.getPC().setPythonContext(_SharedHierarchy(hierarchy))
                 self.solvers.append(ksp)
