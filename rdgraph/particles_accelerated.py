@@ -65,7 +65,7 @@ import numpy as np
 from rdgraph.compat import MPI
 from rdgraph.config import Settings
 from rdgraph.errors import InputError
-from rdgraph.particles import ParticleProblem, ParticleSystem, sample_jumps
+from rdgraph.particles import ParticleProblem, ParticleSystem, reflect, sample_jumps
 
 __all__ = [
     "DYNAMICS",
@@ -516,11 +516,9 @@ class AcceleratedParticleSystem(ParticleSystem):
     def _reflect(self) -> None:
         """Fold positions into the box; a coordinate folded an odd number of times turns back."""
         p = self.problem
-        width = (p.upper - p.lower)[:, None]
-        folds = np.floor((self.x - p.lower[:, None]) / width)
+        folds = np.floor((self.x - p.lower[:, None]) / (p.upper - p.lower)[:, None])
         flip = np.mod(folds, 2) == 1
-        y = np.mod(self.x - p.lower[:, None], 2 * width)
-        self.x = p.lower[:, None] + np.where(y > width, 2 * width - y, y)
+        reflect(self.x, p.lower, p.upper)
         self.p = np.where(flip, -self.p, self.p)
 
     def _jump(self, rates: np.ndarray, est: dict, dt: float) -> None:
