@@ -7,6 +7,7 @@ import gc
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from rdgraph.compat import MPI  # noqa: F401  (imports DOLFINx the supported way)
 
@@ -27,6 +28,14 @@ def make_config(**sections) -> dict:
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return data
+
+
+def write_config(path: Path, data: dict) -> str:
+    """Write ``data`` as TOML to ``path`` on rank 0 (seen by all ranks); return the path."""
+    if MPI.COMM_WORLD.rank == 0:
+        path.write_text(tomli_w.dumps(data))
+    MPI.COMM_WORLD.Barrier()
+    return str(path)
 
 
 @pytest.fixture

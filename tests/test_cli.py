@@ -8,18 +8,10 @@ import tomllib
 
 import numpy as np
 import pytest
-import tomli_w
-from conftest import make_config
+from conftest import make_config, write_config
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-
-
-def write_config(path, data) -> str:
-    if MPI.COMM_WORLD.rank == 0:
-        path.write_text(tomli_w.dumps(data))
-    MPI.COMM_WORLD.Barrier()
-    return str(path)
 
 
 def read_csv(path):

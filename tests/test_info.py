@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-import tomli_w
-from conftest import make_config
+from conftest import make_config, write_config
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
@@ -23,11 +22,7 @@ def info(capsys, *arguments: str) -> tuple[int, str]:
 
 def config_file(folder, name: str, **sections) -> str:
     """A config file ``folder/name.toml``: conftest's base config with ``sections``."""
-    path = folder / f"{name}.toml"
-    if MPI.COMM_WORLD.rank == 0:
-        path.write_text(tomli_w.dumps(make_config(**sections)))
-    MPI.COMM_WORLD.Barrier()
-    return str(path)
+    return write_config(folder / f"{name}.toml", make_config(**sections))
 
 
 def test_path_graph_sizes_and_spectrum(capsys, shared_tmp):

@@ -14,8 +14,7 @@ import json
 
 import numpy as np
 import pytest
-import tomli_w
-from conftest import make_config
+from conftest import make_config, write_config
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
@@ -26,13 +25,6 @@ from rdgraph.particle_run import EXIT_DISAGREE, compare_fractions, simulate, z_l
 from rdgraph.particles import ParticleProblem, ParticleSystem, reflect
 
 Z = 3.0
-
-
-def write_config(path, data) -> str:
-    if MPI.COMM_WORLD.rank == 0:
-        path.write_text(tomli_w.dumps(data))
-    MPI.COMM_WORLD.Barrier()
-    return str(path)
 
 
 def interval(cells=50, lower=0.0, upper=1.0, **sections) -> dict:

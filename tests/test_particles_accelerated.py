@@ -15,8 +15,7 @@ import math
 
 import numpy as np
 import pytest
-import tomli_w
-from conftest import make_config
+from conftest import make_config, write_config
 from scipy.integrate import quad, solve_ivp
 from scipy.special import j1
 from test_accelerated import two_layer_mass_ode
@@ -356,13 +355,6 @@ def test_two_layer_fractions_follow_hamiltonian_mass_ode():
 
 
 # -- the command ---------------------------------------------------------------------------------
-def write_config(path, data) -> str:
-    if MPI.COMM_WORLD.rank == 0:
-        path.write_text(tomli_w.dumps(data))
-    MPI.COMM_WORLD.Barrier()
-    return str(path)
-
-
 def test_command_writes_accelerated_table(shared_tmp):
     config = write_config(shared_tmp / "acc.toml",
                           gaussian_config(layers=2, dt=0.1, t_end=1.0, restart=True))
