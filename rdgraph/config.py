@@ -43,6 +43,7 @@ GIBBS_RATES = ("weighted-mass", "nodal")
 SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
 SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
+SCALAR_LAYOUTS = ("auto", "per-rank", "distributed")
 
 
 @dataclass
@@ -110,6 +111,9 @@ class SolverSettings:
     type: str = "auto"
     # Scalar solves of the spectral solver: cached LU, AMG, or "auto" (LU for small meshes).
     inner: str = "auto"
+    # Spectral modes dealt to the ranks, each solved whole and serially ("per-rank"), or each
+    # solved on all ranks ("distributed"); "auto": per-rank for factorized scalar solves.
+    scalar_layout: str = "auto"
     ksp_type: str = "gmres"
     pc_type: str = "bjacobi"
     rtol: float = 1e-12
@@ -324,6 +328,7 @@ def _check_accelerated(settings: Settings) -> None:
 def _check_solver(s: SolverSettings) -> None:
     _str("solver.type", s.type, SOLVER_TYPES)
     _str("solver.inner", s.inner, INNER_SOLVERS)
+    _str("solver.scalar_layout", s.scalar_layout, SCALAR_LAYOUTS)
     _str("solver.ksp_type", s.ksp_type)
     _str("solver.pc_type", s.pc_type)
     s.rtol = _float("solver.rtol", s.rtol, positive=True)

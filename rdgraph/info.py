@@ -36,7 +36,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     from rdgraph.meshes import build_mesh
     from rdgraph.model import Model
     from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
-    from rdgraph.solvers import _direct_package, resolve_solver
+    from rdgraph.solvers import _direct_package, resolve_solver, spectral_per_rank
     from rdgraph.spectral import coupling_modes
 
     graph = graph_from_settings(settings)
@@ -51,12 +51,14 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
 
     equal = model.shared_potential  # what BlockOperators.equal_vertex_operators uses
     exact = equal and model.coupling == "laplacian"
-    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim)
+    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim, comm.size)
     solver = {"type": kind, "configured": settings.solver.type}
     if kind == "direct":
         solver["package"] = _direct_package()
     if kind == "spectral":
-        solver.update(inner=inner, exact=exact)
+        per_rank = spectral_per_rank(settings.solver.scalar_layout, inner, comm.size)
+        solver.update(inner=inner, exact=exact,
+                      scalar_layout="per-rank" if per_rank else "distributed")
 
     components = len(graph.components())
     values, _ = graph.spectrum()

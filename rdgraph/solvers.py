@@ -19,6 +19,8 @@ the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from typing import Any
 
 from rdgraph.compat import PETSc
@@ -26,19 +28,22 @@ from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
 __all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "resolve_solver",
-           "solver_options"]
+           "solver_options", "spectral_per_rank"]
 
 OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
 # Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
 # When the spectral solve is exact the factorizations are the whole solve, and pay off on
-# larger meshes than when they only precondition.
+# larger meshes than when they only precondition, as do serial factorizations of whole
+# problems (one rank, or modes dealt to ranks): the smaller limit is for distributed ones.
 LU_MAX_DOFS = 60_000
 LU_MAX_DOFS_EXACT = 300_000
 # Fill-in of a 3-D factorization grows like n^{4/3} (2-D: n log n). Measured at 40^3 P1,
 # N = 16: 16 cached factorizations took 9.3 GB and 44 s against 1.3 GB and 4 s for AMG, whose
 # 100 steps were faster too. 3-D meshes therefore factorize only much smaller problems.
 LU_3D_DIVISOR = 8
+# ... and only while the N factorizations take at most this fraction of the machine's memory.
+LU_MEMORY_FRACTION = 0.25
 # ``auto`` factorizes the whole block system up to this many unknowns.
 AUTO_DIRECT_MAX = 100_000
 
@@ -56,8 +61,48 @@ def _lu() -> dict:
             "pc_factor_mat_solver_type": _direct_package()}
 
 
+def _serial_lu(tdim: int) -> dict:
+    """LU of a whole scalar problem on one process.
+
+    In 2-D PETSc's own LU (nested dissection) wins over a run: measured on a 66k-dof P1
+    problem, it factorized in 0.42 s against MUMPS's 0.41 s but solved in 5 ms against 15 ms.
+    In 3-D its row-by-row factorization falls far behind MUMPS (0.51 s against 0.13 s at 9k).
+    """
+    return {**_lu(), "pc_factor_mat_solver_type": "petsc" if tdim <= 2 else _direct_package()}
+
+
+def spectral_per_rank(layout: str, inner: str, num_ranks: int) -> bool:
+    """Whether the spectral modes are dealt to the ranks (``[solver] scalar_layout``).
+
+    ``auto`` deals them for factorized scalar solves: a parallel factorization of one scalar
+    problem gains little over a serial one, so N serial factorizations side by side are about
+    ``num_ranks`` times faster.
+    """
+    if num_ranks == 1 or layout == "distributed":
+        return False
+    return layout == "per-rank" or inner == "lu"
+
+
+def _physical_memory() -> float:
+    """Bytes of memory of this machine (node), or infinity where unknown."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def factorization_bytes(size_global: int) -> float:
+    """Rough memory of one LU factorization of a P1-like scalar problem.
+
+    2-D nested dissection fills in like ``n log n``: measured 5.2e6 and 2.5e7 factor entries
+    at 66k and 263k dofs (PETSc LU), about ``5 n log2 n``; 12 bytes per entry. 3-D fill grows
+    like ``n^{4/3}``; :data:`LU_3D_DIVISOR` keeps 3-D factorizations small instead.
+    """
+    return 12.0 * 5.0 * size_global * math.log2(max(size_global, 2))
+
+
 def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
-                   exact: bool, tdim: int = 2) -> tuple[str, str | None]:
+                   exact: bool, tdim: int = 2, num_ranks: int = 1) -> tuple[str, str | None]:
     """The block solver type and spectral inner solver that ``settings`` resolve to.
 
     Args:
@@ -66,6 +111,7 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
         size_global: Scalar dofs per vertex.
         exact: The spectral solve is exact (laplacian coupling, equal vertex operators).
         tdim: Topological dimension of the mesh (3-D factorizations fill in much more).
+        num_ranks: MPI ranks of the run.
 
     Returns:
         ``(type, inner)``; ``inner`` is ``"lu"`` or ``"amg"`` for ``spectral``, else ``None``.
@@ -77,10 +123,17 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
         return kind, None
     inner = settings.inner
     if inner == "auto":
-        limit = LU_MAX_DOFS_EXACT if exact else LU_MAX_DOFS
+        # Whole scalar problems (one rank, or modes dealt to ranks) factorize and solve
+        # serially, which beats AMG also where the factorization only preconditions.
+        whole = num_ranks == 1 or settings.scalar_layout != "distributed"
+        limit = LU_MAX_DOFS_EXACT if exact or whole else LU_MAX_DOFS
         if tdim >= 3:
             limit //= LU_3D_DIVISOR
-        inner = "lu" if size_global <= limit else "amg"
+        # At most one factorization per vertex (per distinct mode); keep them all in a quarter
+        # of the machine's memory.
+        affordable = num_blocks * factorization_bytes(size_global) <= (
+            LU_MEMORY_FRACTION * _physical_memory())
+        inner = "lu" if size_global <= limit and affordable else "amg"
     return kind, inner
 
 
@@ -157,7 +210,13 @@ class LinearSolver:
         Raises:
             SolverError: The solve did not converge.
         """
-        self.ksp.solve(b, x)
+        try:
+            self.ksp.solve(b, x)
+        except PETSc.Error as error:
+            # A Python preconditioner's SolverError reaches us wrapped in a PETSc error.
+            if isinstance(error.__cause__, SolverError):
+                raise SolverError(f"{self.name}: {error.__cause__}") from error.__cause__
+            raise
         reason = self.ksp.getConvergedReason()
         if reason < 0:
             raise SolverError(
@@ -190,7 +249,8 @@ class BlockSolver:
         exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
         self.kind, inner = resolve_solver(settings, operators.layout.num_blocks,
                                           operators.layout.size_global, exact,
-                                          operators.model.mesh.topology.dim)
+                                          operators.model.mesh.topology.dim,
+                                          operators.layout.comm.size)
         if settings.type == "auto" and self.kind == "direct":
             settings = dataclasses.replace(settings, type="direct")
         if inner is not None:
@@ -211,8 +271,13 @@ class BlockSolver:
         self.options = self._describe(settings)
 
     def _describe(self, settings) -> dict:
-        return {"type": self.kind, "ksp_type": self._solver.ksp.getType(),
-                "pc_type": self._solver.ksp.getPC().getType()}
+        described = {"type": self.kind, "ksp_type": self._solver.ksp.getType(),
+                     "pc_type": self._solver.ksp.getPC().getType()}
+        if self.preconditioner is not None:
+            described["inner"] = settings.inner
+            described["scalar_layout"] = ("per-rank" if self.preconditioner.per_rank
+                                          else "distributed")
+        return described
 
     def _fieldsplit(self, operators, settings, overrides) -> LinearSolver:
         options = {"ksp_type": "gmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
@@ -247,8 +312,12 @@ class BlockSolver:
 
         exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
         inner_kind = settings.inner  # resolved by resolve_solver
+        comm = operators.layout.comm
+        per_rank = spectral_per_rank(settings.scalar_layout, inner_kind, comm.size)
         if inner_kind == "lu":
-            inner = _lu()
+            # Whole scalar problems (one rank, or dealt to the ranks) factorize serially.
+            whole = per_rank or comm.size == 1
+            inner = _serial_lu(operators.model.mesh.topology.dim) if whole else _lu()
         elif exact:
             # The scalar solves are the whole solve: iterate them to the tolerance.
             inner = {"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": settings.rtol,
@@ -265,7 +334,7 @@ class BlockSolver:
         outer.update(overrides)
         self.matrix = operators.shell(a, b)
         self.preconditioner = SpectralPreconditioner(
-            operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX)
+            operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX, per_rank)
         self.exact = exact
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)

@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from rdgraph.compat import PETSc
+from rdgraph.compat import MPI, PETSc
+from rdgraph.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.operators import BlockOperators
 
 __all__ = ["SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes", "graph_modes"]
@@ -99,10 +100,13 @@ class SpectralPreconditioner:
         operator_coefficient: ``b`` (``τ`` times the scheme's weight).
         inner_options: PETSc options (no prefix) of the scalar solvers.
         prefix: Options prefix of the scalar solvers.
+        per_rank: Deal the modes to the ranks, each solving its modes' problems whole and
+            serially (:mod:`rdgraph.mode_exchange`), instead of every mode on all ranks.
     """
 
     def __init__(self, operators: BlockOperators, mass_coefficient: float,
-                 operator_coefficient: float, inner_options: dict, prefix: str):
+                 operator_coefficient: float, inner_options: dict, prefix: str,
+                 per_rank: bool = False):
         from rdgraph.solvers import configure_ksp
 
         self.layout = operators.layout
@@ -112,20 +116,37 @@ class SpectralPreconditioner:
         stiffness = operators.average_stiffness()
         comm = self.layout.comm
         self.groups = _group(values)
+        self.per_rank = per_rank and comm.size > 1
+        if self.per_rank:
+            dealt = deal_groups([len(group) for group in self.groups], comm.size)
+            self.exchange = ModeExchange(
+                comm, self.layout.size_local,
+                [[k for i in owned for k in self.groups[i]] for owned in dealt])
+            # Only this rank's groups get solvers; their modes are whole on this rank.
+            self.local_groups = [self.groups[i] for i in dealt[comm.rank]]
+            scalar_comm = PETSc.COMM_SELF
+            whole = whole_matrices(comm, operators.pattern, operators.mass, stiffness, b)
+        else:
+            self.exchange = None
+            self.local_groups = self.groups
+            scalar_comm = comm
         self.matrices, self.solvers, self._shared = [], [], []
 
         def scalar_matrix(shift: float) -> PETSc.Mat:
-            matrix = operators.pattern.matrix(shift * operators.mass + b * stiffness, comm)
+            if self.per_rank:
+                matrix = whole(shift)
+            else:
+                matrix = operators.pattern.matrix(shift * operators.mass + b * stiffness, comm)
             self.matrices.append(matrix)
             return matrix
 
         def scalar_solver(matrix: PETSc.Mat, options: dict) -> PETSc.KSP:
-            ksp = PETSc.KSP().create(comm)
+            ksp = PETSc.KSP().create(scalar_comm)
             ksp.setOperators(matrix)
             configure_ksp(ksp, options, prefix)
             return ksp
 
-        shifts = [a + b * values[group[0]] for group in self.groups]
+        shifts = [a + b * values[group[0]] for group in self.local_groups]
         factorized = inner_options.get("pc_type") in ("lu", "cholesky")
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.
         mode_options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
@@ -147,7 +168,10 @@ class SpectralPreconditioner:
                 ksp.getPC().setType("python")
                 ksp.getPC().setPythonContext(_SharedHierarchy(hierarchy))
                 self.solvers.append(ksp)
-        self._b, self._x = self.matrices[0].createVecs()
+        size = self.layout.size_global if self.per_rank else self.layout.size_local
+        self._b, self._x = np.zeros(size), np.zeros(size)
+        self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
+        self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
         self.last_iterations = 0
 
     def apply(self, pc, r: PETSc.Vec, x: PETSc.Vec) -> None:
@@ -156,20 +180,37 @@ class SpectralPreconditioner:
         N, n = self.layout.num_blocks, self.layout.size_local
         R = r.array_r.reshape(N, n)
         modal = R if self.identity else self.P_inverse @ R
-        solved = np.empty_like(modal)
-        iterations = 0
-        for group, ksp in zip(self.groups, self.solvers):
+        if self.exchange is not None:
+            rows = self.exchange.to_whole(modal)  # this rank's modes, whole
+            row_of = {k: i for i, k in enumerate(self.exchange.modes)}
+        else:
+            rows, row_of = modal, None
+        solved = np.empty_like(rows)
+        iterations, failed = 0, None
+        for group, ksp in zip(self.local_groups, self.solvers):
             for k in group:
-                self._b.array[:] = modal[k]
-                self._x.set(0.0)
-                ksp.solve(self._b, self._x)
-                if ksp.getConvergedReason() < 0:
-                    raise SolverError(
-                        f"spectral block solver: scalar mode {k} did not converge "
-                        f"(reason {ksp.getConvergedReason()})"
-                    )
+                i = k if row_of is None else row_of[k]
+                self._b[:] = rows[i]
+                self._x[:] = 0.0
+                ksp.solve(self._b_vec, self._x_vec)
+                if ksp.getConvergedReason() < 0 and failed is None:
+                    failed = (k, ksp.getConvergedReason())
                 iterations = max(iterations, ksp.getIterationNumber())
-                solved[k] = self._x.array_r
+                solved[i] = self._x
+        if self.exchange is not None:
+            # Each rank solved different modes: agree on the outcome before anyone raises.
+            comm = self.layout.comm
+            failures = [f for f in comm.allgather(failed) if f is not None]
+            failed = failures[0] if failures else None
+            iterations = comm.allreduce(iterations, op=MPI.MAX)
+            modal = np.empty_like(modal)
+            self.exchange.to_blocks(solved, modal)
+            solved = modal
+        if failed is not None:
+            raise SolverError(
+                f"spectral block solver: scalar mode {failed[0]} did not converge "
+                f"(reason {failed[1]})"
+            )
         self.last_iterations = iterations
         x.array[:] = (solved if self.identity else self.P @ solved).ravel()
 
@@ -177,6 +218,6 @@ class SpectralPreconditioner:
         """Free the scalar solvers (also called by PETSc when the PC is destroyed)."""
         # A shared hierarchy appears once per mode of its cluster: destroy it once.
         unique = {id(ksp): ksp for ksp in [*self.solvers, *self._shared]}
-        for obj in [*unique.values(), *self.matrices, self._b, self._x]:
+        for obj in [*unique.values(), *self.matrices, self._b_vec, self._x_vec]:
             obj.destroy()
         self.solvers, self.matrices, self._shared = [], [], []

@@ -94,15 +94,23 @@ def test_auto_picks_spectral_for_large_systems(capsys, shared_tmp):
     if MPI.COMM_WORLD.rank == 0:
         report = json.loads(text)
         assert report["unknowns"] == 105 * 961 > AUTO_DIRECT_MAX
+        layout = "per-rank" if MPI.COMM_WORLD.size > 1 else "distributed"
         assert report["solver"] == {"type": "spectral", "configured": "auto", "inner": "lu",
-                                    "exact": True}
+                                    "exact": True, "scalar_layout": layout}
 
 
 def test_resolve_solver_rules():
     auto = SolverSettings()
     assert resolve_solver(auto, 10, AUTO_DIRECT_MAX // 10, False) == ("direct", None)
     assert resolve_solver(auto, 10, AUTO_DIRECT_MAX // 10 + 1, False) == ("spectral", "lu")
-    assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, False) == ("spectral", "amg")
+    # Preconditioning: distributed factorizations only for small problems; serial ones
+    # (one rank, or modes dealt to ranks) up to the exact solve's limit.
+    distributed = SolverSettings(scalar_layout="distributed")
+    assert resolve_solver(distributed, 2, LU_MAX_DOFS + 1, False, num_ranks=2) == (
+        "spectral", "amg")
+    assert resolve_solver(distributed, 2, LU_MAX_DOFS + 1, False) == ("spectral", "lu")
+    assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, False, num_ranks=2) == ("spectral", "lu")
+    assert resolve_solver(auto, 2, LU_MAX_DOFS_EXACT + 1, False) == ("spectral", "amg")
     assert resolve_solver(auto, 2, LU_MAX_DOFS + 1, True) == ("spectral", "lu")
     assert resolve_solver(auto, 2, LU_MAX_DOFS_EXACT + 1, True) == ("spectral", "amg")
     # 3-D factorizations fill in much more: the same sizes go to AMG there.
@@ -110,6 +118,16 @@ def test_resolve_solver_rules():
     assert resolve_solver(auto, 2, LU_MAX_DOFS, True, tdim=3) == ("spectral", "amg")
     assert resolve_solver(auto, 10, LU_MAX_DOFS_EXACT // 8, True, tdim=3) == ("spectral", "lu")
     assert resolve_solver(SolverSettings(type="krylov"), 100, 10**6, False) == ("krylov", None)
+
+
+def test_auto_factorizes_only_what_fits_in_memory(monkeypatch):
+    import rdgraph.solvers as solvers
+
+    n = LU_MAX_DOFS_EXACT // 2
+    monkeypatch.setattr(solvers, "_physical_memory", lambda: 64 * 2.0**30)
+    fits = int(0.25 * 64 * 2.0**30 / solvers.factorization_bytes(n))
+    assert resolve_solver(SolverSettings(), fits, n, True) == ("spectral", "lu")
+    assert resolve_solver(SolverSettings(), fits + 1, n, True) == ("spectral", "amg")
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -43,11 +43,14 @@ def final_state(model: dict, solver: dict, scheme: str = "implicit-euler"):
     "solver",
     [
         {"type": "spectral", "inner": "lu"},
+        {"type": "spectral", "inner": "lu", "scalar_layout": "distributed"},
         {"type": "spectral", "inner": "amg"},
+        {"type": "spectral", "inner": "amg", "scalar_layout": "per-rank"},
         {"type": "fieldsplit"},
         {"type": "krylov", "ksp_type": "gmres", "pc_type": "bjacobi"},
     ],
-    ids=["spectral-lu", "spectral-amg", "fieldsplit", "krylov"],
+    ids=["spectral-lu", "spectral-lu-distributed", "spectral-amg", "spectral-amg-per-rank",
+         "fieldsplit", "krylov"],
 )
 def test_solver_matches_direct(case, solver):
     reference, ref_history, _ = final_state(CASES[case], {"type": "direct"})
@@ -139,3 +142,73 @@ def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
                                      op=MPI.MAX)
     sim.destroy()
     assert error <= 1e-8 * scale
+
+
+def test_deal_groups_balances_modes_and_keeps_groups_whole():
+    from rdgraph.mode_exchange import deal_groups
+
+    assert deal_groups([1] * 16, 2) == [list(range(8)), list(range(8, 16))]
+    assert deal_groups([1, 5], 2) == [[0], [1]]  # by the groups' midpoints
+    assert deal_groups([1, 1, 1], 2) == [[0], [1, 2]]
+    assert deal_groups([2, 1], 4) == [[], [0], [], [1]]  # more ranks than groups
+    assert deal_groups([1, 1, 1], 1) == [[0, 1, 2]]
+
+
+def test_mode_exchange_round_trip():
+    """Whole modal vectors arrive on their rank in global dof order, and come back."""
+    from rdgraph.mode_exchange import ModeExchange
+
+    comm = MPI.COMM_WORLD
+    sizes = [3 + 2 * r for r in range(comm.size)]  # unequal owned sizes
+    start, n = sum(sizes[: comm.rank]), sizes[comm.rank]
+    N = 5
+    modes_of_rank = [[k for k in range(N) if k % comm.size == r] for r in range(comm.size)]
+    modes_of_rank[0] = modes_of_rank[0][::-1]  # any order within a rank
+    exchange = ModeExchange(comm, n, modes_of_rank)
+    modal = np.array([[1000.0 * k + start + i for i in range(n)] for k in range(N)])
+    whole = exchange.to_whole(modal)
+    expected = [[1000.0 * k + j for j in range(sum(sizes))] for k in modes_of_rank[comm.rank]]
+    assert np.array_equal(whole, np.array(expected).reshape(whole.shape))
+    back = np.zeros_like(modal)
+    exchange.to_blocks(whole, back)
+    assert np.array_equal(back, modal)
+
+
+def test_auto_deals_factorized_modes_to_ranks():
+    data = make_config(mesh={"cells": [8, 8]}, graph={"kind": "path", "n": 4},
+                       model=CASES["laplacian-equal"], solver={"type": "spectral"})
+    sim = Simulation(settings_from_dict(data))
+    described = sim.stepper.solver.options
+    sim.destroy()
+    assert described["inner"] == "lu"
+    expected = "per-rank" if MPI.COMM_WORLD.size > 1 else "distributed"
+    assert described["scalar_layout"] == expected
+
+
+def test_a_mode_failing_on_one_rank_fails_the_solve_on_every_rank():
+    """Modes dealt to ranks: a failure on one rank must not leave the others waiting."""
+    from rdgraph.errors import SolverError
+
+    data = make_config(mesh={"cells": [8, 8]}, graph={"kind": "path", "n": 4},
+                       model=CASES["laplacian-equal"],
+                       solver={"type": "spectral", "inner": "lu"})
+    sim = Simulation(settings_from_dict(data))
+    solver = sim.stepper.solver
+    preconditioner = solver.preconditioner
+    comm = MPI.COMM_WORLD
+    zero = None
+    if comm.rank == comm.size - 1:  # the last rank: its first mode becomes singular
+        ksp = preconditioner.solvers[0]
+        zero = ksp.getOperators()[0].duplicate()  # same pattern, no values
+        zero.zeroEntries()
+        zero.assemble()
+        ksp.setOperators(zero)
+    b = sim.state.duplicate()
+    b.set(1.0)
+    x = b.duplicate()
+    with pytest.raises(SolverError, match="scalar mode"):
+        solver.solve(b, x)
+    for obj in (b, x, zero):
+        if obj is not None:
+            obj.destroy()
+    sim.destroy()
