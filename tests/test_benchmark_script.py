@@ -1,0 +1,37 @@
+"""The solver benchmark's measuring functions run (timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from rdgraph.compat import MPI
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_solvers.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_solvers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("differ", [False, True])
+def test_lower_bound_and_spectral_cases_run(benchmark, differ):
+    case = {"dim": 2, "cells": 8, "coupling": "laplacian", "dt": 1e-2, "steps": 2,
+            "rtol": 1e-8, "N": 3, "differ": differ}
+    comm = MPI.COMM_WORLD
+    bound = benchmark._run_lower_bound({**case, "kind": "lb"}, comm)
+    assert set(bound) == {"cg_gamg", "mumps", "serial_lu_dealt"}
+    for row in bound.values():
+        assert row["step"] > 0 and row["setup"] > 0
+    run = benchmark._run_rdgraph({**case, "kind": "rd", "solver": {"type": "spectral",
+                                                                   "rtol": 1e-8}}, comm)
+    assert run["unknowns"] == 3 * 81
+    assert len(run["iterations"]) == 2 and run["memory_mb"] > 0
+    if not differ:
+        assert run["iterations"] == [1, 1]  # exact: one factorized solve per mode
