@@ -319,9 +319,10 @@ class BlockSolver:
             whole = per_rank or comm.size == 1
             inner = _serial_lu(operators.model.mesh.topology.dim) if whole else _lu()
         elif exact:
-            # The scalar solves are the whole solve: iterate them to the tolerance.
-            inner = {"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": settings.rtol,
-                     "ksp_atol": settings.atol, "ksp_max_it": settings.max_it}
+            # The scalar solves are the whole solve: iterate them until the block residual
+            # meets the tolerance, measured unpreconditioned (right preconditioning).
+            inner = {"ksp_type": "gmres", "pc_type": "gamg", "ksp_pc_side": "right",
+                     "ksp_norm_type": "unpreconditioned", "ksp_max_it": settings.max_it}
         else:
             inner = {"ksp_type": "preonly", "pc_type": "gamg"}  # one V-cycle per mode
         inner.update(inner_overrides)
@@ -334,7 +335,9 @@ class BlockSolver:
         outer.update(overrides)
         self.matrix = operators.shell(a, b)
         self.preconditioner = SpectralPreconditioner(
-            operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX, per_rank)
+            operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX, per_rank,
+            block_tolerances=((settings.rtol, settings.atol)
+                              if exact and inner.get("ksp_type") != "preonly" else None))
         self.exact = exact
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)

@@ -22,7 +22,8 @@ from rdgraph.compat import MPI, PETSc
 from rdgraph.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.operators import BlockOperators
 
-__all__ = ["SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes", "graph_modes"]
+__all__ = ["SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes", "graph_modes",
+           "residual_budgets"]
 
 #: Modes whose scalar operators ``s M + bK̄`` have shifts ``s`` within this ratio share one AMG
 #: hierarchy (built at their geometric mean): each mode's operator is then within a factor
@@ -56,6 +57,22 @@ def coupling_modes(graph, coupling: str, gibbs_integrals: np.ndarray | None = No
     values, Q = np.linalg.eigh(symmetric)
     values[np.abs(values) < 1e-12 * max(1.0, np.abs(values).max())] = 0.0
     return values, root[:, None] * Q, Q.T / root[None, :]
+
+
+def residual_budgets(norms: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    """Absolute residual tolerances of N orthogonal modes that together meet a block's.
+
+    With ``b_k`` the modal right-hand sides (``‖b‖² = Σ‖b_k‖²``) and ``ε = max(rtol ‖b‖,
+    atol)``, the budgets ``ε_k² = ε² (‖b_k‖ / (2 Σ_j‖b_j‖) + 1 / (2N))`` sum to ``ε²``: the
+    block residual meets the block tolerance, as a monolithic Krylov solve's would, where a
+    relative ``rtol`` per mode reduces even a negligible residual by 1e-8. A mode with
+    ``‖b_k‖ ≤ ε / sqrt(2N)`` needs no iteration at all, and the largest mode is asked at most
+    ``sqrt(2) N^{1/4}`` times more than ``rtol`` (an equal split would ask ``sqrt(N)``).
+    """
+    total = float(norms.sum())
+    allowed = max(rtol * float(np.linalg.norm(norms)), atol)
+    shares = 0.5 / len(norms) + (0.5 * norms / total if total > 0 else 0.5 / len(norms))
+    return allowed * np.sqrt(shares)
 
 
 def _group(values: np.ndarray, tol: float = 1e-10) -> list[list[int]]:
@@ -102,11 +119,16 @@ class SpectralPreconditioner:
         prefix: Options prefix of the scalar solvers.
         per_rank: Deal the modes to the ranks, each solving its modes' problems whole and
             serially (:mod:`rdgraph.mode_exchange`), instead of every mode on all ranks.
+        block_tolerances: ``(rtol, atol)`` of the block solve when this is its whole solve
+            (exact, orthogonal modes, iterated scalar solves): the modes then share the
+            block's residual budget (:func:`residual_budgets`) instead of each reducing its
+            own residual by ``rtol``.
     """
 
     def __init__(self, operators: BlockOperators, mass_coefficient: float,
                  operator_coefficient: float, inner_options: dict, prefix: str,
-                 per_rank: bool = False):
+                 per_rank: bool = False,
+                 block_tolerances: tuple[float, float] | None = None):
         from rdgraph.solvers import configure_ksp
 
         self.layout = operators.layout
@@ -170,6 +192,8 @@ class SpectralPreconditioner:
                 self.solvers.append(ksp)
         size = self.layout.size_global if self.per_rank else self.layout.size_local
         self._b, self._x = np.zeros(size), np.zeros(size)
+        self.block_tolerances = block_tolerances
+        self.mode_iterations: dict[int, int] = {}  # of this rank's modes, last solve
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
         self.last_iterations = 0
@@ -180,6 +204,11 @@ class SpectralPreconditioner:
         N, n = self.layout.num_blocks, self.layout.size_local
         R = r.array_r.reshape(N, n)
         modal = R if self.identity else self.P_inverse @ R
+        budgets = None
+        if self.block_tolerances is not None:
+            squares = np.einsum("kj,kj->k", modal, modal)
+            self.layout.comm.Allreduce(MPI.IN_PLACE, squares, op=MPI.SUM)
+            budgets = residual_budgets(np.sqrt(squares), *self.block_tolerances)
         if self.exchange is not None:
             rows = self.exchange.to_whole(modal)  # this rank's modes, whole
             row_of = {k: i for i, k in enumerate(self.exchange.modes)}
@@ -192,10 +221,13 @@ class SpectralPreconditioner:
                 i = k if row_of is None else row_of[k]
                 self._b[:] = rows[i]
                 self._x[:] = 0.0
+                if budgets is not None:
+                    ksp.setTolerances(rtol=0.0, atol=budgets[k])
                 ksp.solve(self._b_vec, self._x_vec)
                 if ksp.getConvergedReason() < 0 and failed is None:
                     failed = (k, ksp.getConvergedReason())
                 iterations = max(iterations, ksp.getIterationNumber())
+                self.mode_iterations[k] = ksp.getIterationNumber()
                 solved[i] = self._x
         if self.exchange is not None:
             # Each rank solved different modes: agree on the outcome before anyone raises.

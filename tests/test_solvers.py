@@ -212,3 +212,68 @@ def test_a_mode_failing_on_one_rank_fails_the_solve_on_every_rank():
         if obj is not None:
             obj.destroy()
     sim.destroy()
+
+
+def test_residual_budgets_share_the_block_tolerance():
+    from rdgraph.spectral import residual_budgets
+
+    norms = np.array([3.0, 4.0, 0.0, 1e-12])
+    budgets = residual_budgets(norms, 1e-6, 1e-50)
+    allowed = 1e-6 * np.linalg.norm(norms)
+    assert np.sum(budgets**2) == pytest.approx(allowed**2, rel=1e-12)
+    assert budgets[3] > norms[3]  # a negligible mode needs no iteration
+    assert budgets[1] >= allowed / (np.sqrt(2) * len(norms) ** 0.25)
+    zero = residual_budgets(np.zeros(4), 1e-6, 1e-30)
+    assert np.allclose(zero, 1e-30 / 2)
+
+
+def _exact_amg_solver(rtol):
+    data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
+                       model={**CASES["laplacian-equal"],
+                              "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
+                       time={"dt": 0.05, "t_end": 0.05},
+                       solver={"type": "spectral", "inner": "amg", "rtol": rtol})
+    return Simulation(settings_from_dict(data))
+
+
+def test_exact_iterative_spectral_solve_meets_the_block_tolerance():
+    """Σ_k ‖r_k‖² ≤ (rtol ‖b‖)²: the true block residual, checked with the block operator."""
+    rtol = 1e-6
+    sim = _exact_amg_solver(rtol)
+    solver = sim.stepper.solver
+    b = sim.state.duplicate()
+    b.array[:] = np.random.default_rng(MPI.COMM_WORLD.rank).random(b.getLocalSize())
+    x, r = b.duplicate(), b.duplicate()
+    solver.solve(b, x)
+    solver.matrix.mult(x, r)
+    r.aypx(-1.0, b)
+    ratio = r.norm() / b.norm()
+    for v in (b, x, r):
+        v.destroy()
+    sim.destroy()
+    assert ratio <= rtol * (1 + 1e-9)
+    assert ratio >= 1e-3 * rtol  # not solved to round-off either: the budget is used
+
+
+def test_modes_without_right_hand_side_take_no_iterations():
+    """The same right-hand side on every vertex lives in the graph's constant mode only."""
+    from rdgraph.spectral import graph_modes
+
+    sim = _exact_amg_solver(1e-8)
+    solver = sim.stepper.solver
+    layout = sim.operators.layout
+    b = sim.state.duplicate()
+    block = np.random.default_rng(MPI.COMM_WORLD.rank).random(layout.size_local)
+    b.array[:] = np.tile(block, layout.num_blocks)
+    x = b.duplicate()
+    solver.solve(b, x)
+    counts = solver.preconditioner.mode_iterations
+    values, _, _ = graph_modes(sim.operators)
+    constant = int(np.argmin(np.abs(values)))
+    others = max((n for k, n in counts.items() if k != constant), default=0)
+    busiest = MPI.COMM_WORLD.allreduce(max(counts.values(), default=0), op=MPI.MAX)
+    for v in (b, x):
+        v.destroy()
+    sim.destroy()
+    assert MPI.COMM_WORLD.allreduce(others, op=MPI.MAX) == 0
+    assert busiest > 0
