@@ -68,6 +68,11 @@ def whole_matrices(comm: MPI.Comm, pattern, mass: np.ndarray, stiffness: np.ndar
 class ModeExchange:
     """Moves modal vectors between the block layout and whole vectors on the modes' ranks.
 
+    ``send`` deals the block layout's rows to the modes' ranks, ``load``/``store`` copy one
+    of this rank's modes, whole, out of and back into the received pieces, and ``receive``
+    returns the stored modes to the block layout. The buffers are allocated once: each trip
+    is one copy in, one all-to-all and one copy out.
+
     Args:
         comm: The communicator of the block layout.
         size_local: Owned scalar dofs on this rank.
@@ -77,35 +82,40 @@ class ModeExchange:
     def __init__(self, comm: MPI.Comm, size_local: int, modes_of_rank: list[list[int]]):
         self.comm = comm
         sizes = np.array(comm.allgather(size_local), dtype=np.int64)
-        self.bounds = np.concatenate([[0], np.cumsum(sizes)])
-        self.size_global = int(self.bounds[-1])
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        self.size_global = int(bounds[-1])
         self.modes = [int(k) for k in modes_of_rank[comm.rank]]
         self.order = np.array([k for modes in modes_of_rank for k in modes], dtype=np.int64)
         counts = np.array([len(modes) for modes in modes_of_rank], dtype=np.int64)
-        # Block layout -> whole: this rank sends each rank its modes' owned rows ...
-        self.counts_out = counts * size_local
-        # ... and receives its own modes' rows from every rank.
-        self.counts_in = len(self.modes) * sizes
-        self.size_local = size_local
+        # This rank's owned rows of every mode, grouped by the rank that solves the mode ...
+        self._counts_rows = counts * size_local
+        self._rows = np.empty((len(self.order), size_local))
+        # ... and the pieces of this rank's modes, grouped by the rank that owns the rows.
+        self._counts_pieces = len(self.modes) * sizes
+        self._pieces = np.empty(int(self._counts_pieces.sum()))
+        offsets = np.concatenate([[0], np.cumsum(self._counts_pieces)])
+        self._views = [self._pieces[offsets[q]:offsets[q + 1]].reshape(len(self.modes), sizes[q])
+                       for q in range(comm.size)]
+        self._parts = [slice(int(bounds[q]), int(bounds[q + 1])) for q in range(comm.size)]
 
-    def to_whole(self, modal: np.ndarray) -> np.ndarray:
-        """``modal`` (N × owned dofs, every mode) → this rank's modes, whole (modes × dofs)."""
-        send = np.ascontiguousarray(modal[self.order])
-        received = np.empty(int(self.counts_in.sum()))
-        self.comm.Alltoallv([send, self.counts_out], [received, self.counts_in])
-        whole = np.empty((len(self.modes), self.size_global))
-        offset = 0
-        for q in range(self.comm.size):
-            lo, hi = self.bounds[q], self.bounds[q + 1]
-            chunk = received[offset:offset + self.counts_in[q]]
-            whole[:, lo:hi] = chunk.reshape(len(self.modes), hi - lo)
-            offset += self.counts_in[q]
-        return whole
+    def send(self, modal: np.ndarray) -> None:
+        """Deal ``modal`` (N × owned dofs, every mode) to the ranks that solve the modes."""
+        np.take(modal, self.order, axis=0, out=self._rows)
+        self.comm.Alltoallv([self._rows, self._counts_rows],
+                            [self._pieces, self._counts_pieces])
 
-    def to_blocks(self, whole: np.ndarray, modal: np.ndarray) -> None:
-        """The inverse of :meth:`to_whole`: write this rank's owned rows of every mode."""
-        send = np.concatenate([whole[:, self.bounds[q]:self.bounds[q + 1]].ravel()
-                               for q in range(self.comm.size)])
-        received = np.empty(int(self.counts_out.sum()))
-        self.comm.Alltoallv([send, self.counts_in], [received, self.counts_out])
-        modal[self.order] = received.reshape(len(self.order), self.size_local)
+    def load(self, i: int, whole: np.ndarray) -> None:
+        """Copy this rank's ``i``-th mode (of :attr:`modes`), whole, into ``whole``."""
+        for view, part in zip(self._views, self._parts):
+            whole[part] = view[i]
+
+    def store(self, i: int, whole: np.ndarray) -> None:
+        """Put back this rank's ``i``-th mode (its solution) for :meth:`receive`."""
+        for view, part in zip(self._views, self._parts):
+            view[i] = whole[part]
+
+    def receive(self, modal: np.ndarray) -> None:
+        """Write this rank's owned rows of every stored mode into ``modal`` (N × owned)."""
+        self.comm.Alltoallv([self._pieces, self._counts_pieces],
+                            [self._rows, self._counts_rows])
+        modal[self.order] = self._rows

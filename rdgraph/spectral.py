@@ -194,6 +194,10 @@ class SpectralPreconditioner:
         self._b, self._x = np.zeros(size), np.zeros(size)
         self.block_tolerances = block_tolerances
         self.mode_iterations: dict[int, int] = {}  # of this rank's modes, last solve
+        N, n = self.layout.num_blocks, self.layout.size_local
+        self._modal, self._solved = np.empty((N, n)), np.empty((N, n))
+        self._position = {} if self.exchange is None else {
+            k: i for i, k in enumerate(self.exchange.modes)}
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
         self.last_iterations = 0
@@ -203,23 +207,22 @@ class SpectralPreconditioner:
 
         N, n = self.layout.num_blocks, self.layout.size_local
         R = r.array_r.reshape(N, n)
-        modal = R if self.identity else self.P_inverse @ R
+        modal = R if self.identity else np.matmul(self.P_inverse, R, out=self._modal)
         budgets = None
         if self.block_tolerances is not None:
             squares = np.einsum("kj,kj->k", modal, modal)
             self.layout.comm.Allreduce(MPI.IN_PLACE, squares, op=MPI.SUM)
             budgets = residual_budgets(np.sqrt(squares), *self.block_tolerances)
-        if self.exchange is not None:
-            rows = self.exchange.to_whole(modal)  # this rank's modes, whole
-            row_of = {k: i for i, k in enumerate(self.exchange.modes)}
-        else:
-            rows, row_of = modal, None
-        solved = np.empty_like(rows)
+        exchange, solved = self.exchange, self._solved
+        if exchange is not None:
+            exchange.send(modal)  # this rank's modes arrive whole
         iterations, failed = 0, None
         for group, ksp in zip(self.local_groups, self.solvers):
             for k in group:
-                i = k if row_of is None else row_of[k]
-                self._b[:] = rows[i]
+                if exchange is None:
+                    self._b[:] = modal[k]
+                else:
+                    exchange.load(self._position[k], self._b)
                 self._x[:] = 0.0
                 if budgets is not None:
                     ksp.setTolerances(rtol=0.0, atol=budgets[k])
@@ -228,23 +231,28 @@ class SpectralPreconditioner:
                     failed = (k, ksp.getConvergedReason())
                 iterations = max(iterations, ksp.getIterationNumber())
                 self.mode_iterations[k] = ksp.getIterationNumber()
-                solved[i] = self._x
-        if self.exchange is not None:
+                if exchange is None:
+                    solved[k] = self._x
+                else:
+                    exchange.store(self._position[k], self._x)
+        if exchange is not None:
             # Each rank solved different modes: agree on the outcome before anyone raises.
             comm = self.layout.comm
             failures = [f for f in comm.allgather(failed) if f is not None]
             failed = failures[0] if failures else None
             iterations = comm.allreduce(iterations, op=MPI.MAX)
-            modal = np.empty_like(modal)
-            self.exchange.to_blocks(solved, modal)
-            solved = modal
+            exchange.receive(solved)
         if failed is not None:
             raise SolverError(
                 f"spectral block solver: scalar mode {failed[0]} did not converge "
                 f"(reason {failed[1]})"
             )
         self.last_iterations = iterations
-        x.array[:] = (solved if self.identity else self.P @ solved).ravel()
+        out = x.array.reshape(N, n)
+        if self.identity:
+            out[:] = solved
+        else:
+            np.matmul(self.P, solved, out=out)
 
     def destroy(self, pc=None) -> None:
         """Free the scalar solvers (also called by PETSc when the PC is destroyed)."""

@@ -166,12 +166,15 @@ def test_mode_exchange_round_trip():
     modes_of_rank[0] = modes_of_rank[0][::-1]  # any order within a rank
     exchange = ModeExchange(comm, n, modes_of_rank)
     modal = np.array([[1000.0 * k + start + i for i in range(n)] for k in range(N)])
-    whole = exchange.to_whole(modal)
-    expected = [[1000.0 * k + j for j in range(sum(sizes))] for k in modes_of_rank[comm.rank]]
-    assert np.array_equal(whole, np.array(expected).reshape(whole.shape))
+    exchange.send(modal)
+    whole = np.empty(sum(sizes))
+    for i, k in enumerate(exchange.modes):
+        exchange.load(i, whole)
+        assert np.array_equal(whole, 1000.0 * k + np.arange(sum(sizes)))
+        exchange.store(i, -whole)
     back = np.zeros_like(modal)
-    exchange.to_blocks(whole, back)
-    assert np.array_equal(back, modal)
+    exchange.receive(back)
+    assert np.array_equal(back, -modal)
 
 
 def test_auto_deals_factorized_modes_to_ranks():
