@@ -11,6 +11,11 @@ Types (``[solver] type``):
 * ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all, where one
   factorization is cheap and exact, ``spectral`` above.
 
+The spectral solver's N scalar problems are either dealt to the ranks, each factorized and
+solved whole and serially (``[solver] scalar_layout = "per-rank"``, what ``auto`` does for
+factorized scalar solves on more than one rank), or each solved on all ranks
+(``"distributed"``).
+
 Option precedence, lowest first: rdgraph's defaults, ``[solver]`` in the config (including its
 ``petsc_options`` table), then command-line options. The block solve uses the prefix ``rd_``,
 the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit_v<g>_``.
