@@ -328,6 +328,10 @@ class BlockSolver:
             # meets the tolerance, measured unpreconditioned (right preconditioning).
             inner = {"ksp_type": "gmres", "pc_type": "gamg", "ksp_pc_side": "right",
                      "ksp_norm_type": "unpreconditioned", "ksp_max_it": settings.max_it}
+            if "ksp_type" in inner_overrides:
+                # Another Krylov method (CG has no right preconditioning): its own norm.
+                inner = {k: v for k, v in inner.items() if k not in ("ksp_pc_side",
+                                                                     "ksp_norm_type")}
         else:
             inner = {"ksp_type": "preonly", "pc_type": "gamg"}  # one V-cycle per mode
         inner.update(inner_overrides)

@@ -280,3 +280,26 @@ def test_modes_without_right_hand_side_take_no_iterations():
     sim.destroy()
     assert MPI.COMM_WORLD.allreduce(others, op=MPI.MAX) == 0
     assert busiest > 0
+
+
+def test_exact_amg_accepts_another_krylov_method():
+    """-rd_spectral_ksp_type replaces GMRES; CG has no right preconditioning, so the
+    defaults that ask for it go with GMRES."""
+    from rdgraph.solvers import BlockSolver
+
+    sim = _exact_amg_solver(1e-10)
+    reference = sim.stepper.solver
+    solver = BlockSolver(sim.operators, 1.0, 0.05, sim.settings.solver,
+                         {"spectral_ksp_type": "cg"}, name="test")
+    b = sim.state.duplicate()
+    b.array[:] = np.random.default_rng(MPI.COMM_WORLD.rank).random(b.getLocalSize())
+    x, y = b.duplicate(), b.duplicate()
+    solver.solve(b, x)
+    reference.solve(b, y)
+    assert solver.preconditioner.solvers[0].getType() == "cg"
+    error = (x - y).norm() / y.norm()
+    for v in (b, x, y):
+        v.destroy()
+    solver.destroy()
+    sim.destroy()
+    assert error < 1e-8
