@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,14 @@ BASE_CONFIG = {
     "solver": {"type": "direct"},
     "output": {"fields_every": 0},
 }
+
+
+def load_module(path: Path):
+    """Import a script or example that is not part of the package, by its path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_config(**sections) -> dict:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_module
 
 from rdgraph.compat import MPI
 
@@ -14,10 +14,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_solvers
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_solvers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT)
 
 
 @pytest.mark.parametrize("differ", [False, True])

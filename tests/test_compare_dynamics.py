@@ -5,13 +5,13 @@ The script runs in this process (it is MPI-aware), so the test runs serially and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_module
 
 from rdgraph.compat import MPI
 
@@ -20,10 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_dynamics.py"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("compare_dynamics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT)
 
 
 def test_lumped_gap_vanishes_at_the_discrete_gibbs_state(script):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import load_module
 
 from rdgraph.compat import MPI
 from rdgraph.config import load_settings
@@ -53,10 +53,7 @@ def test_sweep_example_expands_to_its_cases():
 
 
 def load_api_script():
-    spec = importlib.util.spec_from_file_location("api_script", EXAMPLES / "api_script.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(EXAMPLES / "api_script.py")
 
 
 def test_api_script_matches_the_exact_solution_at_second_order():
