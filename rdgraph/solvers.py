@@ -230,10 +230,21 @@ class LinearSolver:
         reason = self.ksp.getConvergedReason()
         if reason < 0:
             raise SolverError(
-                f"{self.name}: the linear solve diverged ({_reason_name(reason)}, "
-                f"{self.ksp.getIterationNumber()} iterations)"
+                f"{self.name}: the linear solve diverged ({_reason_name(reason)}"
+                f"{self._pc_failure()}, {self.ksp.getIterationNumber()} iterations)"
             )
         return self.ksp.getIterationNumber()
+
+    def _pc_failure(self) -> str:
+        """Why the preconditioner failed, e.g. a factorization out of memory, or ''."""
+        failed = self.ksp.getPC().getFailedReason()
+        if failed == PETSc.PC.FailedReason.NOERROR:
+            return ""
+        names = {v: k for k, v in vars(PETSc.PC.FailedReason).items() if k.isupper()}
+        text = f": {names.get(failed, failed)}"
+        if failed == PETSc.PC.FailedReason.FACTOR_OUTMEMORY:
+            text += " (the factorization needs more memory: try [solver] type = \"spectral\")"
+        return text
 
     def destroy(self) -> None:
         self.ksp.destroy()

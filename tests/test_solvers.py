@@ -303,3 +303,24 @@ def test_exact_amg_accepts_another_krylov_method():
     solver.destroy()
     sim.destroy()
     assert error < 1e-8
+
+
+def test_a_failed_factorization_says_why():
+    """A singular matrix: the error names the factorization's failure, not only the KSP's."""
+    from rdgraph.compat import PETSc
+    from rdgraph.errors import SolverError
+    from rdgraph.solvers import LinearSolver, _lu
+
+    comm = MPI.COMM_WORLD
+    A = PETSc.Mat().createAIJ(((2, None), (2, None)), nnz=1, comm=comm)
+    start = A.getOwnershipRange()[0]
+    A.setValue(start, start, 1.0)  # the second row of every rank stays empty: singular
+    A.setValue(start + 1, start + 1, 0.0)
+    A.assemble()
+    solver = LinearSolver(A, _lu(), prefix="singular_", name="test solve")
+    b, x = A.createVecs()
+    b.set(1.0)
+    with pytest.raises(SolverError, match=r"test solve: .*FACTOR_"):
+        solver.solve(b, x)
+    for obj in (solver, A, b, x):
+        obj.destroy()
