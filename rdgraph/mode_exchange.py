@@ -85,6 +85,7 @@ class ModeExchange:
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         self.size_global = int(bounds[-1])
         self.modes = [int(k) for k in modes_of_rank[comm.rank]]
+        self._row = {k: i for i, k in enumerate(self.modes)}  # mode -> row of the pieces
         self.order = np.array([k for modes in modes_of_rank for k in modes], dtype=np.int64)
         counts = np.array([len(modes) for modes in modes_of_rank], dtype=np.int64)
         # This rank's owned rows of every mode, grouped by the rank that solves the mode ...
@@ -104,13 +105,15 @@ class ModeExchange:
         self.comm.Alltoallv([self._rows, self._counts_rows],
                             [self._pieces, self._counts_pieces])
 
-    def load(self, i: int, whole: np.ndarray) -> None:
-        """Copy this rank's ``i``-th mode (of :attr:`modes`), whole, into ``whole``."""
+    def load(self, mode: int, whole: np.ndarray) -> None:
+        """Copy one of this rank's :attr:`modes`, whole, into ``whole``."""
+        i = self._row[mode]
         for view, part in zip(self._views, self._parts):
             whole[part] = view[i]
 
-    def store(self, i: int, whole: np.ndarray) -> None:
-        """Put back this rank's ``i``-th mode (its solution) for :meth:`receive`."""
+    def store(self, mode: int, whole: np.ndarray) -> None:
+        """Put back one of this rank's modes (its solution) for :meth:`receive`."""
+        i = self._row[mode]
         for view, part in zip(self._views, self._parts):
             view[i] = whole[part]
 

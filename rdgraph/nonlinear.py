@@ -14,7 +14,7 @@ from typing import Any
 
 from rdgraph.compat import PETSc
 from rdgraph.errors import SolverError
-from rdgraph.solvers import OPTIONS_PREFIX, _direct_package, _option_value
+from rdgraph.solvers import OPTIONS_PREFIX, _direct_package, _option_value, reason_name
 
 __all__ = ["NewtonSolver", "newton_options"]
 
@@ -35,11 +35,6 @@ def newton_options(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     options.update(overrides or {})
     return options
-
-
-def _reason_name(reason: int) -> str:
-    names = {v: k for k, v in vars(PETSc.SNES.ConvergedReason).items() if k.isupper()}
-    return names.get(reason, str(reason))
 
 
 class NewtonSolver:
@@ -91,7 +86,8 @@ class NewtonSolver:
         reason = self.snes.getConvergedReason()
         if reason <= 0:
             raise SolverError(
-                f"{self.name}: Newton did not converge ({_reason_name(reason)}) after "
+                f"{self.name}: Newton did not converge "
+                f"({reason_name(PETSc.SNES.ConvergedReason, reason)}) after "
                 f"{self.snes.getIterationNumber()} iterations"
             )
         return self.snes.getIterationNumber(), self.snes.getLinearSolveIterations()

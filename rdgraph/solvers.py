@@ -32,8 +32,8 @@ from rdgraph.compat import PETSc
 from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "resolve_solver",
-           "solver_options", "spectral_per_rank"]
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "reason_name",
+           "resolve_solver", "solver_options", "spectral_per_rank"]
 
 OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
@@ -79,6 +79,11 @@ def _serial_lu(tdim: int) -> dict:
     In 3-D its row-by-row factorization falls far behind MUMPS (0.51 s against 0.13 s at 9k).
     """
     return {**_lu(), "pc_factor_mat_solver_type": "petsc" if tdim <= 2 else _direct_package()}
+
+
+def _whole_if_factorized(layout: str, num_ranks: int) -> bool:
+    """Factorized scalar problems are whole on one process: on one rank, or dealt to ranks."""
+    return num_ranks == 1 or layout != "distributed"
 
 
 def spectral_per_rank(layout: str, inner: str, num_ranks: int) -> bool:
@@ -135,7 +140,7 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
     if inner == "auto":
         # Whole scalar problems (one rank, or modes dealt to ranks) factorize and solve
         # serially, which beats AMG also where the factorization only preconditions.
-        whole = num_ranks == 1 or settings.scalar_layout != "distributed"
+        whole = _whole_if_factorized(settings.scalar_layout, num_ranks)
         limit = LU_MAX_DOFS_EXACT if exact or whole else LU_MAX_DOFS
         if tdim >= 3:
             limit //= LU_3D_DIVISOR
@@ -185,9 +190,10 @@ def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str) -> None:
             database.delValue(f"{prefix}{key}")
 
 
-def _reason_name(reason: int) -> str:
-    names = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if k.isupper()}
-    return names.get(reason, str(reason))
+def reason_name(enum, value: int) -> str:
+    """The name of a PETSc enum value, e.g. ``reason_name(PETSc.KSP.ConvergedReason, -3)``."""
+    names = {v: k for k, v in vars(enum).items() if k.isupper()}
+    return names.get(value, str(value))
 
 
 class LinearSolver:
@@ -230,7 +236,8 @@ class LinearSolver:
         reason = self.ksp.getConvergedReason()
         if reason < 0:
             raise SolverError(
-                f"{self.name}: the linear solve diverged ({_reason_name(reason)}"
+                f"{self.name}: the linear solve diverged "
+                f"({reason_name(PETSc.KSP.ConvergedReason, reason)}"
                 f"{self._pc_failure()}, {self.ksp.getIterationNumber()} iterations)"
             )
         return self.ksp.getIterationNumber()
@@ -240,8 +247,7 @@ class LinearSolver:
         failed = self.ksp.getPC().getFailedReason()
         if failed == PETSc.PC.FailedReason.NOERROR:
             return ""
-        names = {v: k for k, v in vars(PETSc.PC.FailedReason).items() if k.isupper()}
-        text = f": {names.get(failed, failed)}"
+        text = f": {reason_name(PETSc.PC.FailedReason, failed)}"
         if failed == PETSc.PC.FailedReason.FACTOR_OUTMEMORY:
             text += " (the factorization needs more memory: try [solver] type = \"spectral\")"
         return text
@@ -337,7 +343,7 @@ class BlockSolver:
         per_rank = spectral_per_rank(settings.scalar_layout, inner_kind, comm.size)
         if inner_kind == "lu":
             # Whole scalar problems (one rank, or dealt to the ranks) factorize serially.
-            whole = per_rank or comm.size == 1
+            whole = _whole_if_factorized(settings.scalar_layout, comm.size)
             inner = _serial_lu(operators.model.mesh.topology.dim) if whole else _lu()
         elif exact:
             # The scalar solves are the whole solve: iterate them until the block residual

@@ -196,8 +196,6 @@ class SpectralPreconditioner:
         self.mode_iterations: dict[int, int] = {}  # of this rank's modes, last solve
         N, n = self.layout.num_blocks, self.layout.size_local
         self._modal, self._solved = np.empty((N, n)), np.empty((N, n))
-        self._position = {} if self.exchange is None else {
-            k: i for i, k in enumerate(self.exchange.modes)}
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
         self.last_iterations = 0
@@ -222,7 +220,7 @@ class SpectralPreconditioner:
                 if exchange is None:
                     self._b[:] = modal[k]
                 else:
-                    exchange.load(self._position[k], self._b)
+                    exchange.load(k, self._b)
                 self._x[:] = 0.0
                 if budgets is not None:
                     ksp.setTolerances(rtol=0.0, atol=budgets[k])
@@ -234,7 +232,7 @@ class SpectralPreconditioner:
                 if exchange is None:
                     solved[k] = self._x
                 else:
-                    exchange.store(self._position[k], self._x)
+                    exchange.store(k, self._x)
         if exchange is not None:
             # Each rank solved different modes: agree on the outcome before anyone raises.
             comm = self.layout.comm

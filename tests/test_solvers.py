@@ -168,10 +168,10 @@ def test_mode_exchange_round_trip():
     modal = np.array([[1000.0 * k + start + i for i in range(n)] for k in range(N)])
     exchange.send(modal)
     whole = np.empty(sum(sizes))
-    for i, k in enumerate(exchange.modes):
-        exchange.load(i, whole)
+    for k in exchange.modes:
+        exchange.load(k, whole)
         assert np.array_equal(whole, 1000.0 * k + np.arange(sum(sizes)))
-        exchange.store(i, -whole)
+        exchange.store(k, -whole)
     back = np.zeros_like(modal)
     exchange.receive(back)
     assert np.array_equal(back, -modal)
