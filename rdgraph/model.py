@@ -135,7 +135,11 @@ class Model:
 
     def _nodal(self, exprs, g: int, t: float = 0.0) -> np.ndarray:
         """Nodal values of vertex ``g``'s expression on local dofs (owned and ghost)."""
-        points = self._dof_coordinates()
+        return self._values(exprs, g, self._dof_coordinates(), t)
+
+    @staticmethod
+    def _values(exprs, g: int, points: np.ndarray, t: float = 0.0) -> np.ndarray:
+        """Values of vertex ``g``'s expression at ``points`` of shape ``(3, P)``."""
         expr = exprs if isinstance(exprs, Expression) else exprs[g]
         return np.asarray(expr.evaluate(points, g=g, t=t), dtype=np.float64) * np.ones(
             points.shape[1]
@@ -143,11 +147,38 @@ class Model:
 
     def _nodal_all(self, exprs, separation: Separation | None = None) -> list[np.ndarray]:
         """Nodal values for every vertex; one shared array when the expression has no ``g``."""
+        return self._values_all(exprs, self._dof_coordinates(), separation)
+
+    def _values_all(self, exprs, points: np.ndarray,
+                    separation: Separation | None = None) -> list[np.ndarray]:
+        """Values at ``points`` for every vertex; one shared array when there is no ``g``."""
         if isinstance(exprs, Expression) and not exprs.depends_on("g"):
-            return [self._nodal(exprs, 0)] * self.graph.n
+            return [self._values(exprs, 0, points)] * self.graph.n
         if separation is not None:
-            return list(separation.evaluate(self._dof_coordinates()))
-        return [self._nodal(exprs, g) for g in range(self.graph.n)]
+            return list(separation.evaluate(points))
+        return [self._values(exprs, g, points) for g in range(self.graph.n)]
+
+    def potentials_at(self, points: np.ndarray) -> list[np.ndarray]:
+        """``V_g`` at ``points`` of shape ``(3, P)`` for every vertex (shared when equal)."""
+        return self._values_all(self.potentials, points, self.potential_separation)
+
+    def quadrature_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rule of :attr:`dx` on this rank's owned cells.
+
+        Returns:
+            The reference points ``(q, tdim)``; the physical points ``(3, P)``, cell by cell,
+            ``P = q × owned cells``; and their weights times ``|det J|``, so that
+            ``Σ_p w_p f(x_p)`` is what ``assemble_scalar(f * dx)`` computes on this rank.
+        """
+        mesh = self.mesh
+        reference, weights = basix.make_quadrature(mesh.basix_cell(), self.quadrature_degree)
+        cells = np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
+        x = fem.Expression(self.x, reference).eval(mesh, cells)  # (cells, points, gdim)
+        volume = fem.Expression(abs(ufl.JacobianDeterminant(mesh)), reference).eval(mesh, cells)
+        quadrature = (volume.reshape(len(cells), -1) * weights).ravel()
+        coordinates = np.zeros((3, quadrature.size))
+        coordinates[: x.shape[-1]] = x.reshape(-1, x.shape[-1]).T
+        return reference, coordinates, quadrature
 
     def _dof_coordinates(self) -> np.ndarray:
         if self._dof_points is None:
@@ -275,14 +306,8 @@ class Model:
         at the points from the separation: r basis evaluations and one exponential per point
         and vertex, instead of N form assemblies that each evaluate the whole expression.
         """
-        mesh, separation = self.mesh, self.potential_separation
-        points, weights = basix.make_quadrature(mesh.basix_cell(), self.quadrature_degree)
-        cells = np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
-        x = fem.Expression(self.x, points).eval(mesh, cells)  # (cells, points, gdim)
-        volume = fem.Expression(abs(ufl.JacobianDeterminant(mesh)), points).eval(mesh, cells)
-        quadrature = (volume.reshape(len(cells), -1) * weights).ravel()
-        coordinates = np.zeros((3, quadrature.size))
-        coordinates[: x.shape[-1]] = x.reshape(-1, x.shape[-1]).T
+        separation = self.potential_separation
+        _, coordinates, quadrature = self.quadrature_points()
         # (points, r), so that each vertex's exponent is one matrix-vector product.
         phi = np.array([f.evaluate(coordinates) for f in separation.basis]).reshape(
             separation.rank, quadrature.size).T.copy()
