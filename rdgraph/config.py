@@ -44,6 +44,7 @@ SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
 SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
 SCALAR_LAYOUTS = ("auto", "per-rank", "distributed")
+GIBBS_COUPLINGS = ("auto", "per-edge", "quadrature")
 
 
 @dataclass
@@ -114,6 +115,10 @@ class SolverSettings:
     # Spectral modes dealt to the ranks, each solved whole and serially ("per-rank"), or each
     # solved on all ranks ("distributed"); "auto": per-rank for factorized scalar solves.
     scalar_layout: str = "auto"
+    # gibbs with weighted-mass rates: one weighted mass matrix per directed edge, or the
+    # coupling applied from the quadrature points (memory linear in N for any graph);
+    # "auto": whichever stores less.
+    gibbs_coupling: str = "auto"
     ksp_type: str = "gmres"
     pc_type: str = "bjacobi"
     rtol: float = 1e-12
@@ -329,6 +334,7 @@ def _check_solver(s: SolverSettings) -> None:
     _str("solver.type", s.type, SOLVER_TYPES)
     _str("solver.inner", s.inner, INNER_SOLVERS)
     _str("solver.scalar_layout", s.scalar_layout, SCALAR_LAYOUTS)
+    _str("solver.gibbs_coupling", s.gibbs_coupling, GIBBS_COUPLINGS)
     _str("solver.ksp_type", s.ksp_type)
     _str("solver.pc_type", s.pc_type)
     s.rtol = _float("solver.rtol", s.rtol, positive=True)
@@ -420,6 +426,15 @@ def _check_combinations(s: Settings) -> None:
             f"model.gibbs_rates = {s.model.gibbs_rates!r} applies to coupling = 'gibbs' with "
             f"the linear schemes only (got coupling = {s.model.coupling!r}, "
             f"time.scheme = {s.time.scheme!r})")
+    if s.solver.gibbs_coupling != "auto" and (
+            s.model.coupling != "gibbs" or s.model.gibbs_rates != "weighted-mass"):
+        raise InputError(
+            f"solver.gibbs_coupling = {s.solver.gibbs_coupling!r} applies to coupling = 'gibbs' "
+            f"with gibbs_rates = 'weighted-mass' (got coupling = {s.model.coupling!r}, "
+            f"gibbs_rates = {s.model.gibbs_rates!r})")
+    if s.solver.gibbs_coupling == "quadrature" and s.space.lumping:
+        raise InputError("solver.gibbs_coupling = 'quadrature' does not take space.lumping = "
+                         "true (lumped rates are row sums, stored per node)")
     if s.time.scheme == "jko":
         # The JKO step (rdgraph.jko) is a P1 vertex-quadrature scheme for the unforced flow.
         if s.space.degree != 1:

@@ -4,8 +4,9 @@
 vertices when the potential does not depend on ``g``; ``β S + Σ_k c_k(g) D[φ_k]`` from
 ``1 + r`` assemblies, formed per vertex only on demand, when the potentials are a sum of
 ``r < N`` shared functions, see :mod:`rdgraph.separable`); the gibbs coupling from one more
-weighted-mass form assembled per directed edge. Everything lives as value arrays on the
-shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored: it is applied
+weighted-mass form assembled per directed edge, or, where that stores less, applied from
+the quadrature points (:mod:`rdgraph.quadrature_coupling`). Everything else lives as value
+arrays on the shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored: it is applied
 from ``M`` and the graph's weights. From these pieces :class:`BlockOperators` builds either
 an assembled monolithic matrix (for direct solvers and PETSc preconditioners that need
 entries) or a matrix-free PETSc shell (memory linear in N for laplacian).
@@ -23,11 +24,15 @@ not recommended).
 
 from __future__ import annotations
 
+import basix
 import numpy as np
 
 from rdgraph.blocks import BlockLayout, ScalarPattern
 from rdgraph.compat import PETSc
+from rdgraph.errors import InputError
 from rdgraph.model import Model
+from rdgraph.quadrature_coupling import (QuadratureCoupling, QuadratureNotApplicable,
+                                         quadrature_is_smaller)
 
 __all__ = ["BlockOperators", "BlockShell"]
 
@@ -46,9 +51,14 @@ class BlockOperators:
         model: The model whose forms are assembled.
         layout: The block layout of the unknowns.
         lumping: Replace the mass and weighted-mass matrices by their row-sum diagonals.
+        gibbs_coupling: gibbs with weighted-mass rates: one matrix per directed edge
+            (``"per-edge"``), the coupling applied from the quadrature points
+            (``"quadrature"``, :mod:`rdgraph.quadrature_coupling`), or whichever stores
+            less (``"auto"``).
     """
 
-    def __init__(self, model: Model, layout: BlockLayout, lumping: bool = False):
+    def __init__(self, model: Model, layout: BlockLayout, lumping: bool = False,
+                 gibbs_coupling: str = "auto"):
         self.model = model
         self.layout = layout
         self.graph = model.graph
@@ -74,6 +84,7 @@ class BlockOperators:
         # gibbs with gibbs_rates = "nodal": w_gh k_gh at the local dofs, per directed edge.
         self.rate_vectors: dict[tuple[int, int], np.ndarray] | None = None
         self.leaving_rates: np.ndarray | None = None  # Σ_h w_gh k_gh per vertex, nodal
+        self.quadrature_coupling: QuadratureCoupling | None = None
         if self.coupling == "laplacian" and isinstance(self.stiffness, _Combined):
             # diag_g = β S + d_g M + Σ_k c_k(g) D[φ_k]: formed on demand, never N at once.
             diffusion, *drifts = self.stiffness.parts
@@ -102,15 +113,52 @@ class BlockOperators:
             for (g, _), rate in self.rate_vectors.items():
                 self.leaving_rates[g] += rate
             self.diagonal = _PerVertex(self._nodal_gibbs_diagonal, n)
+        elif (quadrature := self._quadrature_coupling(gibbs_coupling)) is not None:
+            # C applied from the quadrature points (rdgraph.quadrature_coupling): no per-edge
+            # matrices; the diagonal blocks left are the K_g.
+            self.quadrature_coupling = quadrature
+            self.diagonal = self.stiffness
         else:
             # C_gg = Σ_h w_gh M[k_gh],  C_gh = -w_gh M[k_hg],  k_gh = exp((V_g - V_h)/2β)
             self.diagonal = [self.stiffness[g].copy() for g in range(n)]
-            for g, h, w in self.graph.edges:
-                for a, b in ((g, h), (h, g)):
-                    model.set_vertex(a, b)
-                    weighted = w * self._lumped(self.pattern.assemble(model.rate_form))
-                    self.diagonal[a] += weighted
-                    self.off_diagonal[b, a] = -weighted
+            for (a, b), weighted in self._weighted_masses():
+                self.diagonal[a] += weighted
+                self.off_diagonal[b, a] = -weighted
+
+    def _weighted_masses(self):
+        """``((g, h), w_gh M[k_gh])`` for every directed edge, assembled one at a time."""
+        for g, h, w in self.graph.edges:
+            for a, b in ((g, h), (h, g)):
+                self.model.set_vertex(a, b)
+                yield (a, b), w * self._lumped(self.pattern.assemble(self.model.rate_form))
+
+    def _quadrature_coupling(self, gibbs_coupling: str) -> QuadratureCoupling | None:
+        """The weighted-mass gibbs coupling applied from the quadrature points, if chosen.
+
+        ``auto`` chooses it when it stores less than one matrix per directed edge and it
+        applies (no lumping: lumped rates are row sums, kept per node; Lagrange degree ≤ 2;
+        potentials that do not spread too far at a point).
+        """
+        if gibbs_coupling == "quadrature":
+            if self.lumping:
+                raise InputError("the quadrature gibbs coupling is for consistent weighted "
+                                 "masses; with lumping use 'per-edge'")
+            return QuadratureCoupling(self.model, self.layout)
+        if gibbs_coupling == "per-edge" or self.lumping:
+            return None
+        model = self.model
+        cells = model.mesh.topology.index_map(model.mesh.topology.dim).size_local
+        points = cells * len(basix.make_quadrature(model.mesh.basix_cell(),
+                                                   model.quadrature_degree)[1])
+        # Global counts: every rank decides alike.
+        nnz, points = self.layout.comm.allreduce(np.array([self.pattern.nnz, points]))
+        if not quadrature_is_smaller(len(self.graph.edges), self.graph.n, int(nnz),
+                                     int(points), model.V.dofmap.dof_layout.num_dofs):
+            return None
+        try:
+            return QuadratureCoupling(model, self.layout)
+        except QuadratureNotApplicable:
+            return None
 
     def _separated_stiffness(self) -> _Combined:
         """``K_g = β S + Σ_k c_k(g) D[φ_k]`` from 1 + r assemblies, formed on demand."""
@@ -184,6 +232,11 @@ class BlockOperators:
             elif self.rate_vectors is not None:
                 for (g, h), rate in self.rate_vectors.items():
                     out[h, g] = -b * self._mass_times_diagonal(rate)
+            elif self.quadrature_coupling is not None:
+                # Entries are asked for: assemble the weighted mass matrices now.
+                for (g, h), weighted in self._weighted_masses():
+                    out[g, g] += b * weighted
+                    out[h, g] = -b * weighted
             else:
                 for key, values in self.off_diagonal.items():
                     out[key] = b * values
@@ -210,6 +263,8 @@ class BlockOperators:
 
     def destroy(self) -> None:
         self.pattern.destroy()
+        if self.quadrature_coupling is not None:
+            self.quadrature_coupling.destroy()
 
 
 class _PerVertex:
@@ -255,7 +310,7 @@ class BlockShell:
     """Python context of the shell ``a (I ⊗ M) + b A``.
 
     laplacian: ``y_g = M (a x_g − b (W X)_g) + b (K_g + d_g M) x_g``; gibbs adds the stored
-    directed-edge blocks. Matrices shared by all vertices (``M``, and the parts of separable
+    directed-edge blocks or the quadrature coupling. Matrices shared by all vertices (``M``, and the parts of separable
     diagonal blocks) multiply all N blocks at once as one sparse-times-dense product (one pass
     over the matrix instead of N); per-vertex blocks are applied one by one.
     """
@@ -302,6 +357,7 @@ class BlockShell:
         self._sparse_graph = 4 * len(self.edges) < N * N
         self.off_diagonal = {key: pattern.matrix(values, comm)
                              for key, values in operators.off_diagonal.items()} if self.b else {}
+        self.quadrature_coupling = operators.quadrature_coupling if self.b else None
         self._x, self._y = self.mass.createVecs()
         self._t = self._y.duplicate()
         # All N blocks as the columns of a dense (n × N) matrix: its column-major storage is
@@ -354,6 +410,8 @@ class BlockShell:
             sx.array[:] = X[h]
             matrix.mult(sx, st)
             Y[g] += self.b * st.array_r
+        if self.quadrature_coupling is not None:
+            Y += self.b * self.quadrature_coupling.apply(X)
 
     def destroy(self, mat=None) -> None:
         """Free the scalar matrices (PETSc calls this when the shell is destroyed)."""

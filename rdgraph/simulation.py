@@ -88,7 +88,8 @@ class Simulation:
         mesh_done = time.perf_counter()
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
         self.layout = BlockLayout(self.model.V, self.graph.n)
-        self.operators = BlockOperators(self.model, self.layout, settings.space.lumping)
+        self.operators = BlockOperators(self.model, self.layout, settings.space.lumping,
+                                        settings.solver.gibbs_coupling)
         assembly_done = time.perf_counter()
         self.functions = []
         for g in range(self.graph.n):

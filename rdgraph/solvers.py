@@ -295,11 +295,14 @@ class BlockSolver:
             self._solver = self._fieldsplit(operators, settings, overrides)
         else:
             self._solver = self._spectral(operators, a, b, settings, overrides, inner_overrides)
-        self.options = self._describe(settings)
+        self.options = self._describe(settings, operators)
 
-    def _describe(self, settings) -> dict:
+    def _describe(self, settings, operators) -> dict:
         described = {"type": self.kind, "ksp_type": self._solver.ksp.getType(),
                      "pc_type": self._solver.ksp.getPC().getType()}
+        if operators.coupling == "gibbs" and operators.rate_vectors is None:
+            described["gibbs_coupling"] = ("quadrature" if operators.quadrature_coupling
+                                           else "per-edge")
         if self.preconditioner is not None:
             described["inner"] = settings.inner
             described["scalar_layout"] = ("per-rank" if self.preconditioner.per_rank
