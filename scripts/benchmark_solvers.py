@@ -56,7 +56,7 @@ def _config(case: dict) -> dict:
     return {
         "mesh": {"shape": {1: "interval", 2: "rectangle", 3: "box"}[dim], "cells": cells},
         "space": {"degree": 1},
-        "graph": {"kind": "path", "n": N, "weight": case.get("weight", 1.0)},
+        "graph": {"kind": case.get("graph", "path"), "n": N, "weight": case.get("weight", 1.0)},
         "model": {"coupling": case["coupling"], "beta": 1.0, "potential": potential,
                   "initial": "1 + 0.5*cos(pi*x[0])*(g + 1)"},
         "time": {"scheme": "implicit-euler", "dt": case["dt"],
@@ -255,9 +255,10 @@ def main() -> int:
     parser.add_argument("--skip-3d", action="store_true")
     parser.add_argument("--skip-2d", action="store_true",
                         help="section 3 on the 3-D case only (it is the slow one)")
-    parser.add_argument("--sections", default="1,2,3,6",
+    parser.add_argument("--sections", default="1,2,3,6,7",
                         help="which figures to measure: 1 step/LB (with 4, 5), 2 iterations, "
-                             "3 100 steps and memory, 6 speed-up")
+                             "3 100 steps and memory, 6 speed-up, 7 gibbs on a complete "
+                             "graph (memory linear in N)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -380,6 +381,31 @@ def main() -> int:
             rows.append((f"forms+assembly N={big} / N=4, {'differing' if differ else 'equal'} "
                          f"({setups[(big, differ)]:.3g} / {setups[(4, differ)]:.3g} s)", ratio,
                          "<= 2", ratio <= 2))
+
+    # 7. gibbs on a complete graph (N² edges): memory stays linear in N
+    print("== 7. gibbs on a complete graph ==")
+    complete = {**base, "kind": "rd", "coupling": "gibbs", "differ": True, "graph": "complete",
+                "steps": 3, "solver": _solver("spectral")}
+    dense = {}
+    for N, storage in ((16, "quadrature"), (16, "per-edge"), (64, "quadrature")):
+        if "7" not in sections:
+            break
+        case = {**complete, "N": N, "solver": {**complete["solver"], "gibbs_coupling": storage}}
+        r = measure(f"complete_gibbs_N{N}_{storage}", case)
+        if "error" not in r:
+            dense[N, storage] = r
+    if (16, "quadrature") in dense and (64, "quadrature") in dense:
+        small, large = dense[16, "quadrature"]["memory_mb"], dense[64, "quadrature"]["memory_mb"]
+        rows.append((f"gibbs, complete graph: peak memory N=64 / N=16 ({large:.0f} / "
+                     f"{small:.0f} MB)", large / small, "<= 4.5", large / small <= 4.5))
+    if (16, "quadrature") in dense and (16, "per-edge") in dense:
+        quad, edge = dense[16, "quadrature"], dense[16, "per-edge"]
+        rows.append((f"gibbs, complete graph N=16: peak memory per-edge / quadrature "
+                     f"({edge['memory_mb']:.0f} / {quad['memory_mb']:.0f} MB)",
+                     edge["memory_mb"] / quad["memory_mb"], "", None))
+        rows.append((f"gibbs, complete graph N=16: time per step per-edge / quadrature "
+                     f"({edge['step']:.3g} / {quad['step']:.3g} s)", edge["step"] / quad["step"],
+                     "", None))
 
     # 6. two ranks vs one
     print("== 6. parallel speed-up ==")

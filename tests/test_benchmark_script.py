@@ -32,3 +32,15 @@ def test_lower_bound_and_spectral_cases_run(benchmark, differ):
     assert len(run["iterations"]) == 2 and run["memory_mb"] > 0
     if not differ:
         assert run["iterations"] == [1, 1]  # exact: one factorized solve per mode
+
+
+def test_complete_graph_gibbs_case_runs_with_either_coupling(benchmark):
+    case = {"dim": 2, "cells": 8, "coupling": "gibbs", "dt": 1e-2, "steps": 2, "rtol": 1e-8,
+            "N": 4, "differ": True, "graph": "complete", "kind": "rd"}
+    runs = [benchmark._run_rdgraph({**case, "solver": {"type": "spectral", "rtol": 1e-8,
+                                                       "gibbs_coupling": storage}},
+                                   MPI.COMM_WORLD)
+            for storage in ("quadrature", "per-edge")]
+    for run in runs:
+        assert run["unknowns"] == 4 * 81 and run["memory_mb"] > 0
+    assert runs[0]["iterations"] == runs[1]["iterations"]  # the same operator
