@@ -27,6 +27,8 @@ from rdgraph.errors import InputError
 
 __all__ = ["QuadratureCoupling", "QuadratureNotApplicable", "quadrature_is_smaller"]
 
+# Points per chunk of the pointwise work: a few (N × chunk) buffers stay in cache.
+_CHUNK = 4096
 # Largest spread of V_g(x)/2β over the vertices at one point: the rates reach exp(spread).
 _MAX_SPREAD = 700.0
 
@@ -78,19 +80,26 @@ class QuadratureCoupling:
                 "solver.gibbs_coupling = 'per-edge'")
         exponents -= 0.5 * (largest + smallest)
         self.scale = np.exp(exponents, out=exponents)  # a_g at the points, (N, P)
-        self.neighbours = [[] for _ in range(layout.num_blocks)]
-        for g, h, w in model.graph.edges:
-            self.neighbours[g].append((h, w))
-            self.neighbours[h].append((g, w))
-        self._graph = model.graph.weights if 4 * len(model.graph.edges) >= layout.num_blocks ** 2 \
-            else None  # dense graphs: one matrix product instead of N² row updates
+        N = layout.num_blocks
+        edges = model.graph.edges
+        # Dense graphs: one small matrix product per chunk; sparse ones: a row update per
+        # directed edge.
+        self._graph = model.graph.weights if 4 * len(edges) >= N * N else None
+        self._directed = [(g, h, w) for g, h, w in edges] + [(h, g, w) for g, h, w in edges]
         # W / a_g and W a_g Σ_h w_gh / a_h: what multiplies the gains and B X per vertex.
         self.gain_weight = weights / self.scale
-        self.leaving_weight = self.scale * self._graph_sum(1.0 / self.scale)
+        inverse = 1.0 / self.scale
+        self.leaving_weight = np.zeros_like(self.scale)
+        for g, h, w in self._directed:
+            self.leaving_weight[g] += w * inverse[h]
+        self.leaving_weight *= self.scale
         self.leaving_weight *= weights
+        width = min(_CHUNK, weights.size)
+        self._scaled, self._gains = np.empty((N, width)), np.zeros((N, width))
+        self._row = np.empty(width)
         self.tabulation = self._tabulation(V, reference, weights.size, layout)
         self.tabulation_transposed = self.tabulation.transpose(PETSc.Mat())  # a new matrix
-        N, points = layout.num_blocks, weights.size
+        points = weights.size
         # Dense (rows × N) PETSc matrices on column-major arrays: their (N, rows) row-major
         # views are the block layout, so copies in and out are plain.
         self._columns = np.zeros((layout.size_local, N), order="F")
@@ -125,38 +134,34 @@ class QuadratureCoupling:
         B.assemble()
         return B
 
-    def _graph_sum(self, rows: np.ndarray) -> np.ndarray:
-        """``Σ_h w_gh rows[h]`` for every g."""
-        if self._graph is not None:
-            return self._graph @ rows
-        out = np.zeros_like(rows)
-        for g, neighbours in enumerate(self.neighbours):
-            for h, w in neighbours:
-                out[g] += w * rows[h]
-        return out
-
     def apply(self, blocks: np.ndarray) -> np.ndarray:
         """``C X`` for ``X`` of shape ``(N, owned dofs)``; a view valid until the next call."""
         self._columns.T[:] = blocks
         self.tabulation.matMult(self._dense, result=self._at_points)
         at_points = self._at_points.getDenseArray().T  # (N, P) view of B X
         weighted = self._weighted.T
-        np.multiply(self.leaving_weight, at_points, out=weighted)
-        at_points *= self.scale  # a_h (B X)_h, in place: B X is not needed again
-        if self._graph is not None:
-            weighted -= self.gain_weight * (self._graph @ at_points)
-        else:
-            gains = np.empty(at_points.shape[1])
-            for g, neighbours in enumerate(self.neighbours):
-                if not neighbours:
-                    continue
-                gains[:] = 0.0
-                for h, w in neighbours:
-                    gains += w * at_points[h]
-                gains *= self.gain_weight[g]
-                weighted[g] -= gains
+        # Chunks of points small enough for the pointwise work to stay in cache.
+        for start in range(0, at_points.shape[1], _CHUNK):
+            chunk = slice(start, start + _CHUNK)
+            self._pointwise(at_points[:, chunk], weighted[:, chunk], chunk)
         self.tabulation_transposed.matMult(self._weighted_dense, result=self._result)
         return self._result.getDenseArray().T
+
+    def _pointwise(self, at_points: np.ndarray, out: np.ndarray, chunk: slice) -> None:
+        """``out = a_g (Σ_h w_gh/a_h) W P_g − (W/a_g) Σ_h w_gh a_h P_h`` on a chunk of points."""
+        width = at_points.shape[1]
+        scaled, gains = self._scaled[:, :width], self._gains[:, :width]
+        np.multiply(self.scale[:, chunk], at_points, out=scaled)
+        np.multiply(self.leaving_weight[:, chunk], at_points, out=out)
+        if self._graph is not None:
+            np.matmul(self._graph, scaled, out=gains)
+        else:
+            gains[:] = 0.0
+            row = self._row[:width]
+            for g, h, w in self._directed:
+                gains[g] += np.multiply(scaled[h], w, out=row)
+        gains *= self.gain_weight[:, chunk]
+        out -= gains
 
     def destroy(self) -> None:
         for obj in (self.tabulation, self.tabulation_transposed, self._dense, self._at_points,
