@@ -39,6 +39,25 @@ def make_config(**sections) -> dict:
     return data
 
 
+def shell_mismatch(operators, mass_coefficient: float, operator_coefficient: float) -> float:
+    """``|(S − A) x| / |A x|`` for a random ``x``: the matrix-free shell ``S`` against the
+    assembled matrix ``A`` of the same ``a (I ⊗ M) + b A`` (collective)."""
+    import numpy as np
+
+    A = operators.matrix(mass_coefficient, operator_coefficient)
+    S = operators.shell(mass_coefficient, operator_coefficient)
+    x, y = A.createVecs()
+    x.array[:] = np.random.default_rng(MPI.COMM_WORLD.rank).random(x.getLocalSize())
+    z = y.duplicate()
+    A.mult(x, y)
+    S.mult(x, z)
+    z.axpy(-1.0, y)
+    mismatch = z.norm() / y.norm()
+    for obj in (A, S, x, y, z):
+        obj.destroy()
+    return mismatch
+
+
 def write_config(path: Path, data: dict) -> str:
     """Write ``data`` as TOML to ``path`` on rank 0 (seen by all ranks); return the path."""
     if MPI.COMM_WORLD.rank == 0:
