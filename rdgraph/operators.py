@@ -6,8 +6,8 @@ vertices when the potential does not depend on ``g``; ``β S + Σ_k c_k(g) D[φ_
 ``r < N`` shared functions, see :mod:`rdgraph.separable`); the gibbs coupling from one more
 weighted-mass form assembled per directed edge, or, where that stores less, applied from
 the quadrature points (:mod:`rdgraph.quadrature_coupling`). Everything else lives as value
-arrays on the shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored: it is applied
-from ``M`` and the graph's weights. From these pieces :class:`BlockOperators` builds either
+arrays on the shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored:
+it is applied from ``M`` and the graph's weights. From these pieces :class:`BlockOperators` builds either
 an assembled monolithic matrix (for direct solvers and PETSc preconditioners that need
 entries) or a matrix-free PETSc shell (memory linear in N for laplacian).
 
@@ -310,9 +310,10 @@ class BlockShell:
     """Python context of the shell ``a (I ⊗ M) + b A``.
 
     laplacian: ``y_g = M (a x_g − b (W X)_g) + b (K_g + d_g M) x_g``; gibbs adds the stored
-    directed-edge blocks or the quadrature coupling. Matrices shared by all vertices (``M``, and the parts of separable
-    diagonal blocks) multiply all N blocks at once as one sparse-times-dense product (one pass
-    over the matrix instead of N); per-vertex blocks are applied one by one.
+    directed-edge blocks or the quadrature coupling. Matrices shared by all vertices (``M``,
+    and the parts of separable diagonal blocks) multiply all N blocks at once as one
+    sparse-times-dense product (one pass over the matrix instead of N); per-vertex blocks are
+    applied one by one.
     """
 
     def __init__(self, operators: BlockOperators, mass_coefficient: float,
