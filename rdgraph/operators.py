@@ -7,9 +7,10 @@ vertices when the potential does not depend on ``g``; ``β S + Σ_k c_k(g) D[φ_
 weighted-mass form assembled per directed edge, or, where that stores less, applied from
 the quadrature points (:mod:`rdgraph.quadrature_coupling`). Everything else lives as value
 arrays on the shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored:
-it is applied from ``M`` and the graph's weights. From these pieces :class:`BlockOperators` builds either
-an assembled monolithic matrix (for direct solvers and PETSc preconditioners that need
-entries) or a matrix-free PETSc shell (memory linear in N for laplacian).
+it is applied from ``M`` and the graph's weights. From these pieces :class:`BlockOperators`
+builds either an assembled monolithic matrix (for direct solvers and PETSc preconditioners
+that need entries) or a matrix-free PETSc shell (memory linear in N, for every coupling but
+the per-edge gibbs form on dense graphs).
 
 With ``lumping`` the mass matrix (time derivative, and the laplacian coupling ``L ⊗ M``) and
 the weighted mass matrices of the gibbs rates are replaced by their row sums on the diagonal.
