@@ -324,3 +324,60 @@ def test_a_failed_factorization_says_why():
         solver.solve(b, x)
     for obj in (solver, A, b, x):
         obj.destroy()
+
+
+def _gibbs_steps(predict: bool):
+    """Eight gibbs steps with the spectral AMG solver, with or without the predicted guess."""
+    from rdgraph.timestepping import TimeStepper
+
+    data = make_config(
+        mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 4},
+        model={**CASES["gibbs-unequal"], "initial": "1 + 0.5*cos(pi*x[0])*(g - 1.5)"},
+        time={"dt": 0.02, "t_end": 0.16}, solver={"type": "spectral", "inner": "amg"})
+    sim = Simulation(settings_from_dict(data))
+    original = TimeStepper._predict
+    try:
+        if not predict:  # every solve starts from zero, as without the prediction
+            TimeStepper._predict = lambda self, x, t: x.zeroEntries()
+        iterations = [d.ksp_iterations for d in sim.run()[1:]]
+    finally:
+        TimeStepper._predict = original
+    state = sim.state.array_r.copy()
+    sim.destroy()
+    return state, iterations
+
+
+def test_krylov_solves_start_from_the_extrapolated_state():
+    """2ρ^n − ρ^{n−1} starts closer than zero: fewer iterations, same tolerance."""
+    state, predicted = _gibbs_steps(predict=True)
+    reference, from_zero = _gibbs_steps(predict=False)
+    scale = MPI.COMM_WORLD.allreduce(np.abs(reference).max(), op=MPI.MAX)
+    error = MPI.COMM_WORLD.allreduce(np.abs(state - reference).max(), op=MPI.MAX)
+    assert error <= 1e-9 * scale
+    assert all(p <= z for p, z in zip(predicted, from_zero))
+    assert sum(predicted[2:]) < sum(from_zero[2:])  # extrapolating from the third step
+
+
+def test_a_guess_worse_than_zero_is_not_used():
+    data = make_config(mesh={"cells": [10, 10]}, graph={"kind": "path", "n": 3},
+                       model={**CASES["laplacian-unequal"], "initial": "1 + x[0]*(g + 1)"},
+                       solver={"type": "spectral", "inner": "amg", "rtol": 1e-10})
+    sim = Simulation(settings_from_dict(data))
+    try:
+        solver = sim.stepper.solver
+        assert solver.takes_initial_guess
+        b = sim.state.duplicate()
+        sim.stepper.mass_matrix.mult(sim.state, b)
+        zero, far, exact = b.duplicate(), b.duplicate(), b.duplicate()
+        zero.zeroEntries()
+        from_zero = solver.solve(b, zero)
+        far.array[:] = 1e6 * np.random.default_rng(MPI.COMM_WORLD.rank).random(far.getLocalSize())
+        assert solver.solve(b, far) == from_zero  # dropped: the solve starts from zero
+        far.axpy(-1.0, zero)
+        assert far.norm() <= 1e-12 * zero.norm()
+        zero.copy(exact)
+        assert solver.solve(b, exact) <= 1  # a converged guess needs (next to) nothing
+        for vec in (b, zero, far, exact):
+            vec.destroy()
+    finally:
+        sim.destroy()
