@@ -13,8 +13,10 @@ The lower bound (LB) is the cost of N independent scalar solves of ``M + τK_g``
 mesh and tolerance: the best of CG+GAMG and a cached MUMPS factorization (set-up excluded),
 measured in the same run, each solve on all ranks, as the issue defines it. Beside it, without
 a target, the ratio to a stricter bound: the N problems dealt to the ranks and factorized
-serially (what the spectral solver's per-rank layout does). Baselines over 100 steps are set-up plus the measured first step
-plus 99 times the measured mean later step.
+serially (what the spectral solver's per-rank layout does). Baselines over 100 steps are
+set-up plus the measured first step plus 99 times the measured mean later step; they run
+through rdgraph's time stepper like the spectral solver, so their Krylov solves start from
+the same prediction of the next state.
 """
 
 from __future__ import annotations
