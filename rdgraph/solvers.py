@@ -298,9 +298,16 @@ class BlockSolver:
         # Krylov solves start from the caller's x (a prediction of the solution) when it is
         # better than zero; the convergence test stays relative to |b|, so only the work
         # changes.
-        self.takes_initial_guess = self._solver.ksp.getType() != PETSc.KSP.Type.PREONLY
-        self._solver.ksp.setInitialGuessNonzero(self.takes_initial_guess)
-        self._residual = None
+        self._krylov_guess = self._solver.ksp.getType() != PETSc.KSP.Type.PREONLY
+        self._solver.ksp.setInitialGuessNonzero(self._krylov_guess)
+        # The exact spectral solve iterated per mode has no outer Krylov: it solves for the
+        # correction to the guess instead, with the same absolute block tolerance.
+        pc = self.preconditioner
+        self._corrects_guess = (pc is not None and self.exact
+                                and pc.block_tolerances is not None)
+        #: ``solve`` starts from its ``x`` (when that beats zero): worth predicting it.
+        self.takes_initial_guess = self._krylov_guess or self._corrects_guess
+        self._residual = self._correction = None
         self.options = self._describe(settings, operators)
 
     def _describe(self, settings, operators) -> dict:
@@ -398,20 +405,37 @@ class BlockSolver:
         if self.takes_initial_guess:
             matrix = self._solver.ksp.getOperators()[0]
             if self._residual is None:
-                self._residual = b.duplicate()
+                self._residual, self._correction = b.duplicate(), b.duplicate()
             matrix.mult(x, self._residual)
             self._residual.aypx(-1.0, b)  # b − A x
-            if self._residual.norm() >= b.norm():
+            rhs_norm, residual_norm = b.norm(), self._residual.norm()
+            if residual_norm >= rhs_norm:
                 x.zeroEntries()
+            elif self._corrects_guess:
+                return self._correct(x, rhs_norm, residual_norm)
         iterations = self._solver.solve(b, x)
         if self.preconditioner is not None and self.exact:
             return self.preconditioner.last_iterations
         return iterations
 
+    def _correct(self, x: PETSc.Vec, rhs_norm: float, residual_norm: float) -> int:
+        """``x += A⁻¹ r`` for ``r = b − A x`` (in ``self._residual``), to ``rtol·|b|``."""
+        pc = self.preconditioner
+        rtol, atol = pc.block_tolerances
+        pc.block_tolerances = (rtol * rhs_norm / residual_norm if residual_norm > 0 else rtol,
+                               atol)
+        try:
+            self._solver.solve(self._residual, self._correction)
+        finally:
+            pc.block_tolerances = (rtol, atol)
+        x.axpy(1.0, self._correction)
+        return pc.last_iterations
+
     def destroy(self) -> None:
         self._solver.destroy()
-        if self._residual is not None:
-            self._residual.destroy()
+        for vec in (self._residual, self._correction):
+            if vec is not None:
+                vec.destroy()
         if self.preconditioner is not None:
             self.preconditioner.destroy()
         if self.matrix is not None:

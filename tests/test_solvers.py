@@ -258,6 +258,31 @@ def test_exact_iterative_spectral_solve_meets_the_block_tolerance():
     assert ratio >= 1e-3 * rtol  # not solved to round-off either: the budget is used
 
 
+def test_exact_spectral_solve_corrects_a_good_guess():
+    """No outer Krylov: it solves A δ = b − A x to the same absolute tolerance rtol·|b|."""
+    rtol = 1e-8
+    sim = _exact_amg_solver(rtol)
+    solver = sim.stepper.solver
+    assert solver.takes_initial_guess
+    b = sim.state.duplicate()
+    b.array[:] = np.random.default_rng(MPI.COMM_WORLD.rank).random(b.getLocalSize())
+    x, r = b.duplicate(), b.duplicate()
+    x.zeroEntries()
+    from_zero = solver.solve(b, x)
+    # A guess 1e-4 away from the solution: the modes have four orders less to reduce.
+    x.array[:] *= 1 + 1e-4 * np.random.default_rng(7 + MPI.COMM_WORLD.rank).random(
+        x.getLocalSize())
+    from_guess = solver.solve(b, x)
+    solver.matrix.mult(x, r)
+    r.aypx(-1.0, b)
+    ratio = r.norm() / b.norm()
+    for v in (b, x, r):
+        v.destroy()
+    sim.destroy()
+    assert ratio <= rtol * (1 + 1e-9)
+    assert from_guess < from_zero
+
+
 def test_modes_without_right_hand_side_take_no_iterations():
     """The same right-hand side on every vertex lives in the graph's constant mode only."""
     from rdgraph.spectral import graph_modes
