@@ -15,7 +15,27 @@ import numpy as np
 
 from rdgraph.compat import MPI, PETSc, dolfinx
 
-__all__ = ["BlockLayout", "ScalarPattern"]
+__all__ = ["BlockLayout", "ScalarPattern", "dense_columns"]
+
+
+def dense_columns(rows: tuple[int, int], num_columns: int,
+                  comm: MPI.Comm) -> tuple[np.ndarray, PETSc.Mat]:
+    """A dense PETSc matrix of ``num_columns`` columns on a zeroed column-major array.
+
+    The array's transpose is the ``(num_columns, local rows)`` row-major layout of a block
+    vector, so N blocks go in and out as plain copies, and one sparse-times-dense product
+    applies a scalar matrix to all of them.
+
+    Args:
+        rows: ``(local, global)`` rows.
+        num_columns: Columns (N, the blocks).
+        comm: The communicator.
+    """
+    array = np.zeros((rows[0], num_columns), order="F")
+    matrix = PETSc.Mat().createDense((rows, (PETSc.DECIDE, num_columns)), array=array,
+                                     comm=comm)
+    matrix.assemble()
+    return array, matrix
 
 
 class ScalarPattern:

@@ -114,6 +114,11 @@ class Graph:
         return self.weights.sum(axis=1)
 
     @property
+    def dense(self) -> bool:
+        """At least N²/4 edges: a dense ``W @ X`` then costs no more than one update per edge."""
+        return 4 * len(self.edges) >= self.n * self.n
+
+    @property
     def max_degree(self) -> float:
         """The largest weighted degree."""
         return float(self.degrees().max())

@@ -28,7 +28,7 @@ from __future__ import annotations
 import basix
 import numpy as np
 
-from rdgraph.blocks import BlockLayout, ScalarPattern
+from rdgraph.blocks import BlockLayout, ScalarPattern, dense_columns
 from rdgraph.compat import PETSc
 from rdgraph.errors import InputError
 from rdgraph.model import Model
@@ -356,18 +356,14 @@ class BlockShell:
         self._owned = list(cache.values())
         self.weights = operators.graph.weights
         self.edges = operators.graph.edges
-        self._sparse_graph = 4 * len(self.edges) < N * N
+        self._sparse_graph = not operators.graph.dense
         self.off_diagonal = {key: pattern.matrix(values, comm)
                              for key, values in operators.off_diagonal.items()} if self.b else {}
         self.quadrature_coupling = operators.quadrature_coupling if self.b else None
         self._x, self._y = self.mass.createVecs()
         self._t = self._y.duplicate()
-        # All N blocks as the columns of a dense (n × N) matrix: its column-major storage is
-        # the block vector's (N, n) row-major layout, so copies in and out are plain.
-        self._columns = np.zeros((n, N), order="F")
-        self._dense = PETSc.Mat().createDense(
-            ((n, layout.size_global), (PETSc.DECIDE, N)), array=self._columns, comm=comm)
-        self._dense.assemble()
+        # All N blocks as the columns of a dense (n × N) matrix.
+        self._columns, self._dense = dense_columns((n, layout.size_global), N, comm)
         self._products: dict[int, PETSc.Mat] = {}
 
     def _times_all(self, matrix: PETSc.Mat, blocks: np.ndarray) -> np.ndarray:

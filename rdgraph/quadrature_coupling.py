@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rdgraph.blocks import dense_columns
 from rdgraph.compat import MPI, PETSc
 from rdgraph.errors import InputError
 
@@ -84,7 +85,7 @@ class QuadratureCoupling:
         edges = model.graph.edges
         # Dense graphs: one small matrix product per chunk; sparse ones: a row update per
         # directed edge.
-        self._graph = model.graph.weights if 4 * len(edges) >= N * N else None
+        self._graph = model.graph.weights if model.graph.dense else None
         self._directed = [(g, h, w) for g, h, w in edges] + [(h, g, w) for g, h, w in edges]
         # W / a_g and W a_g Σ_h w_gh / a_h: what multiplies the gains and B X per vertex.
         self.gain_weight = weights / self.scale
@@ -99,19 +100,12 @@ class QuadratureCoupling:
         self._row = np.empty(width)
         self.tabulation = self._tabulation(V, reference, weights.size, layout)
         self.tabulation_transposed = self.tabulation.transpose(PETSc.Mat())  # a new matrix
-        points = weights.size
-        # Dense (rows × N) PETSc matrices on column-major arrays: their (N, rows) row-major
-        # views are the block layout, so copies in and out are plain.
-        self._columns = np.zeros((layout.size_local, N), order="F")
-        self._dense = PETSc.Mat().createDense(
-            ((layout.size_local, layout.size_global), (PETSc.DECIDE, N)), array=self._columns,
-            comm=comm)
-        self._dense.assemble()
+        # The blocks, and the weighted values at the points, as columns of dense matrices.
+        self._columns, self._dense = dense_columns((layout.size_local, layout.size_global), N,
+                                                   comm)
         self._at_points = self.tabulation.matMult(self._dense)
-        self._weighted = np.zeros((points, N), order="F")
-        self._weighted_dense = PETSc.Mat().createDense(
-            ((points, PETSc.DETERMINE), (PETSc.DECIDE, N)), array=self._weighted, comm=comm)
-        self._weighted_dense.assemble()
+        self._weighted, self._weighted_dense = dense_columns(
+            (weights.size, PETSc.DETERMINE), N, comm)
         self._result = self.tabulation_transposed.matMult(self._weighted_dense)
 
     @staticmethod
