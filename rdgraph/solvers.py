@@ -177,14 +177,22 @@ def _option_value(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str) -> None:
-    """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found."""
+def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str, *, set_up: bool = False) -> None:
+    """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found.
+
+    Some options are only read when the preconditioner is set up: those of multigrid levels
+    (``mg_levels_*``), of a factorization (``mat_mumps_*``) and of fieldsplit blocks. With
+    ``set_up`` the KSP (its operators set) is set up while ``options`` are in the database;
+    without, such options would be gone by the time it is.
+    """
     ksp.setOptionsPrefix(prefix)
     database = PETSc.Options()
     for key, value in options.items():
         database.setValue(f"{prefix}{key}", _option_value(value))
     try:
         ksp.setFromOptions()
+        if set_up:
+            ksp.setUp()
     finally:
         for key in options:
             database.delValue(f"{prefix}{key}")
@@ -209,8 +217,7 @@ class LinearSolver:
     def __init__(self, A: PETSc.Mat, options: dict, *, prefix: str = OPTIONS_PREFIX, name: str):
         ksp = PETSc.KSP().create(A.getComm())
         ksp.setOperators(A)
-        configure_ksp(ksp, options, prefix)
-        ksp.setUp()
+        configure_ksp(ksp, options, prefix, set_up=True)
         self.name, self.ksp = name, ksp
 
     @classmethod
@@ -298,13 +305,18 @@ class BlockSolver:
         # Krylov solves start from the caller's x (a prediction of the solution) when it is
         # better than zero; the convergence test stays relative to |b|, so only the work
         # changes.
-        self._krylov_guess = self._solver.ksp.getType() != PETSc.KSP.Type.PREONLY
-        self._solver.ksp.setInitialGuessNonzero(self._krylov_guess)
-        # The exact spectral solve iterated per mode has no outer Krylov: it solves for the
-        # correction to the guess instead, with the same absolute block tolerance.
+        ksp = self._solver.ksp
+        self._krylov_guess = ksp.getType() != PETSc.KSP.Type.PREONLY
+        # Where the test is on the true residual (right preconditioning, and the exact
+        # spectral solve iterated per mode, which has no outer Krylov), solve instead for the
+        # correction to the guess, from the residual b − A x that judging the guess computes
+        # anyway, to the same absolute tolerance: PETSc would compute that residual again.
         pc = self.preconditioner
-        self._corrects_guess = (pc is not None and self.exact
-                                and pc.block_tolerances is not None)
+        self._corrects_guess = (
+            (pc is not None and self.exact and pc.block_tolerances is not None)
+            or (self._krylov_guess and ksp.getPCSide() == PETSc.PC.Side.RIGHT
+                and ksp.getNormType() == PETSc.KSP.NormType.UNPRECONDITIONED))
+        ksp.setInitialGuessNonzero(self._krylov_guess and not self._corrects_guess)
         #: ``solve`` starts from its ``x`` (when that beats zero): worth predicting it.
         self.takes_initial_guess = self._krylov_guess or self._corrects_guess
         self._residual = self._correction = None
@@ -337,8 +349,7 @@ class BlockSolver:
         for g in range(layout.num_blocks):
             index = PETSc.IS().createStride(n, start + g * n, 1, comm=layout.comm)
             pc.setFieldSplitIS((f"v{g}", index))
-        configure_ksp(ksp, options, OPTIONS_PREFIX)
-        ksp.setUp()
+        configure_ksp(ksp, options, OPTIONS_PREFIX, set_up=True)
         limit = LU_MAX_DOFS
         if operators.model.mesh.topology.dim >= 3:
             limit //= LU_3D_DIVISOR  # as for the spectral solver's scalar solves
@@ -347,7 +358,10 @@ class BlockSolver:
         if inner["pc_type"] == "lu":
             inner["pc_factor_mat_solver_type"] = _direct_package()
         for g, sub in enumerate(pc.getFieldSplitSubKSP()):
-            configure_ksp(sub, inner, f"{OPTIONS_PREFIX}fieldsplit_v{g}_")
+            # The user's options of this block (fieldsplit_v<g>_*) win over the defaults.
+            split = f"fieldsplit_v{g}_"
+            mine = {k[len(split):]: v for k, v in options.items() if k.startswith(split)}
+            configure_ksp(sub, {**inner, **mine}, OPTIONS_PREFIX + split, set_up=True)
         return LinearSolver.from_ksp(ksp, self.name)
 
     def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
@@ -363,14 +377,11 @@ class BlockSolver:
             inner = _serial_lu(operators.model.mesh.topology.dim) if whole else _lu()
         elif exact:
             # The scalar solves are the whole solve: iterate them until the block residual
-            # meets the tolerance, measured unpreconditioned (right preconditioning).
-            inner = {"ksp_type": "gmres", "pc_type": "gamg", "ksp_pc_side": "right",
-                     "ksp_norm_type": "unpreconditioned", "ksp_max_it": settings.max_it,
+            # meets the tolerance. FGMRES preconditions on the right, so it measures the true
+            # residual, and keeps the preconditioned directions: GMRES on the right would
+            # spend one more V-cycle per solve rebuilding the solution from them.
+            inner = {"ksp_type": "fgmres", "pc_type": "gamg", "ksp_max_it": settings.max_it,
                      "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD}
-            if "ksp_type" in inner_overrides:
-                # Another Krylov method (CG has no right preconditioning): its own norm.
-                inner = {k: v for k, v in inner.items() if k not in ("ksp_pc_side",
-                                                                     "ksp_norm_type")}
         else:
             inner = {"ksp_type": "preonly", "pc_type": "gamg",  # one V-cycle per mode
                      "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD}
@@ -378,8 +389,13 @@ class BlockSolver:
         if exact:
             outer = {"ksp_type": "preonly"}
         else:
-            outer = {"ksp_type": "gmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
-                     "ksp_max_it": settings.max_it, "ksp_gmres_restart": 100}
+            # FGMRES: right preconditioning, so the stopping test is on the true residual
+            # and each iteration applies the preconditioner once (GMRES on the left also
+            # applies it to the initial residual), and the solve can be for the correction
+            # to a guess (``BlockSolver.solve``).
+            outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
+                     "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
+                     "ksp_gmres_restart": 100}
         outer.update(settings.petsc_options)
         outer.update(overrides)
         self.matrix = operators.shell(a, b)
@@ -393,8 +409,7 @@ class BlockSolver:
         pc = ksp.getPC()
         pc.setType("python")
         pc.setPythonContext(self.preconditioner)
-        configure_ksp(ksp, outer, OPTIONS_PREFIX)
-        ksp.setUp()
+        configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
         return LinearSolver.from_ksp(ksp, self.name)
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
@@ -419,17 +434,28 @@ class BlockSolver:
         return iterations
 
     def _correct(self, x: PETSc.Vec, rhs_norm: float, residual_norm: float) -> int:
-        """``x += A⁻¹ r`` for ``r = b − A x`` (in ``self._residual``), to ``rtol·|b|``."""
-        pc = self.preconditioner
-        rtol, atol = pc.block_tolerances
-        pc.block_tolerances = (rtol * rhs_norm / residual_norm if residual_norm > 0 else rtol,
-                               atol)
+        """``x += A⁻¹ r`` for ``r = b − A x`` (in ``self._residual``) until the residual is
+        at most ``max(rtol·|b|, atol)``, the block solve's own test."""
+        pc, ksp = self.preconditioner, self._solver.ksp
+        exact = pc is not None and self.exact
+        rtol, atol = pc.block_tolerances if exact else ksp.getTolerances()[:2]
+        if residual_norm <= max(rtol * rhs_norm, atol):
+            return 0  # the guess already solves it (e.g. a steady state)
+        # Relative to |r| instead of |b|: the same absolute tolerance.
+        scaled = rtol * rhs_norm / residual_norm
+        if exact:
+            pc.block_tolerances = (scaled, atol)
+        else:
+            ksp.setTolerances(rtol=scaled)
         try:
-            self._solver.solve(self._residual, self._correction)
+            iterations = self._solver.solve(self._residual, self._correction)
         finally:
-            pc.block_tolerances = (rtol, atol)
+            if exact:
+                pc.block_tolerances = (rtol, atol)
+            else:
+                ksp.setTolerances(rtol=rtol)
         x.axpy(1.0, self._correction)
-        return pc.last_iterations
+        return pc.last_iterations if exact else iterations
 
     def destroy(self) -> None:
         self._solver.destroy()

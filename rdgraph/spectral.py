@@ -165,7 +165,9 @@ class SpectralPreconditioner:
         def scalar_solver(matrix: PETSc.Mat, options: dict) -> PETSc.KSP:
             ksp = PETSc.KSP().create(scalar_comm)
             ksp.setOperators(matrix)
-            configure_ksp(ksp, options, prefix)
+            # Set up now (its level or factorization options are read then), unless its
+            # preconditioner is still to be replaced by a shared one.
+            configure_ksp(ksp, options, prefix, set_up=any(k.startswith("pc_") for k in options))
             return ksp
 
         shifts = [a + b * values[group[0]] for group in self.local_groups]

@@ -315,8 +315,7 @@ def test_modes_without_right_hand_side_take_no_iterations():
 
 
 def test_exact_amg_accepts_another_krylov_method():
-    """-rd_spectral_ksp_type replaces GMRES; CG has no right preconditioning, so the
-    defaults that ask for it go with GMRES."""
+    """-rd_spectral_ksp_type replaces the per-mode FGMRES, e.g. by CG."""
     from rdgraph.solvers import BlockSolver
 
     sim = _exact_amg_solver(1e-10)
@@ -413,3 +412,92 @@ def test_a_guess_worse_than_zero_is_not_used():
             vec.destroy()
     finally:
         sim.destroy()
+
+
+def _solver_for(case: str, solver: dict, overrides: dict | None = None, cells: int = 12):
+    """A simulation of ``CASES[case]`` on a 4-vertex path and its block solver."""
+    from rdgraph.solvers import BlockSolver
+
+    data = make_config(mesh={"cells": [cells, cells]}, graph={"kind": "path", "n": 4},
+                       model={**CASES[case], "initial": "1 + x[0]*(g + 1)"},
+                       time={"dt": 0.05, "t_end": 0.05}, solver=solver)
+    sim = Simulation(settings_from_dict(data))
+    return sim, BlockSolver(sim.operators, 1.0, 0.05, sim.settings.solver, overrides,
+                            name="test")
+
+
+@pytest.mark.parametrize("solver", [
+    {"type": "spectral", "inner": "amg"},
+    {"type": "krylov", "ksp_type": "fgmres", "pc_type": "bjacobi"},
+], ids=["spectral-amg", "krylov-fgmres"])
+def test_right_preconditioned_solves_correct_the_guess(solver):
+    """FGMRES tests the true residual: it solves for the correction to a guess, from the
+    residual computed to judge that guess, to the same tolerance rtol·|b|."""
+    rtol = 1e-8
+    sim, block_solver = _solver_for("laplacian-unequal", {**solver, "rtol": rtol})
+    ksp = block_solver._solver.ksp
+    assert ksp.getType() == "fgmres"
+    assert block_solver._corrects_guess and not ksp.getInitialGuessNonzero()
+    b = sim.state.duplicate()
+    b.array[:] = np.random.default_rng(MPI.COMM_WORLD.rank).random(b.getLocalSize())
+    x = b.duplicate()
+    x.zeroEntries()
+    from_zero = block_solver.solve(b, x)
+    assert _relative_residual(block_solver, b, x) <= rtol * (1 + 1e-9)
+    x.array[:] *= 1 + 1e-4 * np.random.default_rng(7 + MPI.COMM_WORLD.rank).random(
+        x.getLocalSize())
+    from_guess = block_solver.solve(b, x)
+    ratio = _relative_residual(block_solver, b, x)
+    assert block_solver.solve(b, x) == 0  # a guess that meets the tolerance is kept as is
+    for obj in (b, x, block_solver):
+        obj.destroy()
+    sim.destroy()
+    assert ratio <= rtol * (1 + 1e-9)
+    assert from_guess < from_zero
+
+
+def _finest_smoother_max_it(pc) -> int:
+    return pc.getMGSmoother(pc.getMGLevels() - 1).getTolerances()[3]
+
+
+def test_options_read_at_set_up_reach_the_solver():
+    """Level smoothers (and factorizations) read their options when the preconditioner is
+    set up, after ``configure_ksp`` has cleaned the options database again."""
+    from rdgraph.compat import PETSc
+
+    database = PETSc.Options()
+    before = database.getAll()
+    solver = {"type": "krylov", "ksp_type": "gmres", "pc_type": "gamg"}
+    sim, block_solver = _solver_for("laplacian-unequal", solver, {"mg_levels_ksp_max_it": 1},
+                                    cells=24)
+    pc = block_solver._solver.ksp.getPC()
+    assert pc.getMGLevels() > 1 and _finest_smoother_max_it(pc) == 1
+    block_solver.destroy()
+    sim.destroy()
+
+    solver = {"type": "spectral", "inner": "amg"}
+    sim, block_solver = _solver_for("laplacian-equal", solver,
+                                    {"spectral_mg_levels_ksp_max_it": 1}, cells=24)
+    spectral = block_solver.preconditioner
+    hierarchies = [ksp.getPC() for ksp in [*spectral._shared, *spectral.solvers]
+                   if ksp.getPC().getType() == "gamg"]
+    assert hierarchies and all(_finest_smoother_max_it(pc) == 1 for pc in hierarchies)
+    block_solver.destroy()
+    sim.destroy()
+
+    if PETSc.Sys.hasExternalPackage("mumps"):  # read when the factorization is made
+        sim, block_solver = _solver_for("laplacian-unequal", {"type": "direct"},
+                                        {"mat_mumps_icntl_14": 77})
+        factor = block_solver._solver.ksp.getPC().getFactorMatrix()
+        assert factor.getMumpsIcntl(14) == 77
+        block_solver.destroy()
+        sim.destroy()
+
+    # A block's own options win over the defaults of the fieldsplit blocks.
+    sim, block_solver = _solver_for("laplacian-unequal", {"type": "fieldsplit"},
+                                    {"fieldsplit_v1_pc_type": "jacobi"})
+    blocks = block_solver._solver.ksp.getPC().getFieldSplitSubKSP()
+    assert [ksp.getPC().getType() for ksp in blocks] == ["lu", "jacobi", "lu", "lu"]
+    block_solver.destroy()
+    sim.destroy()
+    assert database.getAll() == before  # and the options database is left as found
