@@ -482,6 +482,9 @@ def test_options_read_at_set_up_reach_the_solver():
     hierarchies = [ksp.getPC() for ksp in [*spectral._shared, *spectral.solvers]
                    if ksp.getPC().getType() == "gamg"]
     assert hierarchies and all(_finest_smoother_max_it(pc) == 1 for pc in hierarchies)
+    # rdgraph's own level defaults (SOR) are read at set-up too.
+    assert all(pc.getMGSmoother(pc.getMGLevels() - 1).getPC().getType() == "sor"
+               for pc in hierarchies)
     block_solver.destroy()
     sim.destroy()
 
