@@ -44,3 +44,12 @@ def test_complete_graph_gibbs_case_runs_with_either_coupling(benchmark):
     for run in runs:
         assert run["unknowns"] == 4 * 81 and run["memory_mb"] > 0
     assert runs[0]["iterations"] == runs[1]["iterations"]  # the same operator
+
+
+def test_repeated_runs_keep_the_median_of_each_timing(benchmark):
+    runs = [{"setup": 3.0, "first_step": 1.0, "step": 0.5, "iterations": [4]},
+            {"setup": 1.0, "first_step": 2.0, "step": 0.7, "iterations": [5]},
+            {"setup": 2.0, "first_step": 9.0, "step": 0.3, "iterations": [6]}]
+    result = benchmark.median_result(runs)
+    assert (result["setup"], result["first_step"], result["step"]) == (2.0, 2.0, 0.5)
+    assert result["iterations"] == [4] and len(result["repeats"]) == 3
