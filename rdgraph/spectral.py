@@ -162,12 +162,12 @@ class SpectralPreconditioner:
             self.matrices.append(matrix)
             return matrix
 
-        def scalar_solver(matrix: PETSc.Mat, options: dict) -> PETSc.KSP:
+        def scalar_solver(matrix: PETSc.Mat, options: dict, set_up: bool = True) -> PETSc.KSP:
+            # Set up now (level or factorization options are read then), unless its
+            # preconditioner is still to be replaced by a shared one (``set_up=False``).
             ksp = PETSc.KSP().create(scalar_comm)
             ksp.setOperators(matrix)
-            # Set up now (its level or factorization options are read then), unless its
-            # preconditioner is still to be replaced by a shared one.
-            configure_ksp(ksp, options, prefix, set_up=any(k.startswith("pc_") for k in options))
+            configure_ksp(ksp, options, prefix, set_up=set_up)
             return ksp
 
         shifts = [a + b * values[group[0]] for group in self.local_groups]
@@ -188,7 +188,7 @@ class SpectralPreconditioner:
                 continue
             self._shared.append(hierarchy)
             for i in cluster:
-                ksp = scalar_solver(scalar_matrix(shifts[i]), mode_options)
+                ksp = scalar_solver(scalar_matrix(shifts[i]), mode_options, set_up=False)
                 ksp.getPC().setType("python")
                 ksp.getPC().setPythonContext(_SharedHierarchy(hierarchy))
                 self.solvers.append(ksp)
