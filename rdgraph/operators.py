@@ -310,97 +310,123 @@ class _Combined(_PerVertex):
 class BlockShell:
     """Python context of the shell ``a (I ⊗ M) + b A``.
 
-    laplacian: ``y_g = M (a x_g − b (W X)_g) + b (K_g + d_g M) x_g``; gibbs adds the stored
-    directed-edge blocks or the quadrature coupling. Matrices shared by all vertices (``M``,
-    and the parts of separable diagonal blocks) multiply all N blocks at once as one
-    sparse-times-dense product (one pass over the matrix instead of N); per-vertex blocks are
-    applied one by one.
+    ``y = Σ_k P_k X diag(w_k) + M·Coupling(X) + per-vertex blocks``, with ``X`` the N blocks
+    as columns:
+
+    * the vertex operators, when they are combinations ``Σ_k w_k(g) P_k`` of a few shared
+      matrices (one ``K`` for all; separable potentials), are applied as one
+      sparse-times-dense product per part (one pass over the matrix instead of N), and the
+      first part, common to all vertices, shares its product with the time derivative:
+      ``(a M + b P_0) X``;
+    * the laplacian coupling ``b (D − W) X`` and the nodal gibbs rates are formed on the
+      blocks and multiplied by ``M`` in one more product;
+    * other vertex blocks (non-separable potentials; gibbs per-edge diagonal blocks) are
+      applied one by one, as are the stored gibbs edge blocks; the quadrature gibbs coupling
+      applies itself.
     """
 
     def __init__(self, operators: BlockOperators, mass_coefficient: float,
                  operator_coefficient: float):
         layout = operators.layout
         self.layout = layout
-        self.a, self.b = mass_coefficient, operator_coefficient
-        self.coupling = operators.coupling
+        a, b = self.a, self.b = mass_coefficient, operator_coefficient
         pattern, comm = operators.pattern, layout.comm
         N, n = layout.num_blocks, layout.size_local
-        self.mass = pattern.matrix(operators.mass, comm)
-        # gibbs with nodal rates: the whole coupling is M applied to nodal products, so it
-        # folds into the mass product; the diagonal blocks left are the K_g.
-        nodal = operators.rate_vectors is not None and self.b
-        self.leaving = operators.leaving_rates[:, :n] if nodal else None
-        # h gains w k_gh ρ_g
-        self.gains = [(h, g, rate[:n]) for (g, h), rate in
-                      operators.rate_vectors.items()] if nodal else []
-        diagonal = operators.stiffness if nodal else operators.diagonal
-        # Diagonal blocks that are combinations of a few shared arrays: one matrix per part;
-        # a part that is M itself folds into the mass product (its weight per vertex).
-        combined = isinstance(diagonal, _Combined) and self.b
-        self.mass_weights = np.zeros(N)
-        self.parts: list[tuple[PETSc.Mat, np.ndarray]] = []
-        for k, values in enumerate(diagonal.parts if combined else []):
-            weights = np.ones(N) if k == 0 else diagonal.weights[:, k - 1]
-            if values is operators.mass:
-                self.mass_weights = weights
-            else:
-                self.parts.append((pattern.matrix(values, comm), weights))
-        # Otherwise share one scalar matrix among vertices whose diagonal blocks are one array.
-        cache: dict[int, PETSc.Mat] = {}
-        self.diagonal = []
-        for values in diagonal if self.b and not combined else []:
-            key = id(values)
-            if key not in cache:
-                cache[key] = pattern.matrix(values, comm)
-            self.diagonal.append(cache[key])
-        self._owned = list(cache.values())
-        self.weights = operators.graph.weights
-        self.edges = operators.graph.edges
-        self._sparse_graph = not operators.graph.dense
-        self.off_diagonal = {key: pattern.matrix(values, comm)
-                             for key, values in operators.off_diagonal.items()} if self.b else {}
-        self.quadrature_coupling = operators.quadrature_coupling if self.b else None
-        self._x, self._y = self.mass.createVecs()
-        self._t = self._y.duplicate()
-        # All N blocks as the columns of a dense (n × N) matrix.
-        self._columns, self._dense = dense_columns((n, layout.size_global), N, comm)
-        self._products: dict[int, PETSc.Mat] = {}
+        graph = operators.graph
+        per_edge = (operators.coupling == "gibbs" and operators.rate_vectors is None
+                    and operators.quadrature_coupling is None)
+        # Per-edge gibbs folds C_gg into the diagonal blocks; otherwise they are the K_g and
+        # the coupling is applied on its own.
+        blocks = operators.diagonal if per_edge else operators.stiffness
+        parts, weights = _shared_parts(blocks) if b else (None, None)
+        self._matrices: list[PETSc.Mat] = []
 
-    def _times_all(self, matrix: PETSc.Mat, blocks: np.ndarray) -> np.ndarray:
-        """``matrix`` applied to every row of ``blocks`` (N, n); a view, valid until next call."""
-        self._columns.T[:] = blocks
-        product = self._products.get(id(matrix))
+        def matrix(values: np.ndarray) -> PETSc.Mat:
+            self._matrices.append(pattern.matrix(values, comm))
+            return self._matrices[-1]
+
+        # (a M + b P_0) X: the time derivative rides on the first shared part's product.
+        self.first = None
+        self.scaled: list[tuple[PETSc.Mat, np.ndarray]] = []  # (P_k, b w_k): P_k X diag(b w_k)
+        self.per_vertex: list[PETSc.Mat] = []
+        mass_shift = a
+        if parts is not None:
+            self.first = matrix(a * operators.mass + b * parts[0])
+            self.scaled = [(matrix(part), b * weights[:, k])
+                           for k, part in enumerate(parts[1:], start=1)]
+            mass_shift = 0.0
+        elif b:
+            shared: dict[int, PETSc.Mat] = {}  # vertices with one array share its matrix
+            self.per_vertex = [shared[id(v)] if id(v) in shared
+                               else shared.setdefault(id(v), matrix(v)) for v in blocks]
+        # What M multiplies: mass_shift X + b (D − W) X (laplacian) or the nodal gibbs gains
+        # and losses (h gains w_gh k_gh ρ_g).
+        self.mass = matrix(operators.mass)
+        self.mass_diagonal = np.full(N, mass_shift)
+        self.edges, self.weights, self.gains, self.leaving = [], None, [], None
+        if b and operators.coupling == "laplacian":
+            self.mass_diagonal += b * graph.degrees()
+            if graph.dense:
+                self.weights = b * graph.weights
+            else:
+                # One axpy per edge end: a dense W @ X costs N² n flops for O(|E| n) work.
+                self.edges = [(g, h, b * w) for g, h, w in graph.edges]
+        elif b and operators.rate_vectors is not None:
+            self.leaving = b * operators.leaving_rates[:, :n]
+            self.gains = [(h, g, b * rate[:n]) for (g, h), rate in
+                          operators.rate_vectors.items()]
+        self.uses_mass = bool(np.any(self.mass_diagonal) or self.edges
+                              or self.weights is not None or self.leaving is not None)
+        self.off_diagonal = {key: matrix(values)
+                             for key, values in operators.off_diagonal.items()} if b else {}
+        self.quadrature_coupling = operators.quadrature_coupling if b else None
+        self._x, self._t = self.mass.createVecs()
+        # Two dense (n × N) inputs: X itself, and the blocks formed for M or a weighted part.
+        self._blocks, self._blocks_dense = dense_columns((n, layout.size_global), N, comm)
+        self._formed, self._formed_dense = dense_columns((n, layout.size_global), N, comm)
+        self._products: dict[tuple[int, int], PETSc.Mat] = {}
+
+    def _product(self, matrix: PETSc.Mat, dense: PETSc.Mat) -> np.ndarray:
+        """``matrix @ dense`` as (N, n) blocks; a view, valid until the next same product."""
+        key = (id(matrix), id(dense))
+        product = self._products.get(key)
         if product is None:
-            product = self._products[id(matrix)] = matrix.matMult(self._dense)
+            product = self._products[key] = matrix.matMult(dense)
         else:
-            matrix.matMult(self._dense, result=product)
+            matrix.matMult(dense, result=product)
         return product.getDenseArray().T
 
+    def _form_mass_input(self, X: np.ndarray) -> np.ndarray:
+        """The blocks that ``M`` multiplies, formed in the second dense input."""
+        formed = self._formed.T
+        np.multiply(X, self.mass_diagonal[:, None], out=formed)
+        for g, h, w in self.edges:
+            formed[g] -= w * X[h]
+            formed[h] -= w * X[g]
+        if self.weights is not None:
+            formed -= self.weights @ X
+        if self.leaving is not None:
+            formed += self.leaving * X
+            for h, g, rate in self.gains:
+                formed[h] -= rate * X[g]
+        return formed
+
     def mult(self, mat, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        n = self.layout.size_local
-        N = self.layout.num_blocks
+        N, n = self.layout.num_blocks, self.layout.size_local
         X = x.array_r.reshape(N, n)
         Y = y.array.reshape(N, n)
-        mixed = self.a * X
-        if self.b and self.coupling == "laplacian":
-            if self._sparse_graph:
-                # One axpy per edge end: a dense W @ X costs N² n flops for O(|E| n) work.
-                for g, h, w in self.edges:
-                    mixed[g] -= (self.b * w) * X[h]
-                    mixed[h] -= (self.b * w) * X[g]
-            else:
-                mixed -= self.b * (self.weights @ X)
-        if self.parts:
-            mixed += (self.b * self.mass_weights)[:, None] * X
-        if self.gains:
-            mixed += self.b * self.leaving * X
-            for h, g, rate in self.gains:
-                mixed[h] -= self.b * rate * X[g]
-        Y[:] = self._times_all(self.mass, mixed)
-        for matrix, weights in self.parts:
-            Y += (self.b * weights)[:, None] * self._times_all(matrix, X)
+        Y[:] = 0.0
+        if self.first is not None:
+            self._blocks.T[:] = X
+            Y += self._product(self.first, self._blocks_dense)
+        if self.uses_mass:
+            self._form_mass_input(X)
+            Y += self._product(self.mass, self._formed_dense)
+        for matrix, weights in self.scaled:
+            np.multiply(X, weights[:, None], out=self._formed.T)
+            Y += self._product(matrix, self._formed_dense)
         sx, st = self._x, self._t
-        for g, matrix in enumerate(self.diagonal):
+        for g, matrix in enumerate(self.per_vertex):
             sx.array[:] = X[g]
             matrix.mult(sx, st)
             Y[g] += self.b * st.array_r
@@ -413,8 +439,18 @@ class BlockShell:
 
     def destroy(self, mat=None) -> None:
         """Free the scalar matrices (PETSc calls this when the shell is destroyed)."""
-        for obj in [self.mass, *self._owned, *(m for m, _ in self.parts),
-                    *self.off_diagonal.values(), *self._products.values(), self._dense,
-                    self._x, self._y, self._t]:
+        for obj in [*self._matrices, *self._products.values(), self._blocks_dense,
+                    self._formed_dense, self._x, self._t]:
             obj.destroy()
-        self._owned, self.parts, self.off_diagonal, self._products = [], [], {}, {}
+        self._matrices, self._products, self.per_vertex, self.scaled = [], {}, [], []
+        self.off_diagonal = {}
+
+
+def _shared_parts(blocks) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+    """``(P_k, w_k(g))`` with ``blocks[g] = Σ_k w_k(g) P_k`` and ``w_0 = 1``, if the blocks
+    are combinations of shared arrays (``_Combined``) or one array for all; else None."""
+    if isinstance(blocks, _Combined):
+        return blocks.parts, np.column_stack([np.ones(len(blocks)), blocks.weights])
+    if isinstance(blocks, list) and blocks and all(v is blocks[0] for v in blocks):
+        return [blocks[0]], np.ones((len(blocks), 1))
+    return None, None

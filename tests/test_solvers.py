@@ -504,3 +504,32 @@ def test_options_read_at_set_up_reach_the_solver():
     block_solver.destroy()
     sim.destroy()
     assert database.getAll() == before  # and the options database is left as found
+
+
+SHELL_CASES = {
+    # model, graph, solver; and whether the vertex blocks are applied as shared parts
+    "equal": ({"potential": "(x[0] - 0.3)**2"}, {}, {}, True),
+    "separable": ({"potential": "(g + 1)/4*(x[0] - 0.3)**2 + g*x[1]"}, {}, {}, True),
+    "per-vertex": ({"potential": "sin((g + 1)*x[0]) + x[1]"}, {}, {}, False),
+    "dense-graph": ({"potential": "(g + 1)*x[0]"}, {"kind": "complete"}, {}, True),
+    "gibbs-per-edge": ({"coupling": "gibbs", "potential": "(g + 1)*x[0]"}, {},
+                       {"gibbs_coupling": "per-edge"}, False),
+}
+
+
+@pytest.mark.parametrize("case", list(SHELL_CASES))
+@pytest.mark.parametrize("coefficients", [(1.0, 0.05), (1.0, 0.0), (0.0, 1.0), (0.7, 3.0)])
+def test_matrix_free_shell_equals_assembled_matrix(case, coefficients):
+    from conftest import shell_mismatch
+
+    model, graph, solver, shared = SHELL_CASES[case]
+    data = make_config(graph={"kind": "path", "n": 4, **graph},
+                       model={"coupling": "laplacian", "beta": 0.5, **model},
+                       solver={"type": "spectral", **solver})
+    sim = Simulation(settings_from_dict(data))
+    try:
+        assert shell_mismatch(sim.operators, *coefficients) <= 1e-13
+        shell = sim.stepper.solver.matrix.getPythonContext()
+        assert (shell.first is not None) == shared  # the representation under test
+    finally:
+        sim.destroy()
