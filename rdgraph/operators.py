@@ -126,6 +126,22 @@ class BlockOperators:
                 self.diagonal[a] += weighted
                 self.off_diagonal[b, a] = -weighted
 
+    @property
+    def modes_decouple(self) -> bool:
+        """The spectral transform splits ``a (I ⊗ M) + b A`` exactly into scalar problems:
+        laplacian coupling and one operator for all vertices."""
+        return self.equal_vertex_operators and self.coupling == "laplacian"
+
+    @property
+    def same_stiffness(self) -> bool:
+        """Every vertex has the same ``K_g``: one potential, or potentials that differ by
+        constants only (then the gibbs rates are constants too, and the spectral
+        preconditioner is exact for either coupling)."""
+        if self.equal_vertex_operators:
+            return True
+        weights = getattr(self.stiffness, "weights", None)  # separable potentials
+        return weights is not None and bool(np.all(weights == weights[0]))
+
     def _weighted_masses(self):
         """``((g, h), w_gh M[k_gh])`` for every directed edge, assembled one at a time."""
         for g, h, w in self.graph.edges:

@@ -287,7 +287,7 @@ class BlockSolver:
         overrides = dict(overrides or {})
         inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
                            for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
-        exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
+        exact = operators.modes_decouple
         self.kind, inner = resolve_solver(settings, operators.layout.num_blocks,
                                           operators.layout.size_global, exact,
                                           operators.model.mesh.topology.dim,
@@ -374,7 +374,7 @@ class BlockSolver:
     def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
         from rdgraph.spectral import SpectralPreconditioner
 
-        exact = operators.equal_vertex_operators and operators.coupling == "laplacian"
+        exact = operators.modes_decouple
         inner_kind = settings.inner  # resolved by resolve_solver
         comm = operators.layout.comm
         per_rank = spectral_per_rank(settings.scalar_layout, inner_kind, comm.size)

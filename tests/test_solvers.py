@@ -144,6 +144,35 @@ def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
     assert error <= 1e-8 * scale
 
 
+@pytest.mark.parametrize("case", ["laplacian-equal", "laplacian-unequal"])
+@pytest.mark.parametrize("layout", ["per-rank", "distributed"])
+def test_factorizations_are_shared_only_where_the_modes_are_preconditioned(case, layout):
+    """Exact modes (equal potentials) keep one factorization per eigenvalue; where the spectral
+    solve preconditions (unequal potentials) close shifts share one, and the answer is still
+    the direct solver's."""
+    data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
+                       model={**CASES[case], "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
+                       time={"dt": 1e-3, "t_end": 2e-3},
+                       solver={"type": "spectral", "inner": "lu", "scalar_layout": layout,
+                               "rtol": 1e-11})
+    sim = Simulation(settings_from_dict(data))
+    preconditioner = sim.stepper.solver.preconditioner
+    groups = preconditioner.local_groups  # the path's 6 eigenvalues are distinct
+    expected = len(groups) if case == "laplacian-equal" else min(len(groups), 1)
+    assert len({id(k) for k in preconditioner.solvers}) == expected
+    sim.run()
+    state = sim.state.array_r.copy()
+    sim.destroy()
+    data["solver"] = {"type": "direct"}
+    sim = Simulation(settings_from_dict(data))
+    sim.run()
+    scale = MPI.COMM_WORLD.allreduce(np.abs(sim.state.array_r).max(initial=0.0), op=MPI.MAX)
+    error = MPI.COMM_WORLD.allreduce(np.abs(state - sim.state.array_r).max(initial=0.0),
+                                     op=MPI.MAX)
+    sim.destroy()
+    assert error <= 1e-8 * scale
+
+
 def test_deal_groups_balances_modes_and_keeps_groups_whole():
     from rdgraph.mode_exchange import deal_groups
 
