@@ -287,7 +287,8 @@ class BlockSolver:
         overrides = dict(overrides or {})
         inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
                            for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
-        exact = operators.modes_decouple
+        # The spectral transform is the whole solve (no outer Krylov method) when exact.
+        self.exact = exact = operators.modes_decouple
         self.kind, inner = resolve_solver(settings, operators.layout.num_blocks,
                                           operators.layout.size_global, exact,
                                           operators.model.mesh.topology.dim,
@@ -374,7 +375,7 @@ class BlockSolver:
     def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
         from rdgraph.spectral import SpectralPreconditioner
 
-        exact = operators.modes_decouple
+        exact = self.exact
         inner_kind = settings.inner  # resolved by resolve_solver
         comm = operators.layout.comm
         per_rank = spectral_per_rank(settings.scalar_layout, inner_kind, comm.size)
@@ -410,7 +411,6 @@ class BlockSolver:
             operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX, per_rank,
             block_tolerances=((settings.rtol, settings.atol)
                               if exact and inner.get("ksp_type") != "preonly" else None))
-        self.exact = exact
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)
         pc = ksp.getPC()
