@@ -22,18 +22,23 @@ from rdgraph.compat import MPI, PETSc
 from rdgraph.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.operators import BlockOperators
 
-__all__ = ["SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes", "graph_modes",
-           "residual_budgets"]
+__all__ = ["SHARED_FACTORIZATION_SPAN", "SHARED_HIERARCHY_SPAN", "SpectralPreconditioner",
+           "coupling_modes", "graph_modes", "residual_budgets"]
 
 #: Modes whose scalar operators ``s M + bK̄`` have shifts ``s`` within this ratio share one AMG
 #: hierarchy (built at their geometric mean): each mode's operator is then within a factor
 #: sqrt(1.5) ≈ 1.22 of the preconditioned one in the energy norm, which costs at most a few
 #: iterations, while set-up and memory no longer grow with the number of modes (for
-#: ``τ λ_max ≪ 1`` all modes share one). Factorizations are shared alike where the spectral
-#: solve only preconditions (vertex operators that differ: one factorization per cluster
-#: instead of one per mode; measured at 256², N = 64, 2 ranks: set-up 16.9 s -> 1.4 s, same
-#: iterations), never where the modes are exact.
+#: ``τ λ_max ≪ 1`` all modes share one).
 SHARED_HIERARCHY_SPAN = 1.5
+#: Factorizations are shared by modes whose shifts are within this ratio where the spectral
+#: solve only preconditions (vertex operators that differ), never where the modes are exact.
+#: A factorized mode is otherwise exact, so its mismatch shows in the outer iterations; at
+#: 1.1 it did not: 2-D 64², N = 64, gibbs, τ·deg = 100: 26 factorizations per rank instead of
+#: 32, iterations 7, 8, 8, 6 as unshared (1.5: 10 factorizations, 9, 10, 10, 8). With
+#: ``τ λ_max ≪ 1`` all modes share one: 256², N = 64, differing potentials, 2 ranks, set-up
+#: 16.9 s -> 1.4 s, same iterations.
+SHARED_FACTORIZATION_SPAN = 1.1
 
 
 def graph_modes(operators: BlockOperators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -177,8 +182,11 @@ class SpectralPreconditioner:
         factorized = inner_options.get("pc_type") in ("lu", "cholesky")
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.
         mode_options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
-        exact_modes = factorized and operators.same_stiffness
-        for cluster in _clusters(shifts, 1.0 if exact_modes else SHARED_HIERARCHY_SPAN):
+        if factorized:
+            span = 1.0 if operators.same_stiffness else SHARED_FACTORIZATION_SPAN
+        else:
+            span = SHARED_HIERARCHY_SPAN
+        for cluster in _clusters(shifts, span):
             if len(cluster) == 1:
                 self.solvers.append(scalar_solver(scalar_matrix(shifts[cluster[0]]),
                                                   inner_options))
