@@ -14,7 +14,7 @@ from typing import Any
 
 from rdgraph.compat import PETSc
 from rdgraph.errors import SolverError
-from rdgraph.solvers import OPTIONS_PREFIX, _direct_package, _option_value, reason_name
+from rdgraph.solvers import OPTIONS_PREFIX, HeldOptions, _direct_package, reason_name
 
 __all__ = ["NewtonSolver", "newton_options"]
 
@@ -66,14 +66,13 @@ class NewtonSolver:
         snes.setFunction(lambda _snes, x, f: residual(x, f), self._f)
         snes.setJacobian(lambda _snes, x, A, P: jacobian(x, A), J, J)
         snes.setOptionsPrefix(prefix)
-        database = PETSc.Options()
-        for key, value in self.options.items():
-            database.setValue(f"{prefix}{key}", _option_value(value))
+        # The linear solver is set up in the first solve: keep the options until then.
+        self._held = HeldOptions(self.options, prefix)
         try:
             snes.setFromOptions()
-        finally:
-            for key in self.options:
-                database.delValue(f"{prefix}{key}")
+        except BaseException:
+            self._held.release()
+            raise
         self.snes = snes
 
     def solve(self, x: PETSc.Vec) -> tuple[int, int]:
@@ -82,7 +81,10 @@ class NewtonSolver:
         Raises:
             SolverError: Newton diverged (on every rank: SNES reasons are collective).
         """
-        self.snes.solve(None, x)
+        try:
+            self.snes.solve(None, x)
+        finally:
+            self._held.release()
         reason = self.snes.getConvergedReason()
         if reason <= 0:
             raise SolverError(
@@ -93,5 +95,6 @@ class NewtonSolver:
         return self.snes.getIterationNumber(), self.snes.getLinearSolveIterations()
 
     def destroy(self) -> None:
+        self._held.release()  # never solved
         self.snes.destroy()
         self._f.destroy()

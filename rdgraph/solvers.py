@@ -32,8 +32,8 @@ from rdgraph.compat import PETSc
 from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "reason_name",
-           "resolve_solver", "solver_options", "spectral_per_rank"]
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "HeldOptions", "LinearSolver", "configure_ksp",
+           "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
 OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
@@ -184,25 +184,41 @@ def _option_value(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+class HeldOptions:
+    """``options`` under ``prefix`` in PETSc's global database until :meth:`release`.
+
+    PETSc reads some options only when a preconditioner is set up (those of multigrid levels,
+    ``mg_levels_*``, of a factorization, ``mat_mumps_*``, and of fieldsplit blocks): they must
+    still be in the database then. Released, the database is as found, so one simulation's
+    options never reach another's solvers in the same process.
+    """
+
+    def __init__(self, options: dict, prefix: str):
+        self._database = PETSc.Options()
+        self._names = [f"{prefix}{key}" for key in options]
+        for name, value in zip(self._names, options.values()):
+            self._database.setValue(name, _option_value(value))
+
+    def release(self) -> None:
+        for name in self._names:
+            self._database.delValue(name)
+        self._names = []
+
+
 def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str, *, set_up: bool = False) -> None:
     """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found.
 
-    Some options are only read when the preconditioner is set up: those of multigrid levels
-    (``mg_levels_*``), of a factorization (``mat_mumps_*``) and of fieldsplit blocks. With
-    ``set_up`` the KSP (its operators set) is set up while ``options`` are in the database;
-    without, such options would be gone by the time it is.
+    With ``set_up`` the KSP (its operators set) is set up while ``options`` are in the
+    database (see :class:`HeldOptions`); without, options read only at set-up are lost.
     """
     ksp.setOptionsPrefix(prefix)
-    database = PETSc.Options()
-    for key, value in options.items():
-        database.setValue(f"{prefix}{key}", _option_value(value))
+    held = HeldOptions(options, prefix)
     try:
         ksp.setFromOptions()
         if set_up:
             ksp.setUp()
     finally:
-        for key in options:
-            database.delValue(f"{prefix}{key}")
+        held.release()
 
 
 def reason_name(enum, value: int) -> str:

@@ -562,3 +562,32 @@ def test_matrix_free_shell_equals_assembled_matrix(case, coefficients):
         assert (shell.first is not None) == shared  # the representation under test
     finally:
         sim.destroy()
+
+
+@pytest.mark.parametrize("scheme", ["accelerated", "jko"])
+def test_newton_options_reach_the_factorization_and_leave_no_trace(scheme):
+    """The SNES sets its linear solver up in its first solve: options read only then (MUMPS
+    ICNTLs) must reach it, and none may stay in PETSc's database for the next simulation."""
+    from rdgraph.compat import PETSc
+    from rdgraph.solvers import _direct_package
+
+    if _direct_package() != "mumps":
+        pytest.skip("needs MUMPS")
+    database = PETSc.Options()
+    before = database.getAll()
+    if scheme == "accelerated":
+        data = make_config(time={"scheme": "accelerated", "dt": 0.1, "t_end": 0.2},
+                           solver={"petsc_options": {"acc_mat_mumps_icntl_14": 77}})
+    else:
+        data = make_config(model={"coupling": "gibbs", "beta": 0.5, "potential": "x[0]*g"},
+                           time={"scheme": "jko", "dt": 0.1, "t_end": 0.2},
+                           solver={"petsc_options": {"mat_mumps_icntl_14": 77}})
+    sim = Simulation(settings_from_dict(data))
+    try:
+        sim.advance()
+        stepper = sim.stepper
+        snes = stepper.problem.solver if scheme == "accelerated" else stepper.solver.snes
+        assert snes.getKSP().getPC().getFactorMatrix().getMumpsIcntl(14) == 77
+    finally:
+        sim.destroy()
+    assert database.getAll() == before
