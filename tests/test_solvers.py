@@ -117,6 +117,21 @@ def test_clusters_of_shifts():
 
 # Path graph, 6 vertices: shifts 1 + dt λ, λ = 0, 0.27, 1, 2, 3, 3.73; dt = 0.9 gives
 # {1, 1.24}, {1.9, 2.8}, {3.7, 4.36} under the span 1.5.
+def assert_run_matches_direct(sim: Simulation, data: dict) -> None:
+    """Run ``sim`` (built from ``data``) and compare its final state with the direct solver's;
+    destroys ``sim``."""
+    sim.run()
+    state = sim.state.array_r.copy()
+    sim.destroy()
+    sim = Simulation(settings_from_dict({**data, "solver": {"type": "direct"}}))
+    sim.run()
+    scale = MPI.COMM_WORLD.allreduce(np.abs(sim.state.array_r).max(initial=0.0), op=MPI.MAX)
+    error = MPI.COMM_WORLD.allreduce(np.abs(state - sim.state.array_r).max(initial=0.0),
+                                     op=MPI.MAX)
+    sim.destroy()
+    assert error <= 1e-8 * scale
+
+
 @pytest.mark.parametrize("dt, hierarchies", [(1e-3, 1), (0.9, 3)])
 def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
     """Exact spectral solve (equal potentials) with AMG: one hierarchy per cluster of shifts,
@@ -131,17 +146,7 @@ def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
     shared = {id(h) for h in preconditioner._shared}
     singles = [k for k in preconditioner.solvers if k.getPC().getType() != "python"]
     assert len(shared) + len(singles) == hierarchies
-    sim.run()
-    state = sim.state.array_r.copy()
-    sim.destroy()
-    data["solver"] = {"type": "direct"}
-    sim = Simulation(settings_from_dict(data))
-    sim.run()
-    scale = MPI.COMM_WORLD.allreduce(np.abs(sim.state.array_r).max(initial=0.0), op=MPI.MAX)
-    error = MPI.COMM_WORLD.allreduce(np.abs(state - sim.state.array_r).max(initial=0.0),
-                                     op=MPI.MAX)
-    sim.destroy()
-    assert error <= 1e-8 * scale
+    assert_run_matches_direct(sim, data)
 
 
 @pytest.mark.parametrize("case", ["laplacian-equal", "laplacian-unequal"])
@@ -160,17 +165,7 @@ def test_factorizations_are_shared_only_where_the_modes_are_preconditioned(case,
     groups = preconditioner.local_groups  # the path's 6 eigenvalues are distinct
     expected = len(groups) if case == "laplacian-equal" else min(len(groups), 1)
     assert len({id(k) for k in preconditioner.solvers}) == expected
-    sim.run()
-    state = sim.state.array_r.copy()
-    sim.destroy()
-    data["solver"] = {"type": "direct"}
-    sim = Simulation(settings_from_dict(data))
-    sim.run()
-    scale = MPI.COMM_WORLD.allreduce(np.abs(sim.state.array_r).max(initial=0.0), op=MPI.MAX)
-    error = MPI.COMM_WORLD.allreduce(np.abs(state - sim.state.array_r).max(initial=0.0),
-                                     op=MPI.MAX)
-    sim.destroy()
-    assert error <= 1e-8 * scale
+    assert_run_matches_direct(sim, data)
 
 
 def test_deal_groups_balances_modes_and_keeps_groups_whole():
