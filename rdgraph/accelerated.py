@@ -37,7 +37,7 @@ import ufl
 from rdgraph.compat import MPI, PETSc, dolfinx
 from rdgraph.config import Settings
 from rdgraph.errors import InputError, SolverError
-from rdgraph.solvers import HeldOptions
+from rdgraph.solvers import options_in_database
 
 __all__ = [
     "ACCELERATED_COLUMNS",
@@ -209,15 +209,12 @@ class AcceleratedStepper:
         self.options = {f"acc_{k}": v for k, v in options.items()}
         # The options go to the SNES here, not through NonlinearProblem: it would leave them
         # in PETSc's database for good (its clean-up misses them under a pushed prefix), and
-        # the factorization reads some only at the first solve (HeldOptions).
+        # the factorization reads some only inside a solve (see options_in_database).
         self.problem = fem.petsc.NonlinearProblem(residual, self.w,
                                                   petsc_options_prefix=OPTIONS_PREFIX)
-        self._held = HeldOptions(options, OPTIONS_PREFIX)
-        try:
+        self._snes_options = options
+        with options_in_database(options, OPTIONS_PREFIX):
             self.problem.solver.setFromOptions()
-        except BaseException:
-            self._held.release()
-            raise
         self._install_row_scaling(v)
         self._saved = self.w.x.array.copy()
         self._energy_cache = None
@@ -350,10 +347,8 @@ class AcceleratedStepper:
         self.gamma.value = gamma
         self.last_gamma = gamma
         self._update_row_scaling()
-        try:
+        with options_in_database(self._snes_options, OPTIONS_PREFIX):
             self.problem.solve()
-        finally:
-            self._held.release()
         snes = self.problem.solver
         reason = snes.getConvergedReason()
         iterations = snes.getIterationNumber()
@@ -426,7 +421,6 @@ class AcceleratedStepper:
         """Free the SNES and its PETSc objects (collective; safe to call twice)."""
         if not self._destroyed:
             self._destroyed = True
-            self._held.release()  # if it never solved
             for obj in (self.problem.solver, self.problem.A, self.problem.b, self.problem.x,
                         self._row_scale, self._momentum):
                 obj.destroy()

@@ -14,7 +14,7 @@ from typing import Any
 
 from rdgraph.compat import PETSc
 from rdgraph.errors import SolverError
-from rdgraph.solvers import OPTIONS_PREFIX, HeldOptions, _direct_package, reason_name
+from rdgraph.solvers import OPTIONS_PREFIX, _direct_package, options_in_database, reason_name
 
 __all__ = ["NewtonSolver", "newton_options"]
 
@@ -66,13 +66,9 @@ class NewtonSolver:
         snes.setFunction(lambda _snes, x, f: residual(x, f), self._f)
         snes.setJacobian(lambda _snes, x, A, P: jacobian(x, A), J, J)
         snes.setOptionsPrefix(prefix)
-        # The linear solver is set up in the first solve: keep the options until then.
-        self._held = HeldOptions(self.options, prefix)
-        try:
+        self._prefix = prefix
+        with options_in_database(self.options, prefix):
             snes.setFromOptions()
-        except BaseException:
-            self._held.release()
-            raise
         self.snes = snes
 
     def solve(self, x: PETSc.Vec) -> tuple[int, int]:
@@ -81,10 +77,9 @@ class NewtonSolver:
         Raises:
             SolverError: Newton diverged (on every rank: SNES reasons are collective).
         """
-        try:
+        # The linear solver is set up inside the solve, and reads some options only then.
+        with options_in_database(self.options, self._prefix):
             self.snes.solve(None, x)
-        finally:
-            self._held.release()
         reason = self.snes.getConvergedReason()
         if reason <= 0:
             raise SolverError(
@@ -95,6 +90,5 @@ class NewtonSolver:
         return self.snes.getIterationNumber(), self.snes.getLinearSolveIterations()
 
     def destroy(self) -> None:
-        self._held.release()  # never solved
         self.snes.destroy()
         self._f.destroy()

@@ -23,6 +23,7 @@ the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -32,7 +33,7 @@ from rdgraph.compat import PETSc
 from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "HeldOptions", "LinearSolver", "configure_ksp",
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
 OPTIONS_PREFIX = "rd_"
@@ -184,41 +185,43 @@ def _option_value(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-class HeldOptions:
-    """``options`` under ``prefix`` in PETSc's global database until :meth:`release`.
+@contextlib.contextmanager
+def options_in_database(options: dict, prefix: str):
+    """``options`` under ``prefix`` in PETSc's global database for the ``with`` block only.
 
     PETSc reads some options only when a preconditioner is set up (those of multigrid levels,
-    ``mg_levels_*``, of a factorization, ``mat_mumps_*``, and of fieldsplit blocks): they must
-    still be in the database then. Released, the database is as found, so one simulation's
-    options never reach another's solvers in the same process.
+    ``mg_levels_*``, of a factorization, ``mat_mumps_*``, and of fieldsplit blocks), which for
+    a SNES happens inside a solve: callers hold them around ``setFromOptions`` and around
+    each solve. Afterwards every name has its previous value again (a command-line option
+    stays), so solvers alive at the same time, and later simulations in the same process,
+    never see each other's options.
     """
-
-    def __init__(self, options: dict, prefix: str):
-        self._database = PETSc.Options()
-        self._names = [f"{prefix}{key}" for key in options]
-        for name, value in zip(self._names, options.values()):
-            self._database.setValue(name, _option_value(value))
-
-    def release(self) -> None:
-        for name in self._names:
-            self._database.delValue(name)
-        self._names = []
+    database = PETSc.Options()
+    names = [f"{prefix}{key}" for key in options]
+    previous = {name: database.getString(name) for name in names if database.hasName(name)}
+    for name, value in zip(names, options.values()):
+        database.setValue(name, _option_value(value))
+    try:
+        yield
+    finally:
+        for name in names:
+            if name in previous:
+                database.setValue(name, _option_value(previous[name]))
+            else:
+                database.delValue(name)
 
 
 def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str, *, set_up: bool = False) -> None:
     """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found.
 
     With ``set_up`` the KSP (its operators set) is set up while ``options`` are in the
-    database (see :class:`HeldOptions`); without, options read only at set-up are lost.
+    database (see :func:`options_in_database`); without, options read only at set-up are lost.
     """
     ksp.setOptionsPrefix(prefix)
-    held = HeldOptions(options, prefix)
-    try:
+    with options_in_database(options, prefix):
         ksp.setFromOptions()
         if set_up:
             ksp.setUp()
-    finally:
-        held.release()
 
 
 def reason_name(enum, value: int) -> str:

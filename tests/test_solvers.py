@@ -115,8 +115,6 @@ def test_clusters_of_shifts():
     assert _clusters([1.0, 1.2], 1.0) == [[0], [1]]  # span 1: nothing shared
 
 
-# Path graph, 6 vertices: shifts 1 + dt λ, λ = 0, 0.27, 1, 2, 3, 3.73; dt = 0.9 gives
-# {1, 1.24}, {1.9, 2.8}, {3.7, 4.36} under the span 1.5.
 def assert_run_matches_direct(sim: Simulation, data: dict) -> None:
     """Run ``sim`` (built from ``data``) and compare its final state with the direct solver's;
     destroys ``sim``."""
@@ -132,6 +130,8 @@ def assert_run_matches_direct(sim: Simulation, data: dict) -> None:
     assert error <= 1e-8 * scale
 
 
+# Path graph, 6 vertices: shifts 1 + dt λ, λ = 0, 0.27, 1, 2, 3, 3.73; dt = 0.9 gives
+# {1, 1.24}, {1.9, 2.8}, {3.7, 4.36} under the span 1.5.
 @pytest.mark.parametrize("dt, hierarchies", [(1e-3, 1), (0.9, 3)])
 def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
     """Exact spectral solve (equal potentials) with AMG: one hierarchy per cluster of shifts,
@@ -586,3 +586,31 @@ def test_newton_options_reach_the_factorization_and_leave_no_trace(scheme):
     finally:
         sim.destroy()
     assert database.getAll() == before
+
+
+def test_newton_solvers_alive_together_keep_their_own_options():
+    """Two simulations built before either solves: each factorization gets its own ICNTL, and
+    an option already in the database (as from the command line) is kept."""
+    from rdgraph.compat import PETSc
+    from rdgraph.solvers import _direct_package
+
+    if _direct_package() != "mumps":
+        pytest.skip("needs MUMPS")
+    database = PETSc.Options()
+    database.setValue("rd_mat_mumps_icntl_14", "33")
+    sims = []
+    try:
+        for value in (77, 55):
+            data = make_config(model={"coupling": "gibbs", "beta": 0.5, "potential": "x[0]*g"},
+                               time={"scheme": "jko", "dt": 0.1, "t_end": 0.2},
+                               solver={"petsc_options": {"mat_mumps_icntl_14": value}})
+            sims.append(Simulation(settings_from_dict(data)))
+        for sim, value in zip(sims, (77, 55)):
+            sim.advance()
+            factor = sim.stepper.solver.snes.getKSP().getPC().getFactorMatrix()
+            assert factor.getMumpsIcntl(14) == value
+        assert database.getString("rd_mat_mumps_icntl_14") == "33"
+    finally:
+        for sim in sims:
+            sim.destroy()
+        database.delValue("rd_mat_mumps_icntl_14")
