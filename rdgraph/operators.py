@@ -345,7 +345,8 @@ class BlockShell:
                  operator_coefficient: float):
         layout = operators.layout
         self.layout = layout
-        a, b = self.a, self.b = mass_coefficient, operator_coefficient
+        a, b = mass_coefficient, operator_coefficient
+        self.b = b  # per-vertex and edge blocks are scaled as they are applied
         pattern, comm = operators.pattern, layout.comm
         N, n = layout.num_blocks, layout.size_local
         graph = operators.graph
@@ -373,8 +374,10 @@ class BlockShell:
             mass_shift = 0.0
         elif b:
             shared: dict[int, PETSc.Mat] = {}  # vertices with one array share its matrix
-            self.per_vertex = [shared[id(v)] if id(v) in shared
-                               else shared.setdefault(id(v), matrix(v)) for v in blocks]
+            for values in blocks:
+                if id(values) not in shared:
+                    shared[id(values)] = matrix(values)
+                self.per_vertex.append(shared[id(values)])
         # What M multiplies: mass_shift X + b (D − W) X (laplacian) or the nodal gibbs gains
         # and losses (h gains w_gh k_gh ρ_g).
         self.mass = matrix(operators.mass)
