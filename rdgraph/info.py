@@ -37,7 +37,8 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     from rdgraph.model import Model
     from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
     from rdgraph.solvers import _direct_package, resolve_solver, spectral_per_rank
-    from rdgraph.spectral import coupling_modes
+    from rdgraph.spectral import coupling_modes, factorization_count
+    from rdgraph.timestepping import SCHEME_COEFFICIENTS
 
     graph = graph_from_settings(settings)
     if settings.mesh.shape in _MESH_GDIM:
@@ -51,7 +52,14 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
 
     equal = model.shared_potential  # what BlockOperators.equal_vertex_operators uses
     exact = equal and model.coupling == "laplacian"
-    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim, comm.size)
+    # As the time step's solver counts its factorizations (BDF2's first step aside).
+    values = (coupling_modes(graph, "gibbs", model.gibbs_integrals)[0]
+              if model.coupling == "gibbs" else graph.spectrum()[0])
+    coefficients = SCHEME_COEFFICIENTS.get(settings.time.scheme)
+    factorizations = None if coefficients is None else factorization_count(
+        values, coefficients.mass, coefficients.operator * settings.time.dt, exact)
+    kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim, comm.size,
+                                 factorizations)
     solver = {"type": kind, "configured": settings.solver.type}
     if kind == "direct":
         solver["package"] = _direct_package()

@@ -120,6 +120,26 @@ def test_resolve_solver_rules():
     assert resolve_solver(SolverSettings(type="krylov"), 100, 10**6, False) == ("krylov", None)
 
 
+def test_3d_factorizes_larger_problems_when_each_rank_keeps_one(monkeypatch):
+    """A rank's modes sharing one factorization are one batched solve: 3-D problems up to
+    LU_3D_SHARED_MAX_DOFS are factorized then, but not exact modes (one per eigenvalue)."""
+    import rdgraph.solvers as solvers
+
+    monkeypatch.setattr(solvers, "_physical_memory", lambda: 64 * 2.0**30)
+    auto, n = SolverSettings(), solvers.LU_3D_SHARED_MAX_DOFS
+
+    def inner(size, exact=False, factorizations=2):
+        return resolve_solver(auto, 16, size, exact, tdim=3, num_ranks=2,
+                              factorizations=factorizations)[1]
+
+    assert inner(n) == "lu"
+    assert inner(n + 1) == "amg"
+    assert inner(n, factorizations=3) == "amg"  # more than one per rank
+    assert inner(n, factorizations=None) == "amg"  # one per vertex
+    assert inner(n, exact=True) == "amg"
+    assert inner(LU_MAX_DOFS_EXACT // 8, exact=True, factorizations=16) == "lu"
+
+
 def test_auto_factorizes_only_what_fits_in_memory(monkeypatch):
     import rdgraph.solvers as solvers
 

@@ -168,6 +168,54 @@ def test_factorizations_are_shared_only_where_the_modes_are_preconditioned(case,
     assert_run_matches_direct(sim, data)
 
 
+@pytest.mark.parametrize("layout", ["per-rank", "distributed"])
+@pytest.mark.parametrize("package", [None, "petsc"])
+def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
+    """Modes that share a factorization are one batched solve (MUMPS's, unless a package is
+    asked for), which gives what solving them one at a time gives, and the direct answer."""
+    from rdgraph.solvers import _direct_package
+    from rdgraph.spectral import BATCHED_FACTORIZATION_MIN_MODES
+
+    if package == "petsc" and layout == "distributed" and MPI.COMM_WORLD.size > 1:
+        pytest.skip("PETSc's own LU is serial")
+    N = 6 * MPI.COMM_WORLD.size  # enough modes per rank to batch
+    data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": N},
+                       model={**CASES["laplacian-unequal"], "initial": "1 + 0.5*cos(pi*x[0])*g"},
+                       time={"dt": 1e-3, "t_end": 2e-3},
+                       solver={"type": "spectral", "inner": "lu", "scalar_layout": layout,
+                               "rtol": 1e-11})
+    overrides = {} if package is None else {"spectral_pc_factor_mat_solver_type": package}
+    sim = Simulation(settings_from_dict(data), MPI.COMM_WORLD, overrides)
+    preconditioner = sim.stepper.solver.preconditioner
+    local_modes = sorted(k for group in preconditioner.local_groups for k in group)
+    assert len(local_modes) >= BATCHED_FACTORIZATION_MIN_MODES
+    [(ksp, modes)] = preconditioner.batches  # tau*lambda_max << 1: one shared factorization
+    assert sorted(modes) == local_modes
+    expected = package or _direct_package()
+    assert ksp.getPC().getFactorSolverType() == expected
+
+    r, batched, alone = (sim.state.duplicate() for _ in range(3))
+    r.array[:] = np.random.default_rng(MPI.COMM_WORLD.rank).standard_normal(r.array.size)
+    preconditioner.apply(None, r, batched)
+    preconditioner.batches = [(ksp, [k]) for k in modes]
+    preconditioner.apply(None, r, alone)
+    assert np.allclose(batched.array, alone.array, rtol=1e-10, atol=1e-12 * alone.norm())
+    preconditioner.batches = [(ksp, modes)]
+    assert_run_matches_direct(sim, data)
+
+
+def test_factorization_count_follows_the_shift_clusters():
+    from rdgraph.spectral import SHARED_FACTORIZATION_SPAN, factorization_count
+
+    values = np.array([0.0, 1.0, 1.0, 3.0, 4.0])  # one repeated eigenvalue
+    assert factorization_count(values, 1.0, 1e-3, exact=True) == 4  # one per eigenvalue
+    assert factorization_count(values, 1.0, 1e-3, exact=False) == 1  # shifts 1 ... 1.004
+    span = SHARED_FACTORIZATION_SPAN
+    # shifts 1, 1 + b, 1 + 3b, 1 + 4b with b = span - 1: clusters {0, 1}, {3, 4}
+    assert factorization_count(values, 1.0, span - 1.0, exact=False) == 2
+    assert factorization_count(values, 1.0, 100.0, exact=False) == 4
+
+
 def test_deal_groups_balances_modes_and_keeps_groups_whole():
     from rdgraph.mode_exchange import deal_groups
 
