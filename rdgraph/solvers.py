@@ -51,8 +51,9 @@ LU_3D_DIVISOR = 8
 # ... unless each rank keeps at most one factorization (modes that only precondition, close
 # shifts): its modes are then one batched solve. Measured with differing potentials, N = 16,
 # 2 ranks, against one V-cycle per mode: 39^3 P1 (64k dofs), step 0.48 s against 0.65 s,
-# set-up 5.0 s against 2.0 s, peak memory 1.7 against 0.9 GB; 46^3 (103k), step 0.89 against
-# 1.07 s, set-up 9.4 against 4.1 s, 2.8 against 1.3 GB. The gain shrinks as n grows.
+# set-up 5.0 s against 2.0 s, peak memory 1.7 against 0.9 GB; 46^3 (103k), step 1.06 against
+# 1.33 s, set-up 11.0 against 4.0 s (repaid after 25 steps), 2.8 against 1.3 GB. The set-up
+# grows faster than the gain with n.
 LU_3D_SHARED_MAX_DOFS = 120_000
 # ... and only while the N factorizations take at most this fraction of the machine's memory.
 LU_MEMORY_FRACTION = 0.25
