@@ -276,8 +276,9 @@ def main() -> int:
                              "3 100 steps and memory, 6 speed-up, 7 gibbs on a complete "
                              "graph (memory linear in N)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each figure-3 case, interleaved; the median is kept "
-                             "(this machine's timings drift by 10%% over minutes)")
+                        help="runs of each figure-3 and figure-6 case, interleaved; the "
+                             "median is kept (this machine's timings drift by 10%% over "
+                             "minutes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -301,15 +302,17 @@ def main() -> int:
             print(f"    failed: {r['error'][-300:]}", flush=True)
         return r
 
-    def measure_repeated(named_cases: dict[str, dict]) -> dict[str, dict]:
+    def measure_repeated(named_cases: dict[str, dict],
+                         ranks: dict[str, int] | None = None) -> dict[str, dict]:
         """``args.repeat`` rounds of the cases in turn (so a slow spell of the machine hits
-        them alike); per case the median (a failed case is not run again)."""
+        them alike); per case the median (a failed case is not run again). ``ranks``: of
+        the cases not on ``--ranks``."""
         runs: dict[str, list[dict]] = {key: [] for key in named_cases}
         failed: dict[str, dict] = {}
         for _ in range(max(1, args.repeat)):
             for key, case in named_cases.items():
                 if key not in failed:
-                    r = measure(key, case)
+                    r = measure(key, case, (ranks or {}).get(key))
                     if "error" in r:
                         failed[key] = r
                     else:
@@ -450,8 +453,11 @@ def main() -> int:
     # 6. two ranks vs one
     print("== 6. parallel speed-up ==")
     case = {**base, "kind": "rd", "N": 16, "differ": True, "solver": _solver("spectral")}
-    one = measure("speedup_1rank", case, ranks=1) if "6" in sections else {"error": "skipped"}
-    two = measure("speedup_2ranks", case, ranks=2) if "6" in sections else {"error": "skipped"}
+    one = two = {"error": "skipped"}
+    if "6" in sections:
+        # Interleaved rounds as for figure 3: one short run each drifts with the machine.
+        one, two = measure_repeated({"speedup_1rank": case, "speedup_2ranks": case},
+                                    {"speedup_1rank": 1, "speedup_2ranks": 2}).values()
     if "error" not in one and "error" not in two:
         speedup = one["step"] / two["step"]
         rows.append((f"time per step 1 rank / 2 ranks ({one['step']:.3g} / {two['step']:.3g} s)",
