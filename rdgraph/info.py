@@ -57,7 +57,8 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
               if model.coupling == "gibbs" else graph.spectrum()[0])
     coefficients = SCHEME_COEFFICIENTS.get(settings.time.scheme)
     factorizations = None if coefficients is None else factorization_count(
-        values, coefficients.mass, coefficients.operator * settings.time.dt, exact)
+        values, coefficients.mass, coefficients.operator * settings.time.dt,
+        model.same_stiffness)
     kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim, comm.size,
                                  factorizations)
     solver = {"type": kind, "configured": settings.solver.type}

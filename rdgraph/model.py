@@ -194,6 +194,16 @@ class Model:
         """All vertices have the same potential (one expression without ``g``)."""
         return isinstance(self.potentials, Expression) and not self.potentials.depends_on("g")
 
+    @property
+    def same_stiffness(self) -> bool:
+        """Every vertex has the same stiffness ``K_g``: one potential, or separable potentials
+        that differ by constants only (then the gibbs rates are constants too)."""
+        if self.shared_potential:
+            return True
+        separation = self.potential_separation
+        return separation is not None and bool(
+            np.all(separation.coefficients == separation.coefficients[0]))
+
     def potential_nodal(self, g: int) -> np.ndarray:
         """Nodal values of ``V_g`` on local dofs."""
         return self._potential_nodal[g]

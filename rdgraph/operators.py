@@ -137,10 +137,7 @@ class BlockOperators:
         """Every vertex has the same ``K_g``: one potential, or potentials that differ by
         constants only (then the gibbs rates are constants too, and the spectral
         preconditioner is exact for either coupling)."""
-        if self.equal_vertex_operators:
-            return True
-        weights = getattr(self.stiffness, "weights", None)  # separable potentials
-        return weights is not None and bool(np.all(weights == weights[0]))
+        return self.model.same_stiffness
 
     def _weighted_masses(self):
         """``((g, h), w_gh M[k_gh])`` for every directed edge, assembled one at a time."""

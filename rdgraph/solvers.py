@@ -48,8 +48,9 @@ LU_MAX_DOFS_EXACT = 300_000
 # N = 16: 16 cached factorizations took 9.3 GB and 44 s against 1.3 GB and 4 s for AMG, whose
 # 100 steps were faster too. 3-D meshes therefore factorize only much smaller problems ...
 LU_3D_DIVISOR = 8
-# ... unless each rank keeps at most one factorization (modes that only precondition, close
-# shifts): its modes are then one batched solve. Measured with differing potentials, N = 16,
+# ... unless there are no more factorizations than ranks (modes that only precondition, close
+# shifts; dealing the modes may still split a cluster over two ranks): a rank's modes are then
+# about one batched solve. Measured with differing potentials, N = 16,
 # 2 ranks, against one V-cycle per mode: 39^3 P1 (64k dofs), step 0.48 s against 0.65 s,
 # set-up 5.0 s against 2.0 s, peak memory 1.7 against 0.9 GB; 46^3 (103k), step 1.06 against
 # 1.33 s, set-up 11.0 against 4.0 s (repaid after 25 steps), 2.8 against 1.3 GB. The set-up
@@ -79,6 +80,10 @@ def _direct_package() -> str:
         if PETSc.Sys.hasExternalPackage(package):
             return package
     return "petsc"
+
+
+def _has_mumps() -> bool:
+    return bool(PETSc.Sys.hasExternalPackage("mumps"))
 
 
 def _lu() -> dict:
@@ -167,9 +172,10 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
         if tdim >= 3:
             shared = whole and not exact and count <= num_ranks
             limit = LU_3D_SHARED_MAX_DOFS if shared else limit // LU_3D_DIVISOR
-        # Keep all factorizations in a quarter of the machine's memory.
-        affordable = count * factorization_bytes(size_global, tdim) <= (
-            LU_MEMORY_FRACTION * _physical_memory())
+        # Keep all factorizations in a quarter of the machine's memory, with the dense
+        # blocks of the batched solves (right-hand sides and solutions, at most N in all).
+        needed = count * factorization_bytes(size_global, tdim) + 16.0 * num_blocks * size_global
+        affordable = needed <= LU_MEMORY_FRACTION * _physical_memory()
         inner = "lu" if size_global <= limit and affordable else "amg"
     return kind, inner
 
@@ -327,7 +333,8 @@ class BlockSolver:
         if settings.type in ("auto", "spectral") and settings.inner == "auto":
             from rdgraph.spectral import factorization_count, graph_modes
 
-            factorizations = factorization_count(graph_modes(operators)[0], a, b, exact)
+            factorizations = factorization_count(graph_modes(operators)[0], a, b,
+                                                 operators.same_stiffness)
         self.kind, inner = resolve_solver(
             settings, operators.layout.num_blocks, operators.layout.size_global, exact,
             operators.model.mesh.topology.dim, operators.layout.comm.size, factorizations)
@@ -450,7 +457,7 @@ class BlockSolver:
                               if exact and inner.get("ksp_type") != "preonly" else None),
             # Modes sharing a factorization are solved at once: MUMPS's batched solve wins
             # there, unless a package was asked for.
-            batched_package=(_direct_package() if inner_kind == "lu"
+            batched_package=("mumps" if inner_kind == "lu" and _has_mumps()
                              and "pc_factor_mat_solver_type" not in inner_overrides else None))
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)

@@ -24,7 +24,7 @@ from rdgraph.operators import BlockOperators
 
 __all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "SHARED_FACTORIZATION_SPAN",
            "SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes",
-           "factorization_count", "graph_modes", "residual_budgets"]
+           "factorization_count", "factorization_span", "graph_modes", "residual_budgets"]
 
 #: Modes whose scalar operators ``s M + bK̄`` have shifts ``s`` within this ratio share one AMG
 #: hierarchy (built at their geometric mean): each mode's operator is then within a factor
@@ -91,16 +91,21 @@ def residual_budgets(norms: np.ndarray, rtol: float, atol: float) -> np.ndarray:
     return allowed * np.sqrt(shares)
 
 
+def factorization_span(per_eigenvalue: bool) -> float:
+    """The largest ratio of the shifts that share a factorization: 1 (one per eigenvalue)
+    where a factorization is exact for its modes (one stiffness for all vertices), else
+    :data:`SHARED_FACTORIZATION_SPAN`."""
+    return 1.0 if per_eigenvalue else SHARED_FACTORIZATION_SPAN
+
+
 def factorization_count(values: np.ndarray, mass_coefficient: float,
-                        operator_coefficient: float, exact: bool) -> int:
+                        operator_coefficient: float, per_eigenvalue: bool) -> int:
     """Scalar factorizations a factorized spectral solve keeps over all ranks (about: modes
-    dealt to ranks may split a cluster): one per distinct eigenvalue where the modes are
-    exact, one per cluster of close shifts where they precondition."""
+    dealt to ranks may split a cluster): one per cluster of shifts within
+    :func:`factorization_span`."""
     groups = _group(np.asarray(values, dtype=float))
-    if exact:
-        return len(groups)
     shifts = [mass_coefficient + operator_coefficient * values[group[0]] for group in groups]
-    return len(_clusters(shifts, SHARED_FACTORIZATION_SPAN))
+    return len(_clusters(shifts, factorization_span(per_eigenvalue)))
 
 
 def _group(values: np.ndarray, tol: float = 1e-10) -> list[list[int]]:
@@ -214,7 +219,7 @@ class SpectralPreconditioner:
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.
         mode_options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
         if factorized:
-            span = 1.0 if operators.same_stiffness else SHARED_FACTORIZATION_SPAN
+            span = factorization_span(operators.same_stiffness)
         else:
             span = SHARED_HIERARCHY_SPAN
         for cluster in _clusters(shifts, span):
@@ -291,7 +296,7 @@ class SpectralPreconditioner:
                         rhs[j] = modal[k]
                     else:
                         exchange.load(k, rhs[j])
-                ksp.matSolve(*self._dense[len(modes)])
+                reason = self._solve_batch(ksp, len(modes))
                 solutions = zip(modes, solution)
             else:
                 k = modes[0]
@@ -303,9 +308,10 @@ class SpectralPreconditioner:
                 if budgets is not None:
                     ksp.setTolerances(rtol=0.0, atol=budgets[k])
                 ksp.solve(self._b_vec, self._x_vec)
+                reason = ksp.getConvergedReason()
                 solutions = [(k, self._x)]
-            if ksp.getConvergedReason() < 0 and failed is None:
-                failed = (modes[0], ksp.getConvergedReason())
+            if reason < 0 and failed is None:
+                failed = (modes[0], reason)
             iterations = max(iterations, ksp.getIterationNumber())
             for k, solved_k in solutions:
                 self.mode_iterations[k] = ksp.getIterationNumber()
@@ -331,6 +337,24 @@ class SpectralPreconditioner:
             out[:] = solved
         else:
             np.matmul(self.P, solved, out=out)
+
+    def _solve_batch(self, ksp: PETSc.KSP, columns: int) -> int:
+        """Solve the first ``columns`` rows of the right-hand side block into the solution
+        block; return a KSP converged reason (negative: failed).
+
+        ``KSPMatSolve`` does not report a failed factorization as ``KSPSolve`` does (MUMPS's
+        raises, PETSc's solves with it): look before solving, on every rank of the solve.
+        """
+        ksp.setUp()  # factorizes again only if the operator changed
+        failed = ksp.getPC().getFailedReason() != PETSc.PC.FailedReason.NOERROR
+        if ksp.getComm().getSize() > 1:
+            failed = ksp.getComm().tompi4py().allreduce(failed, op=MPI.LOR)
+        if not failed:
+            try:
+                ksp.matSolve(*self._dense[columns])
+            except PETSc.Error:
+                failed = True
+        return PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED if failed else 0
 
     def destroy(self, pc=None) -> None:
         """Free the scalar solvers (also called by PETSc when the PC is destroyed)."""

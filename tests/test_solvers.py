@@ -149,22 +149,36 @@ def test_amg_hierarchies_are_shared_by_close_modes(dt, hierarchies):
     assert_run_matches_direct(sim, data)
 
 
-@pytest.mark.parametrize("case", ["laplacian-equal", "laplacian-unequal"])
+# Potentials that differ by constants only: one stiffness, but gibbs rates that are not 1.
+SHIFTED_GIBBS = {"coupling": "gibbs", "beta": 0.5,
+                 "potential": "(x[0] - 0.3)**2 + 0.5*x[1] + 0.1*g"}
+
+
+@pytest.mark.parametrize("case", ["laplacian-equal", "laplacian-unequal", "gibbs-shifted"])
 @pytest.mark.parametrize("layout", ["per-rank", "distributed"])
 def test_factorizations_are_shared_only_where_the_modes_are_preconditioned(case, layout):
-    """Exact modes (equal potentials) keep one factorization per eigenvalue; where the spectral
-    solve preconditions (unequal potentials) close shifts share one, and the answer is still
-    the direct solver's."""
+    """Exact modes (one stiffness for all vertices) keep one factorization per eigenvalue;
+    where the spectral solve preconditions (unequal potentials) close shifts share one, and
+    the answer is still the direct solver's. ``auto`` counts what is kept."""
+    from rdgraph.spectral import factorization_count, graph_modes
+
+    model = SHIFTED_GIBBS if case == "gibbs-shifted" else CASES[case]
+    dt = 1e-3
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
-                       model={**CASES[case], "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
-                       time={"dt": 1e-3, "t_end": 2e-3},
+                       model={**model, "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
+                       time={"dt": dt, "t_end": 2 * dt},
                        solver={"type": "spectral", "inner": "lu", "scalar_layout": layout,
                                "rtol": 1e-11})
     sim = Simulation(settings_from_dict(data))
+    operators = sim.operators
     preconditioner = sim.stepper.solver.preconditioner
-    groups = preconditioner.local_groups  # the path's 6 eigenvalues are distinct
-    expected = len(groups) if case == "laplacian-equal" else min(len(groups), 1)
-    assert len({id(k) for k in preconditioner.solvers}) == expected
+    groups = preconditioner.local_groups  # the 6 eigenvalues are distinct
+    expected = min(len(groups), 1) if case == "laplacian-unequal" else len(groups)
+    kept = len({id(k) for k in preconditioner.solvers})
+    assert kept == expected
+    counted = factorization_count(graph_modes(operators)[0], 1.0, dt, operators.same_stiffness)
+    total = MPI.COMM_WORLD.allreduce(kept) if preconditioner.per_rank else kept
+    assert counted <= total <= counted + MPI.COMM_WORLD.size - 1  # dealing may split one
     assert_run_matches_direct(sim, data)
 
 
@@ -208,12 +222,12 @@ def test_factorization_count_follows_the_shift_clusters():
     from rdgraph.spectral import SHARED_FACTORIZATION_SPAN, factorization_count
 
     values = np.array([0.0, 1.0, 1.0, 3.0, 4.0])  # one repeated eigenvalue
-    assert factorization_count(values, 1.0, 1e-3, exact=True) == 4  # one per eigenvalue
-    assert factorization_count(values, 1.0, 1e-3, exact=False) == 1  # shifts 1 ... 1.004
+    assert factorization_count(values, 1.0, 1e-3, per_eigenvalue=True) == 4  # one per eigenvalue
+    assert factorization_count(values, 1.0, 1e-3, per_eigenvalue=False) == 1  # shifts 1 ... 1.004
     span = SHARED_FACTORIZATION_SPAN
     # shifts 1, 1 + b, 1 + 3b, 1 + 4b with b = span - 1: clusters {0, 1}, {3, 4}
-    assert factorization_count(values, 1.0, span - 1.0, exact=False) == 2
-    assert factorization_count(values, 1.0, 100.0, exact=False) == 4
+    assert factorization_count(values, 1.0, span - 1.0, per_eigenvalue=False) == 2
+    assert factorization_count(values, 1.0, 100.0, per_eigenvalue=False) == 4
 
 
 def test_deal_groups_balances_modes_and_keeps_groups_whole():
@@ -260,20 +274,31 @@ def test_auto_deals_factorized_modes_to_ranks():
     assert described["scalar_layout"] == expected
 
 
-def test_a_mode_failing_on_one_rank_fails_the_solve_on_every_rank():
-    """Modes dealt to ranks: a failure on one rank must not leave the others waiting."""
+@pytest.mark.parametrize("graph, layout, package", [
+    ("path", "auto", None),  # one mode per solve (modes dealt to ranks on 2)
+    ("complete", "per-rank", None),  # eigenvalues 0, 4, 4, 4: a batch of 3 (PETSc's LU)
+    ("complete", "per-rank", "mumps"),
+    ("complete", "distributed", "mumps"),
+])
+def test_a_failing_factorization_fails_the_solve_on_every_rank(graph, layout, package):
+    """A singular scalar factorization, alone or serving a batch, is a SolverError on every
+    rank: with modes dealt to ranks, a failure on one rank must not leave the others
+    waiting."""
     from rdgraph.errors import SolverError
 
-    data = make_config(mesh={"cells": [8, 8]}, graph={"kind": "path", "n": 4},
+    data = make_config(mesh={"cells": [8, 8]}, graph={"kind": graph, "n": 4},
                        model=CASES["laplacian-equal"],
-                       solver={"type": "spectral", "inner": "lu"})
-    sim = Simulation(settings_from_dict(data))
+                       solver={"type": "spectral", "inner": "lu", "scalar_layout": layout})
+    overrides = {} if package is None else {"spectral_pc_factor_mat_solver_type": package}
+    sim = Simulation(settings_from_dict(data), MPI.COMM_WORLD, overrides)
     solver = sim.stepper.solver
     preconditioner = solver.preconditioner
     comm = MPI.COMM_WORLD
+    ksp, modes = max(preconditioner.batches, key=lambda batch: len(batch[1]))
+    assert comm.allreduce(len(modes), op=MPI.MAX) == (1 if graph == "path" else 3)
     zero = None
-    if comm.rank == comm.size - 1:  # the last rank: its first mode becomes singular
-        ksp = preconditioner.solvers[0]
+    # A distributed factorization fails on all ranks; else only the last rank's.
+    if comm.rank == comm.size - 1 or not preconditioner.per_rank:
         zero = ksp.getOperators()[0].duplicate()  # same pattern, no values
         zero.zeroEntries()
         zero.assemble()
