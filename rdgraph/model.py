@@ -294,7 +294,8 @@ class Model:
             local = np.array(local, dtype=np.float64)
         weights = np.empty_like(local)
         comm.Allreduce(local, weights, op=MPI.SUM)  # one reduction, not N
-        self.gibbs_integrals = np.broadcast_to(weights, (n,)).copy()  # ∫ exp(-(V_g - V*)/β), V* the shift
+        # ∫ exp(-(V_g - V*)/β), V* the shift
+        self.gibbs_integrals = np.broadcast_to(weights, (n,)).copy()
         if not np.all(np.isfinite(self.gibbs_integrals)) or self.gibbs_integrals.sum() <= 0:
             raise InputError(
                 f"the Gibbs weights exp(-V/beta) are not finite or vanish with "

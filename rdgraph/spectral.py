@@ -327,9 +327,11 @@ class SpectralPreconditioner:
             iterations = comm.allreduce(iterations, op=MPI.MAX)
             exchange.receive(solved)
         if failed is not None:
+            from rdgraph.solvers import reason_name
+
             raise SolverError(
                 f"spectral block solver: scalar mode {failed[0]} did not converge "
-                f"(reason {failed[1]})"
+                f"(reason {reason_name(PETSc.KSP.ConvergedReason, failed[1])})"
             )
         self.last_iterations = iterations
         out = x.array.reshape(N, n)
@@ -343,17 +345,26 @@ class SpectralPreconditioner:
         block; return a KSP converged reason (negative: failed).
 
         ``KSPMatSolve`` does not report a failed factorization as ``KSPSolve`` does (MUMPS's
-        raises, PETSc's solves with it): look before solving, on every rank of the solve.
+        raises, PETSc's solves with it): look before solving, and agree on the outcome over
+        the ranks of the solve before and after it.
         """
-        ksp.setUp()  # factorizes again only if the operator changed
-        failed = ksp.getPC().getFailedReason() != PETSc.PC.FailedReason.NOERROR
-        if ksp.getComm().getSize() > 1:
-            failed = ksp.getComm().tompi4py().allreduce(failed, op=MPI.LOR)
+        comm = ksp.getComm().tompi4py()
+
+        def agreed(failed: bool) -> bool:
+            return comm.allreduce(failed, op=MPI.LOR) if comm.size > 1 else failed
+
+        try:
+            ksp.setUp()  # factorizes again only if the operator changed
+            failed = ksp.getPC().getFailedReason() != PETSc.PC.FailedReason.NOERROR
+        except PETSc.Error:  # e.g. with -rd_spectral_ksp_error_if_not_converged
+            failed = True
+        failed = agreed(failed)
         if not failed:
             try:
                 ksp.matSolve(*self._dense[columns])
             except PETSc.Error:
                 failed = True
+            failed = agreed(failed)
         return PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED if failed else 0
 
     def destroy(self, pc=None) -> None:

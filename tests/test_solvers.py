@@ -182,6 +182,39 @@ def test_factorizations_are_shared_only_where_the_modes_are_preconditioned(case,
     assert_run_matches_direct(sim, data)
 
 
+def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
+    """Potentials that differ by constants share one ``K_g``, so the factorizations are one per
+    eigenvalue, not one per cluster of shifts: the run and ``rdgraph info`` pass that count to
+    ``resolve_solver`` (its 3-D and memory limits depend on it)."""
+    import inspect
+
+    import rdgraph.solvers as solvers
+    from rdgraph.info import describe
+
+    original = solvers.resolve_solver
+    counted = []
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(original).bind(*args, **kwargs)
+        counted.append(bound.arguments.get("factorizations"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(solvers, "resolve_solver", spy)
+    data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
+                       model={**SHIFTED_GIBBS, "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
+                       time={"dt": 1e-3, "t_end": 2e-3}, solver={"type": "spectral"})
+    settings = settings_from_dict(data)
+    describe(settings)
+    sim = Simulation(settings)
+    preconditioner = sim.stepper.solver.preconditioner
+    kept = len({id(k) for k in preconditioner.solvers})
+    if preconditioner.per_rank:
+        kept = MPI.COMM_WORLD.allreduce(kept)
+    sim.destroy()
+    assert kept == 6  # the chain's 6 distinct eigenvalues; their shifts are within 1.1
+    assert counted == [kept, kept]
+
+
 @pytest.mark.parametrize("layout", ["per-rank", "distributed"])
 @pytest.mark.parametrize("package", [None, "petsc"])
 def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
@@ -274,13 +307,14 @@ def test_auto_deals_factorized_modes_to_ranks():
     assert described["scalar_layout"] == expected
 
 
-@pytest.mark.parametrize("graph, layout, package", [
-    ("path", "auto", None),  # one mode per solve (modes dealt to ranks on 2)
-    ("complete", "per-rank", None),  # eigenvalues 0, 4, 4, 4: a batch of 3 (PETSc's LU)
-    ("complete", "per-rank", "mumps"),
-    ("complete", "distributed", "mumps"),
+@pytest.mark.parametrize("graph, layout, package, strict", [
+    ("path", "auto", None, False),  # one mode per solve (modes dealt to ranks on 2)
+    ("complete", "per-rank", None, False),  # eigenvalues 0, 4, 4, 4: a batch of 3 (PETSc LU)
+    ("complete", "per-rank", None, True),  # PETSc raises in the set-up
+    ("complete", "per-rank", "mumps", False),
+    ("complete", "distributed", "mumps", False),
 ])
-def test_a_failing_factorization_fails_the_solve_on_every_rank(graph, layout, package):
+def test_a_failing_factorization_fails_the_solve_on_every_rank(graph, layout, package, strict):
     """A singular scalar factorization, alone or serving a batch, is a SolverError on every
     rank: with modes dealt to ranks, a failure on one rank must not leave the others
     waiting."""
@@ -290,6 +324,8 @@ def test_a_failing_factorization_fails_the_solve_on_every_rank(graph, layout, pa
                        model=CASES["laplacian-equal"],
                        solver={"type": "spectral", "inner": "lu", "scalar_layout": layout})
     overrides = {} if package is None else {"spectral_pc_factor_mat_solver_type": package}
+    if strict:
+        overrides["spectral_ksp_error_if_not_converged"] = True
     sim = Simulation(settings_from_dict(data), MPI.COMM_WORLD, overrides)
     solver = sim.stepper.solver
     preconditioner = solver.preconditioner
@@ -306,7 +342,7 @@ def test_a_failing_factorization_fails_the_solve_on_every_rank(graph, layout, pa
     b = sim.state.duplicate()
     b.set(1.0)
     x = b.duplicate()
-    with pytest.raises(SolverError, match="scalar mode"):
+    with pytest.raises(SolverError, match=r"scalar mode \d+ did not converge \(reason DIVERGED_"):
         solver.solve(b, x)
     for obj in (b, x, zero):
         if obj is not None:
