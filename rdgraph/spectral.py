@@ -307,8 +307,13 @@ class SpectralPreconditioner:
                 self._x[:] = 0.0
                 if budgets is not None:
                     ksp.setTolerances(rtol=0.0, atol=budgets[k])
-                ksp.solve(self._b_vec, self._x_vec)
-                reason = ksp.getConvergedReason()
+                try:
+                    ksp.solve(self._b_vec, self._x_vec)
+                    reason = ksp.getConvergedReason()
+                except PETSc.Error:  # asked to raise (-rd_spectral_ksp_error_if_not_converged)
+                    reason = ksp.getConvergedReason()
+                    if reason >= 0:
+                        reason = PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
                 solutions = [(k, self._x)]
             if reason < 0 and failed is None:
                 failed = (modes[0], reason)

@@ -309,6 +309,7 @@ def test_auto_deals_factorized_modes_to_ranks():
 
 @pytest.mark.parametrize("graph, layout, package, strict", [
     ("path", "auto", None, False),  # one mode per solve (modes dealt to ranks on 2)
+    ("path", "auto", None, True),
     ("complete", "per-rank", None, False),  # eigenvalues 0, 4, 4, 4: a batch of 3 (PETSc LU)
     ("complete", "per-rank", None, True),  # PETSc raises in the set-up
     ("complete", "per-rank", "mumps", False),
