@@ -82,10 +82,6 @@ def _direct_package() -> str:
     return "petsc"
 
 
-def _has_mumps() -> bool:
-    return bool(PETSc.Sys.hasExternalPackage("mumps"))
-
-
 def _lu() -> dict:
     return {"ksp_type": "preonly", "pc_type": "lu",
             "pc_factor_mat_solver_type": _direct_package()}
@@ -457,7 +453,7 @@ class BlockSolver:
                               if exact and inner.get("ksp_type") != "preonly" else None),
             # Modes sharing a factorization are solved at once: MUMPS's batched solve wins
             # there, unless a package was asked for.
-            batched_package=("mumps" if inner_kind == "lu" and _has_mumps()
+            batched_package=("mumps" if inner_kind == "lu" and _direct_package() == "mumps"
                              and "pc_factor_mat_solver_type" not in inner_overrides else None))
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)
