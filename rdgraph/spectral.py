@@ -209,6 +209,7 @@ class SpectralPreconditioner:
 
         shifts = [a + b * values[group[0]] for group in self.local_groups]
         factorized = inner_options.get("pc_type") in ("lu", "cholesky")
+        preonly = inner_options.get("ksp_type") == "preonly"
 
         def factorization_options(options: dict, cluster: list[int]) -> dict:
             modes = sum(len(self.local_groups[i]) for i in cluster)
@@ -222,16 +223,24 @@ class SpectralPreconditioner:
             span = factorization_span(operators.same_stiffness)
         else:
             span = SHARED_HIERARCHY_SPAN
+        all_shifts = [a + b * values[group[0]] for group in self.groups]
+        # When one cluster spans every mode and each mode is one pass of its solver, all
+        # modes get one fixed operator A: the preconditioner is I ⊗ A⁻¹ and the modal
+        # transforms cancel (P P⁻¹ = I), so apply skips them.
+        self.uniform = preonly and len(_clusters(all_shifts, span)) == 1
         for cluster in _clusters(shifts, span):
-            if len(cluster) == 1:
+            if len(cluster) == 1 and not self.uniform:
                 self.solvers.append(scalar_solver(scalar_matrix(shifts[cluster[0]]),
                                                   factorization_options(inner_options, cluster)))
                 continue
-            # One hierarchy, built at the cluster's geometric-mean shift, for all its modes.
-            reference = math.sqrt(shifts[cluster[0]] * shifts[cluster[-1]])
+            # One hierarchy, built at the cluster's geometric-mean shift, for all its modes;
+            # when uniform, at that of all modes, so that every rank builds the same one.
+            first, last = ((all_shifts[0], all_shifts[-1]) if self.uniform
+                           else (shifts[cluster[0]], shifts[cluster[-1]]))
+            reference = math.sqrt(first * last)
             hierarchy = scalar_solver(scalar_matrix(reference), factorization_options(
                 {**inner_options, "ksp_type": "preonly"}, cluster))
-            if inner_options.get("ksp_type") == "preonly":
+            if preonly:
                 self.solvers.extend([hierarchy] * len(cluster))  # its V-cycle is the solve
                 continue
             self._shared.append(hierarchy)
@@ -278,7 +287,8 @@ class SpectralPreconditioner:
 
         N, n = self.layout.num_blocks, self.layout.size_local
         R = r.array_r.reshape(N, n)
-        modal = R if self.identity else np.matmul(self.P_inverse, R, out=self._modal)
+        transform = not (self.identity or self.uniform)
+        modal = np.matmul(self.P_inverse, R, out=self._modal) if transform else R
         budgets = None
         if self.block_tolerances is not None:
             squares = np.einsum("kj,kj->k", modal, modal)
@@ -340,10 +350,10 @@ class SpectralPreconditioner:
             )
         self.last_iterations = iterations
         out = x.array.reshape(N, n)
-        if self.identity:
-            out[:] = solved
-        else:
+        if transform:
             np.matmul(self.P, solved, out=out)
+        else:
+            out[:] = solved
 
     def _solve_batch(self, ksp: PETSc.KSP, columns: int) -> int:
         """Solve the first ``columns`` rows of the right-hand side block into the solution

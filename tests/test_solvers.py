@@ -251,6 +251,58 @@ def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
     assert_run_matches_direct(sim, data)
 
 
+@pytest.mark.parametrize("layout", ["per-rank", "distributed"])
+@pytest.mark.parametrize("inner", ["lu", "amg"])
+def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
+    """When one factorization (or V-cycle) serves every mode, the preconditioner is
+    ``I ⊗ A⁻¹`` with ``A`` at the geometric mean of all shifts, on every rank: apply skips the
+    modal transforms and gives what the transforms give, and each vertex's block is A⁻¹ of it."""
+    from rdgraph.compat import PETSc
+    from rdgraph.solvers import _direct_package
+    from rdgraph.spectral import graph_modes
+
+    comm = MPI.COMM_WORLD
+    dt, N = 1e-3, 3 * comm.size
+    data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": N},
+                       model={**CASES["laplacian-unequal"], "initial": "1 + 0.5*cos(pi*x[0])*g"},
+                       time={"dt": dt, "t_end": 2 * dt},
+                       solver={"type": "spectral", "inner": inner, "scalar_layout": layout,
+                               "rtol": 1e-11})
+    sim = Simulation(settings_from_dict(data))
+    preconditioner = sim.stepper.solver.preconditioner
+    assert preconditioner.uniform and not preconditioner.identity
+
+    r, skipped, transformed = (sim.state.duplicate() for _ in range(3))
+    r.array[:] = np.random.default_rng(comm.rank).standard_normal(r.array.size)
+    preconditioner.apply(None, r, skipped)
+    preconditioner.uniform = False  # the transforms, around the same scalar solves
+    preconditioner.apply(None, r, transformed)
+    preconditioner.uniform = True
+    assert np.allclose(skipped.array, transformed.array, atol=1e-10 * transformed.norm())
+
+    if inner == "lu":  # each vertex's block is the solve with A at the mean shift
+        operators = sim.operators
+        values = graph_modes(operators)[0]
+        shift = np.sqrt((1 + dt * values.min()) * (1 + dt * values.max()))
+        A = operators.pattern.matrix(shift * operators.mass
+                                     + dt * operators.average_stiffness(), comm)
+        ksp = PETSc.KSP().create(comm)
+        ksp.setOperators(A)
+        ksp.setType("preonly")
+        ksp.getPC().setType("lu")
+        ksp.getPC().setFactorSolverType(_direct_package())
+        b, x = A.createVecs()
+        n = operators.layout.size_local
+        for g in range(N):
+            b.array[:] = r.array[g * n:(g + 1) * n]
+            ksp.solve(b, x)
+            assert np.allclose(skipped.array[g * n:(g + 1) * n], x.array,
+                               atol=1e-10 * x.norm())
+        for obj in (ksp, A, b, x):
+            obj.destroy()
+    assert_run_matches_direct(sim, data)
+
+
 def test_factorization_count_follows_the_shift_clusters():
     from rdgraph.spectral import SHARED_FACTORIZATION_SPAN, factorization_count
 
