@@ -71,7 +71,8 @@ class ModeExchange:
     ``send`` deals the block layout's rows to the modes' ranks, ``load``/``store`` copy one
     of this rank's modes, whole, out of and back into the received pieces, and ``receive``
     returns the stored modes to the block layout. The buffers are allocated once: each trip
-    is one copy in, one all-to-all and one copy out.
+    is one all-to-all and one copy of each of this rank's modes (plus one reordering of the
+    block when the modes are not dealt in order).
 
     Args:
         comm: The communicator of the block layout.
@@ -88,9 +89,12 @@ class ModeExchange:
         self._row = {k: i for i, k in enumerate(self.modes)}  # mode -> row of the pieces
         self.order = np.array([k for modes in modes_of_rank for k in modes], dtype=np.int64)
         counts = np.array([len(modes) for modes in modes_of_rank], dtype=np.int64)
-        # This rank's owned rows of every mode, grouped by the rank that solves the mode ...
+        # This rank's owned rows of every mode, grouped by the rank that solves the mode: the
+        # modal block itself when the modes are dealt in order (consecutive groups of
+        # ascending eigenvalues are), else a reordered copy ...
         self._counts_rows = counts * size_local
-        self._rows = np.empty((len(self.order), size_local))
+        self.in_order = bool(np.array_equal(self.order, np.arange(len(self.order))))
+        self._rows = None if self.in_order else np.empty((len(self.order), size_local))
         # ... and the pieces of this rank's modes, grouped by the rank that owns the rows.
         self._counts_pieces = len(self.modes) * sizes
         self._pieces = np.empty(int(self._counts_pieces.sum()))
@@ -101,9 +105,11 @@ class ModeExchange:
 
     def send(self, modal: np.ndarray) -> None:
         """Deal ``modal`` (N × owned dofs, every mode) to the ranks that solve the modes."""
-        np.take(modal, self.order, axis=0, out=self._rows)
-        self.comm.Alltoallv([self._rows, self._counts_rows],
-                            [self._pieces, self._counts_pieces])
+        if self.in_order:
+            rows = np.ascontiguousarray(modal)  # no copy: the block layout's own array
+        else:
+            rows = np.take(modal, self.order, axis=0, out=self._rows)
+        self.comm.Alltoallv([rows, self._counts_rows], [self._pieces, self._counts_pieces])
 
     def load(self, mode: int, whole: np.ndarray) -> None:
         """Copy one of this rank's :attr:`modes`, whole, into ``whole``."""
@@ -119,6 +125,11 @@ class ModeExchange:
 
     def receive(self, modal: np.ndarray) -> None:
         """Write this rank's owned rows of every stored mode into ``modal`` (N × owned)."""
-        self.comm.Alltoallv([self._pieces, self._counts_pieces],
-                            [self._rows, self._counts_rows])
-        modal[self.order] = self._rows
+        direct = self.in_order and modal.flags.c_contiguous
+        if direct:
+            rows = modal
+        else:
+            rows = self._rows if self._rows is not None else np.empty_like(modal)
+        self.comm.Alltoallv([self._pieces, self._counts_pieces], [rows, self._counts_rows])
+        if not direct:
+            modal[self.order] = rows

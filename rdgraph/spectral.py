@@ -112,7 +112,7 @@ def _group(values: np.ndarray, tol: float = 1e-10) -> list[list[int]]:
     """Indices of (numerically) equal eigenvalues."""
     groups: list[list[int]] = []
     scale = max(1.0, float(np.abs(values).max(initial=0.0)))
-    for k in np.argsort(values):
+    for k in np.argsort(values, kind="stable"):  # ascending values: groups in index order
         if groups and abs(values[k] - values[groups[-1][0]]) <= tol * scale:
             groups[-1].append(int(k))
         else:
@@ -340,7 +340,7 @@ class SpectralPreconditioner:
             failures = [f for f in comm.allgather(failed) if f is not None]
             failed = failures[0] if failures else None
             iterations = comm.allreduce(iterations, op=MPI.MAX)
-            exchange.receive(solved)
+            exchange.receive(solved if transform else x.array.reshape(N, n))
         if failed is not None:
             from rdgraph.solvers import reason_name
 
@@ -352,7 +352,7 @@ class SpectralPreconditioner:
         out = x.array.reshape(N, n)
         if transform:
             np.matmul(self.P, solved, out=out)
-        else:
+        elif exchange is None:
             out[:] = solved
 
     def _solve_batch(self, ksp: PETSc.KSP, columns: int) -> int:

@@ -271,6 +271,8 @@ def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
     sim = Simulation(settings_from_dict(data))
     preconditioner = sim.stepper.solver.preconditioner
     assert preconditioner.uniform and not preconditioner.identity
+    if preconditioner.per_rank:  # ascending eigenvalues dealt in order: no reordering copy
+        assert preconditioner.exchange.in_order
 
     r, skipped, transformed = (sim.state.duplicate() for _ in range(3))
     r.array[:] = np.random.default_rng(comm.rank).standard_normal(r.array.size)
@@ -325,17 +327,23 @@ def test_deal_groups_balances_modes_and_keeps_groups_whole():
     assert deal_groups([1, 1, 1], 1) == [[0, 1, 2]]
 
 
-def test_mode_exchange_round_trip():
-    """Whole modal vectors arrive on their rank in global dof order, and come back."""
-    from rdgraph.mode_exchange import ModeExchange
+@pytest.mark.parametrize("in_order", [False, True])
+def test_mode_exchange_round_trip(in_order):
+    """Whole modal vectors arrive on their rank in global dof order, and come back, whether
+    the modes are dealt in order (no reordering copy) or not."""
+    from rdgraph.mode_exchange import ModeExchange, deal_groups
 
     comm = MPI.COMM_WORLD
     sizes = [3 + 2 * r for r in range(comm.size)]  # unequal owned sizes
     start, n = sum(sizes[: comm.rank]), sizes[comm.rank]
     N = 5
-    modes_of_rank = [[k for k in range(N) if k % comm.size == r] for r in range(comm.size)]
-    modes_of_rank[0] = modes_of_rank[0][::-1]  # any order within a rank
+    if in_order:
+        modes_of_rank = deal_groups([1] * N, comm.size)
+    else:
+        modes_of_rank = [[k for k in range(N) if k % comm.size == r] for r in range(comm.size)]
+        modes_of_rank[0] = modes_of_rank[0][::-1]  # any order within a rank
     exchange = ModeExchange(comm, n, modes_of_rank)
+    assert exchange.in_order == in_order
     modal = np.array([[1000.0 * k + start + i for i in range(n)] for k in range(N)])
     exchange.send(modal)
     whole = np.empty(sum(sizes))
