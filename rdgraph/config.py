@@ -45,6 +45,7 @@ SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
 SCALAR_LAYOUTS = ("auto", "per-rank", "distributed")
 GIBBS_COUPLINGS = ("auto", "per-edge", "quadrature")
+FACTORIZATION_PRECISIONS = ("auto", "double", "single")
 
 
 @dataclass
@@ -119,6 +120,10 @@ class SolverSettings:
     # coupling applied from the quadrature points (memory linear in N for any graph);
     # "auto": whichever stores less.
     gibbs_coupling: str = "auto"
+    # Precision of the spectral solver's factorizations where they only precondition (MUMPS):
+    # "single" halves their memory and the bytes each solve reads; "auto": single where MUMPS
+    # can and the scalar problems are well enough conditioned (rdgraph.precision).
+    factorization_precision: str = "auto"
     ksp_type: str = "gmres"
     pc_type: str = "bjacobi"
     rtol: float = 1e-12
@@ -335,6 +340,7 @@ def _check_solver(s: SolverSettings) -> None:
     _str("solver.inner", s.inner, INNER_SOLVERS)
     _str("solver.scalar_layout", s.scalar_layout, SCALAR_LAYOUTS)
     _str("solver.gibbs_coupling", s.gibbs_coupling, GIBBS_COUPLINGS)
+    _str("solver.factorization_precision", s.factorization_precision, FACTORIZATION_PRECISIONS)
     _str("solver.ksp_type", s.ksp_type)
     _str("solver.pc_type", s.pc_type)
     s.rtol = _float("solver.rtol", s.rtol, positive=True)

@@ -380,6 +380,8 @@ class BlockSolver:
             described["inner"] = settings.inner
             described["scalar_layout"] = ("per-rank" if self.preconditioner.per_rank
                                           else "distributed")
+            if self.factorization_precision is not None:
+                described["factorization_precision"] = self.factorization_precision
         return described
 
     def _fieldsplit(self, operators, settings, overrides) -> LinearSolver:
@@ -434,6 +436,10 @@ class BlockSolver:
             inner = {"ksp_type": "preonly", "pc_type": "gamg",  # one V-cycle per mode
                      "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD, **SPECTRAL_AMG_SMOOTHER}
         inner.update(inner_overrides)
+        self.factorization_precision = None
+        if inner_kind == "lu":
+            self.factorization_precision = self._factorization_precision(
+                operators, a, b, settings, inner_overrides)
         if exact:
             outer = {"ksp_type": "preonly"}
         else:
@@ -454,7 +460,9 @@ class BlockSolver:
             # Modes sharing a factorization are solved at once: MUMPS's batched solve wins
             # there, unless a package was asked for.
             batched_package=("mumps" if inner_kind == "lu" and _direct_package() == "mumps"
-                             and "pc_factor_mat_solver_type" not in inner_overrides else None))
+                             and "pc_factor_mat_solver_type" not in inner_overrides else None),
+            single_precision=(self.factorization_precision == "single"
+                              and "pc_precision" not in inner_overrides))
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)
         pc = ksp.getPC()
@@ -462,6 +470,26 @@ class BlockSolver:
         pc.setPythonContext(self.preconditioner)
         configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
         return LinearSolver.from_ksp(ksp, self.name)
+
+    def _factorization_precision(self, operators, a: float, b: float, settings,
+                                 inner_overrides: dict) -> str:
+        """The precision of the spectral solver's MUMPS factorizations (a PETSc option
+        ``-rd_spectral_pc_precision`` wins, as everywhere)."""
+        from rdgraph.precision import (
+            condition_estimate,
+            factorization_precision,
+            mumps_single_precision,
+        )
+
+        if "pc_precision" in inner_overrides:
+            return str(inner_overrides["pc_precision"])
+        setting = settings.factorization_precision
+        if setting == "double" or self.exact:
+            return "double"
+        return factorization_precision(
+            setting, preconditions=True,
+            condition=condition_estimate(operators, a, b) if setting == "auto" else 0.0,
+            supported=mumps_single_precision())
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
         """Solve; return the Krylov iterations (for the exact spectral solve: the most any

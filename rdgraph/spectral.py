@@ -159,13 +159,15 @@ class SpectralPreconditioner:
         batched_package: The factorization package of a factorization that serves at least
             :data:`BATCHED_FACTORIZATION_MIN_MODES` modes (``None``: the one of
             ``inner_options``).
+        single_precision: Factorize in single precision where MUMPS factorizes
+            (:mod:`rdgraph.precision`).
     """
 
     def __init__(self, operators: BlockOperators, mass_coefficient: float,
                  operator_coefficient: float, inner_options: dict, prefix: str,
                  per_rank: bool = False,
                  block_tolerances: tuple[float, float] | None = None,
-                 batched_package: str | None = None):
+                 batched_package: str | None = None, single_precision: bool = False):
         from rdgraph.solvers import configure_ksp
 
         self.layout = operators.layout
@@ -214,7 +216,10 @@ class SpectralPreconditioner:
         def factorization_options(options: dict, cluster: list[int]) -> dict:
             modes = sum(len(self.local_groups[i]) for i in cluster)
             if factorized and batched_package and modes >= BATCHED_FACTORIZATION_MIN_MODES:
-                return {**options, "pc_factor_mat_solver_type": batched_package}
+                options = {**options, "pc_factor_mat_solver_type": batched_package}
+            if (factorized and single_precision
+                    and options.get("pc_factor_mat_solver_type") == "mumps"):
+                options = {**options, "pc_precision": "single"}
             return options
 
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.

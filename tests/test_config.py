@@ -35,6 +35,7 @@ def test_default_problem_is_valid():
         ({"model": {"potential": "x[0]", "potentials": ["x[0]"]}}, "not both"),
         ({"graph": {"weight": -1.0}}, "graph.weight"),
         ({"output": {"npz": "yes"}}, "output.npz"),
+        ({"solver": {"factorization_precision": "half"}}, "solver.factorization_precision"),
     ],
 )
 def test_invalid_settings_are_refused(data, message):
