@@ -34,8 +34,9 @@ def condition_estimate(operators, mass_coefficient: float, operator_coefficient:
     """Estimated condition number of the worst-conditioned scalar problem ``a M + b K̄``.
 
     The lowest shift is ``a`` (the graph matrix has the eigenvalue 0), and Gershgorin's bound
-    on ``M_L⁻¹ K̄`` (``M_L`` the lumped mass) bounds the highest eigenvalue:
-    ``κ ≈ 1 + (b/a) max_i Σ_j |K̄_ij| / Σ_j M_ij``.
+    on ``M_L⁻¹ K̄`` (``M_L`` the lumped mass) stands for the highest eigenvalue of ``M⁻¹ K̄``:
+    ``κ ≈ 1 + (b/a) max_i Σ_j |K̄_ij| / Σ_j M_ij``. For P1 that of ``M⁻¹ K̄`` is up to d + 2
+    times higher (``M ≥ M_L / (d + 2)``); measured on 12² P1, 2.4 times.
     """
     starts = operators.pattern.indptr[:-1]
     ratio = 0.0

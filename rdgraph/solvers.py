@@ -29,7 +29,7 @@ import math
 import os
 from typing import Any
 
-from rdgraph.compat import PETSc
+from rdgraph.compat import MPI, PETSc
 from rdgraph.config import SolverSettings
 from rdgraph.errors import SolverError
 
@@ -381,7 +381,11 @@ class BlockSolver:
             described["scalar_layout"] = ("per-rank" if self.preconditioner.per_rank
                                           else "distributed")
             if self.factorization_precision is not None:
-                described["factorization_precision"] = self.factorization_precision
+                # Of the MUMPS factorizations: PETSc's own LU is double whatever was asked.
+                mumps = operators.layout.comm.allreduce(
+                    self.preconditioner.mumps_factorizations, op=MPI.SUM)
+                described["factorization_precision"] = (self.factorization_precision if mumps
+                                                        else "double")
         return described
 
     def _fieldsplit(self, operators, settings, overrides) -> LinearSolver:

@@ -213,13 +213,16 @@ class SpectralPreconditioner:
         factorized = inner_options.get("pc_type") in ("lu", "cholesky")
         preonly = inner_options.get("ksp_type") == "preonly"
 
+        self.mumps_factorizations = 0  # on this rank (single precision applies to these)
+
         def factorization_options(options: dict, cluster: list[int]) -> dict:
             modes = sum(len(self.local_groups[i]) for i in cluster)
             if factorized and batched_package and modes >= BATCHED_FACTORIZATION_MIN_MODES:
                 options = {**options, "pc_factor_mat_solver_type": batched_package}
-            if (factorized and single_precision
-                    and options.get("pc_factor_mat_solver_type") == "mumps"):
-                options = {**options, "pc_precision": "single"}
+            if factorized and options.get("pc_factor_mat_solver_type") == "mumps":
+                self.mumps_factorizations += 1
+                if single_precision:
+                    options = {**options, "pc_precision": "single"}
             return options
 
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.

@@ -41,9 +41,10 @@ def test_the_setting_resolves_as_documented():
         resolve("single", supported=False)
 
 
-def _simulation(model: dict, dt: float, overrides: dict | None = None, **solver):
+def _simulation(model: dict, dt: float, overrides: dict | None = None, modes_per_rank: int = 6,
+                **solver):
     comm = MPI.COMM_WORLD
-    N = 6 * comm.size  # enough modes per rank for one batched MUMPS factorization
+    N = modes_per_rank * comm.size  # 6: enough for one batched MUMPS factorization per rank
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": N},
                        model={**model, "initial": "1 + 0.5*cos(pi*x[0])*g"},
                        time={"dt": dt, "t_end": 2 * dt},
@@ -118,15 +119,20 @@ def test_auto_factorizes_in_single_precision_where_it_only_preconditions(layout)
 
 
 @needs_single
-@pytest.mark.parametrize("case", ["exact", "ill-conditioned", "petsc-option"])
+@pytest.mark.parametrize("case", ["exact", "ill-conditioned", "petsc-option", "petsc-lu"])
 def test_factorizations_stay_double_where_single_would_not_do(case):
     """An exact solve (equal potentials) has no outer iteration to correct a single-precision
-    solve; a large τ/h² makes it too inexact; a PETSc option wins over ``auto``."""
+    solve; a large τ/h² makes it too inexact; a PETSc option wins over ``auto``; PETSc's own
+    LU (2-D modes too few to batch, solved whole) has no single precision."""
     overrides = {}
     if case == "exact":
         data, sim = _simulation(EQUAL, 1e-3)
     elif case == "ill-conditioned":
         data, sim = _simulation(UNEQUAL, 50.0)
+    elif case == "petsc-lu":
+        data, sim = _simulation(UNEQUAL, 1e-3, modes_per_rank=3, scalar_layout="per-rank")
+        assert {k.getPC().getFactorSolverType() for k, _ in sim.stepper.solver.preconditioner
+                .batches} == {"petsc"}
     else:
         overrides = {"spectral_pc_precision": "double"}
         data, sim = _simulation(UNEQUAL, 1e-3, overrides)
