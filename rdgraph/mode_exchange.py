@@ -129,7 +129,7 @@ class ModeExchange:
         if direct:
             rows = modal
         else:
-            rows = self._rows if self._rows is not None else np.empty_like(modal)
+            rows = self._rows if self._rows is not None else np.empty(modal.shape)
         self.comm.Alltoallv([self._pieces, self._counts_pieces], [rows, self._counts_rows])
         if not direct:
             modal[self.order] = rows

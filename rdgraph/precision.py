@@ -11,7 +11,9 @@ it.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import math
 
 import numpy as np
 
@@ -36,8 +38,11 @@ def condition_estimate(operators, mass_coefficient: float, operator_coefficient:
     The lowest shift is ``a`` (the graph matrix has the eigenvalue 0), and Gershgorin's bound
     on ``M_L⁻¹ K̄`` (``M_L`` the lumped mass) stands for the highest eigenvalue of ``M⁻¹ K̄``:
     ``κ ≈ 1 + (b/a) max_i Σ_j |K̄_ij| / Σ_j M_ij``. For P1 that of ``M⁻¹ K̄`` is up to d + 2
-    times higher (``M ≥ M_L / (d + 2)``); measured on 12² P1, 2.4 times.
+    times higher (``M ≥ M_L / (d + 2)``); measured on 12² P1, 2.4 times. Higher degrees have
+    mass rows that sum to zero or less (P2 vertices): no estimate, infinity.
     """
+    if operators.model.degree != 1:
+        return math.inf
     starts = operators.pattern.indptr[:-1]
     ratio = 0.0
     if len(starts):
@@ -48,29 +53,47 @@ def condition_estimate(operators, mass_coefficient: float, operator_coefficient:
     return 1.0 + operator_coefficient / mass_coefficient * ratio
 
 
+def _links_single_precision_mumps() -> bool:
+    """Whether the loaded PETSc links MUMPS's single-precision real solver (``smumps_c``), as
+    PETSc built with MUMPS mixed precision does. Looked up, not tried: without it, PETSc fails
+    the factorization in a state that destroying the solver does not survive."""
+    try:
+        return hasattr(ctypes.CDLL(PETSc.__file__), "smumps_c")
+    except OSError:
+        return False
+
+
 @functools.cache
 def mumps_single_precision() -> bool:
     """Whether this PETSc's MUMPS factorizes in single precision (a double-precision PETSc
-    needs MUMPS built with mixed precision): tried on a 1×1 matrix, once per process."""
+    needs MUMPS built with mixed precision, and a PETSc that reads ``-pc_precision``).
+
+    Where MUMPS's single-precision solver is linked, a 2×2 system of condition 4e5 is solved
+    with ``-pc_precision single``: a single-precision solve misses by about 1e-2, a double one
+    (an older PETSc ignores the option) by 1e-11. Once per process.
+    """
     from rdgraph.solvers import configure_ksp
 
-    if not PETSc.Sys.hasExternalPackage("mumps"):
+    if not PETSc.Sys.hasExternalPackage("mumps") or not _links_single_precision_mumps():
         return False
-    A = PETSc.Mat().createAIJ(size=(1, 1), nnz=1, comm=PETSc.COMM_SELF)
-    A.setValue(0, 0, 1.0)
+    A = PETSc.Mat().createAIJ(size=(2, 2), nnz=2, comm=PETSc.COMM_SELF)
+    A.setValues([0, 1], [0, 1], [1.0, 1.0, 1.0, 1.0 + 1e-5])
     A.assemble()
+    b, x = A.createVecs()
+    b.array[:] = [2.0, 2.0 + 1e-5]  # x = (1, 1)
     ksp = PETSc.KSP().create(PETSc.COMM_SELF)
     ksp.setOperators(A)
     try:
         configure_ksp(ksp, {"ksp_type": "preonly", "pc_type": "lu",
                             "pc_factor_mat_solver_type": "mumps", "pc_precision": "single"},
                       "rd_precision_probe_", set_up=True)
-        supported = True
+        ksp.solve(b, x)
+        supported = bool(np.abs(x.array - 1.0).max() > 1e-6)
     except PETSc.Error:
         supported = False
     finally:
-        ksp.destroy()
-        A.destroy()
+        for obj in (ksp, A, b, x):
+            obj.destroy()
     return supported
 
 

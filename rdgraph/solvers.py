@@ -490,10 +490,11 @@ class BlockSolver:
         setting = settings.factorization_precision
         if setting == "double" or self.exact:
             return "double"
+        comm = operators.layout.comm
         return factorization_precision(
             setting, preconditions=True,
             condition=condition_estimate(operators, a, b) if setting == "auto" else 0.0,
-            supported=mumps_single_precision())
+            supported=comm.allreduce(mumps_single_precision(), op=MPI.LAND))
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
         """Solve; return the Krylov iterations (for the exact spectral solve: the most any

@@ -42,10 +42,11 @@ def test_the_setting_resolves_as_documented():
 
 
 def _simulation(model: dict, dt: float, overrides: dict | None = None, modes_per_rank: int = 6,
-                **solver):
+                degree: int = 1, **solver):
     comm = MPI.COMM_WORLD
     N = modes_per_rank * comm.size  # 6: enough for one batched MUMPS factorization per rank
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": N},
+                       space={"degree": degree},
                        model={**model, "initial": "1 + 0.5*cos(pi*x[0])*g"},
                        time={"dt": dt, "t_end": 2 * dt},
                        solver={"type": "spectral", "inner": "lu", "rtol": 1e-10, **solver})
@@ -119,16 +120,21 @@ def test_auto_factorizes_in_single_precision_where_it_only_preconditions(layout)
 
 
 @needs_single
-@pytest.mark.parametrize("case", ["exact", "ill-conditioned", "petsc-option", "petsc-lu"])
+@pytest.mark.parametrize("case", ["exact", "ill-conditioned", "quadratic", "petsc-option",
+                                  "petsc-lu"])
 def test_factorizations_stay_double_where_single_would_not_do(case):
     """An exact solve (equal potentials) has no outer iteration to correct a single-precision
-    solve; a large τ/h² makes it too inexact; a PETSc option wins over ``auto``; PETSc's own
-    LU (2-D modes too few to batch, solved whole) has no single precision."""
+    solve; a large τ/h² makes it too inexact; P2 has no estimate; a PETSc option wins over
+    ``auto``; PETSc's own LU (2-D modes too few to batch, solved whole) has no single
+    precision."""
     overrides = {}
     if case == "exact":
         data, sim = _simulation(EQUAL, 1e-3)
     elif case == "ill-conditioned":
         data, sim = _simulation(UNEQUAL, 50.0)
+    elif case == "quadratic":
+        data, sim = _simulation(UNEQUAL, 1e-3, degree=2)
+        assert condition_estimate(sim.operators, 1.0, 1e-3) == float("inf")
     elif case == "petsc-lu":
         data, sim = _simulation(UNEQUAL, 1e-3, modes_per_rank=3, scalar_layout="per-rank")
         assert {k.getPC().getFactorSolverType() for k, _ in sim.stepper.solver.preconditioner
@@ -141,6 +147,21 @@ def test_factorizations_stay_double_where_single_would_not_do(case):
     for ksp in {id(k): k for k, _ in solver.preconditioner.batches}.values():
         assert _relative_residual(ksp) < 1e-12
     sim.destroy()
+
+
+def test_the_probe_answers_what_the_library_does():
+    """Where MUMPS's single-precision solver is linked, the probe's answer is whether a
+    factorization asked for single precision really solves that inexactly."""
+    from rdgraph.precision import _links_single_precision_mumps
+
+    if not PETSc.Sys.hasExternalPackage("mumps") or not _links_single_precision_mumps():
+        assert not mumps_single_precision()
+        return
+    data, sim = _simulation(UNEQUAL, 1e-3, factorization_precision="single")
+    [(ksp, _)] = sim.stepper.solver.preconditioner.batches
+    single = _relative_residual(ksp) > 1e-9
+    sim.destroy()
+    assert mumps_single_precision() == single
 
 
 def test_single_precision_without_mumps_support_is_an_input_error(monkeypatch):
