@@ -104,8 +104,14 @@ def factorization_count(values: np.ndarray, mass_coefficient: float,
     dealt to ranks may split a cluster): one per cluster of shifts within
     :func:`factorization_span`."""
     groups = _group(np.asarray(values, dtype=float))
-    shifts = [mass_coefficient + operator_coefficient * values[group[0]] for group in groups]
+    shifts = _shifts(values, groups, mass_coefficient, operator_coefficient)
     return len(_clusters(shifts, factorization_span(per_eigenvalue)))
+
+
+def _shifts(values: np.ndarray, groups: list[list[int]], mass_coefficient: float,
+            operator_coefficient: float) -> list[float]:
+    """The shift ``a + bλ`` of each group of equal eigenvalues."""
+    return [mass_coefficient + operator_coefficient * values[group[0]] for group in groups]
 
 
 def _group(values: np.ndarray, tol: float = 1e-10) -> list[list[int]]:
@@ -209,7 +215,7 @@ class SpectralPreconditioner:
             configure_ksp(ksp, options, prefix, set_up=set_up)
             return ksp
 
-        shifts = [a + b * values[group[0]] for group in self.local_groups]
+        shifts = _shifts(values, self.local_groups, a, b)
         factorized = inner_options.get("pc_type") in ("lu", "cholesky")
         preonly = inner_options.get("ksp_type") == "preonly"
 
@@ -231,7 +237,7 @@ class SpectralPreconditioner:
             span = factorization_span(operators.same_stiffness)
         else:
             span = SHARED_HIERARCHY_SPAN
-        all_shifts = [a + b * values[group[0]] for group in self.groups]
+        all_shifts = _shifts(values, self.groups, a, b)
         # When one cluster spans every mode and each mode is one pass of its solver, all
         # modes get one fixed operator A: the preconditioner is I ⊗ A⁻¹ and the modal
         # transforms cancel (P P⁻¹ = I), so apply skips them.
