@@ -300,7 +300,7 @@ class SpectralPreconditioner:
         from rdgraph.errors import SolverError
 
         N, n = self.layout.num_blocks, self.layout.size_local
-        R = r.array_r.reshape(N, n)
+        R, out = r.array_r.reshape(N, n), x.array.reshape(N, n)
         transform = not (self.identity or self.uniform)
         modal = np.matmul(self.P_inverse, R, out=self._modal) if transform else R
         budgets = None
@@ -354,7 +354,7 @@ class SpectralPreconditioner:
             failures = [f for f in comm.allgather(failed) if f is not None]
             failed = failures[0] if failures else None
             iterations = comm.allreduce(iterations, op=MPI.MAX)
-            exchange.receive(solved if transform else x.array.reshape(N, n))
+            exchange.receive(solved if transform else out)
         if failed is not None:
             from rdgraph.solvers import reason_name
 
@@ -363,7 +363,6 @@ class SpectralPreconditioner:
                 f"(reason {reason_name(PETSc.KSP.ConvergedReason, failed[1])})"
             )
         self.last_iterations = iterations
-        out = x.array.reshape(N, n)
         if transform:
             np.matmul(self.P, solved, out=out)
         elif exchange is None:
