@@ -328,16 +328,9 @@ class SpectralPreconditioner:
                     self._b[:] = modal[k]
                 else:
                     exchange.load(k, self._b)
-                self._x[:] = 0.0
                 if budgets is not None:
                     ksp.setTolerances(rtol=0.0, atol=budgets[k])
-                try:
-                    ksp.solve(self._b_vec, self._x_vec)
-                    reason = ksp.getConvergedReason()
-                except PETSc.Error:  # asked to raise (-rd_spectral_ksp_error_if_not_converged)
-                    reason = ksp.getConvergedReason()
-                    if reason >= 0:
-                        reason = PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
+                reason = self._solve_single(ksp)
                 solutions = [(k, self._x)]
             if reason < 0 and failed is None:
                 failed = (modes[0], reason)
@@ -367,6 +360,19 @@ class SpectralPreconditioner:
             np.matmul(self.P, solved, out=out)
         elif exchange is None:
             out[:] = solved
+
+    def _solve_single(self, ksp: PETSc.KSP) -> int:
+        """Solve the right-hand side vector into the solution vector, from zero; return a
+        KSP converged reason (negative: failed)."""
+        self._x[:] = 0.0
+        try:
+            ksp.solve(self._b_vec, self._x_vec)
+        except PETSc.Error:  # asked to raise (-rd_spectral_ksp_error_if_not_converged)
+            reason = ksp.getConvergedReason()
+            # A failure PETSc raises before the Krylov method ran (e.g. in the factorization)
+            # leaves no reason of its own.
+            return reason if reason < 0 else PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
+        return ksp.getConvergedReason()
 
     def _solve_batch(self, ksp: PETSc.KSP, columns: int) -> int:
         """Solve the first ``columns`` rows of the right-hand side block into the solution
