@@ -15,6 +15,7 @@ import numpy as np
 
 from rdgraph.compat import MPI, versions
 from rdgraph.config import Settings
+from rdgraph.precision import SINGLE_PRECISION_MAX_CONDITION
 
 __all__ = ["add_arguments", "describe", "format_info", "run_from_args"]
 
@@ -35,6 +36,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
 
     from rdgraph.meshes import build_mesh
     from rdgraph.model import Model
+    from rdgraph.precision import mumps_single_precision
     from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
     from rdgraph.solvers import _direct_package, resolve_solver, spectral_per_rank
     from rdgraph.spectral import coupling_modes, factorization_count
@@ -68,6 +70,14 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
         per_rank = spectral_per_rank(settings.solver.scalar_layout, inner, comm.size)
         solver.update(inner=inner, exact=exact,
                       scalar_layout="per-rank" if per_rank else "distributed")
+        if inner == "lu" and not exact:
+            # Factorizations that precondition: their precision (auto also needs the
+            # operators' condition estimate, known only once they are assembled).
+            setting = settings.solver.factorization_precision
+            solver["factorization_precision"] = setting
+            if setting != "double":
+                solver["mumps_single_precision"] = comm.allreduce(mumps_single_precision(),
+                                                                  op=MPI.LAND)
 
     components = len(graph.components())
     values, _ = graph.spectrum()
@@ -116,6 +126,21 @@ def _gap(gap: float) -> str:
     return f"{gap:.6g} (exchange time 1/gap = {1 / gap:.4g})"
 
 
+def _precision(solver: dict) -> str:
+    """The precision the spectral solver's preconditioning factorizations get."""
+    setting = solver["factorization_precision"]
+    if setting == "double":
+        return "double precision"
+    if not solver["mumps_single_precision"]:
+        if setting == "single":
+            return "single precision, but no single-precision MUMPS here (a run stops: input error)"
+        return "double precision (auto: no single-precision MUMPS here)"
+    if setting == "single":
+        return "single precision (MUMPS)"
+    return (f"single precision (MUMPS) where the condition estimate is at most "
+            f"{SINGLE_PRECISION_MAX_CONDITION:g}, else double (auto)")
+
+
 def format_info(info: dict, max_values: int = 16) -> str:
     """The text ``rdgraph info`` prints."""
     v, m, g, s = info["versions"], info["mesh"], info["graph"], info["solver"]
@@ -127,6 +152,8 @@ def format_info(info: dict, max_values: int = 16) -> str:
                + ("exact (one pass)" if s["exact"] else "preconditioning GMRES"))
     else:
         how = "on the assembled block matrix"
+    if "factorization_precision" in s:
+        how += f"; factorizations: {_precision(s)}"
     lines = [
         f"rdgraph {v['rdgraph']}, DOLFINx {v['dolfinx']}, PETSc {v['petsc']}, "
         f"petsc4py {v['petsc4py']}, mpi4py {v['mpi4py']}, numpy {v['numpy']}, "

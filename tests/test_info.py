@@ -99,6 +99,56 @@ def test_auto_picks_spectral_for_large_systems(capsys, shared_tmp):
                                     "exact": True, "scalar_layout": layout}
 
 
+@pytest.mark.parametrize("setting", ["auto", "double"])
+def test_reports_the_precision_of_factorizations_that_precondition(capsys, shared_tmp,
+                                                                    setting):
+    """Differing potentials: the spectral factorizations only precondition FGMRES, and info
+    says in which precision they are held; an exact spectral solve has none to report."""
+    from rdgraph.precision import mumps_single_precision
+
+    sections = dict(mesh={"cells": [30, 30]}, graph={"kind": "path", "n": 105},
+                    solver={"type": "auto", "factorization_precision": setting})
+    differing = config_file(shared_tmp, f"differing-{setting}",
+                            model={"coupling": "laplacian", "potential": "g*x[0]**2"},
+                            **sections)
+    equal = config_file(shared_tmp, f"equal-{setting}",
+                        model={"coupling": "laplacian", "potential": "x[0]**2"}, **sections)
+    status, text = info(capsys, differing, "--json")
+    assert status == 0
+    status_text, plain = info(capsys, differing)
+    assert status_text == 0
+    status_equal, equal_text = info(capsys, equal, "--json")
+    assert status_equal == 0
+    can = MPI.COMM_WORLD.allreduce(mumps_single_precision(), op=MPI.LAND)
+    if MPI.COMM_WORLD.rank != 0:
+        return
+    solver = json.loads(text)["solver"]
+    assert (solver["inner"], solver["exact"]) == ("lu", False)
+    assert solver["factorization_precision"] == setting
+    if setting == "double":
+        assert "mumps_single_precision" not in solver
+        assert "factorizations: double precision" in plain
+    else:
+        assert solver["mumps_single_precision"] == can
+        expected = ("single precision (MUMPS) where the condition estimate is at most 20000"
+                    if can else "double precision (auto: no single-precision MUMPS here)")
+        assert f"factorizations: {expected}" in plain
+    assert "factorization_precision" not in json.loads(equal_text)["solver"]
+
+
+@pytest.mark.parametrize("setting, can, expected", [
+    ("double", None, "double precision"),
+    ("auto", False, "double precision (auto: no single-precision MUMPS here)"),
+    ("single", False, "single precision, but no single-precision MUMPS here"),
+    ("single", True, "single precision (MUMPS)"),
+])
+def test_precision_wording_without_or_with_single_precision_mumps(setting, can, expected):
+    from rdgraph.info import _precision
+
+    solver = {"factorization_precision": setting, "mumps_single_precision": can}
+    assert _precision(solver).startswith(expected)
+
+
 def test_resolve_solver_rules():
     auto = SolverSettings()
     assert resolve_solver(auto, 10, AUTO_DIRECT_MAX // 10, False) == ("direct", None)
