@@ -1,8 +1,10 @@
 """``rdgraph info``: what a config would solve, without solving it.
 
 Builds the graph, the mesh, the function space and the model's forms (which validates the
-expressions exactly as ``rdgraph run`` does) but assembles no matrix and takes no time step.
-Reports the software stack, the problem size, the block solver ``auto`` resolves to, and the
+expressions exactly as ``rdgraph run`` does) but assembles none of the problem's matrices and
+takes no time step (where the spectral solver's factorizations could be single precision, it
+probes MUMPS with a 2×2 system). Reports the software stack, the problem size, the block
+solver ``auto`` resolves to, and the
 spectrum of the coupling's graph matrix, whose gap sets the time scale of the exchange of
 mass between vertices (laplacian: vertex masses obey ``m' = -L m`` exactly).
 """
