@@ -38,7 +38,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
 
     from rdgraph.meshes import build_mesh
     from rdgraph.model import Model
-    from rdgraph.precision import mumps_single_precision
+    from rdgraph.precision import mumps_single_precision_on
     from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
     from rdgraph.solvers import _direct_package, resolve_solver, spectral_per_rank
     from rdgraph.spectral import coupling_modes, factorization_count
@@ -78,8 +78,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
             setting = settings.solver.factorization_precision
             solver["factorization_precision"] = setting
             if setting != "double":
-                solver["mumps_single_precision"] = comm.allreduce(mumps_single_precision(),
-                                                                  op=MPI.LAND)
+                solver["mumps_single_precision"] = mumps_single_precision_on(comm)
 
     components = len(graph.components())
     values, _ = graph.spectrum()

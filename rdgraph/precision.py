@@ -21,7 +21,7 @@ from rdgraph.compat import MPI, PETSc
 from rdgraph.errors import InputError
 
 __all__ = ["SINGLE_PRECISION_MAX_CONDITION", "condition_estimate", "factorization_precision",
-           "mumps_single_precision"]
+           "mumps_single_precision", "mumps_single_precision_on"]
 
 # ``auto`` factorizes in single precision up to this estimated condition number. Measured on
 # 256² P1 (estimates 7.9e3, 7.9e5, 3.9e7 at τ = 1e-2, 1, 50): the forward error of a
@@ -95,6 +95,12 @@ def mumps_single_precision() -> bool:
         for obj in (ksp, A, b, x):
             obj.destroy()
     return supported
+
+
+def mumps_single_precision_on(comm: MPI.Comm) -> bool:
+    """:func:`mumps_single_precision` on every rank of ``comm`` (collective): the ranks must
+    agree, or one would factorize in single precision and wait for another that raised."""
+    return comm.allreduce(mumps_single_precision(), op=MPI.LAND)
 
 
 def factorization_precision(setting: str, *, preconditions: bool, condition: float,

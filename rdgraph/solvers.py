@@ -482,7 +482,7 @@ class BlockSolver:
         from rdgraph.precision import (
             condition_estimate,
             factorization_precision,
-            mumps_single_precision,
+            mumps_single_precision_on,
         )
 
         if "pc_precision" in inner_overrides:
@@ -490,11 +490,10 @@ class BlockSolver:
         setting = settings.factorization_precision
         if setting == "double" or self.exact:
             return "double"
-        comm = operators.layout.comm
         return factorization_precision(
             setting, preconditions=True,
             condition=condition_estimate(operators, a, b) if setting == "auto" else 0.0,
-            supported=comm.allreduce(mumps_single_precision(), op=MPI.LAND))
+            supported=mumps_single_precision_on(operators.layout.comm))
 
     def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
         """Solve; return the Krylov iterations (for the exact spectral solve: the most any
