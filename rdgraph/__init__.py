@@ -19,7 +19,7 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 __version__ = "0.1.0"
 
-from rdgraph.config import Settings, load_settings, settings_from_dict  # noqa: E402
+from rdgraph.problem.config import Settings, load_settings, settings_from_dict  # noqa: E402
 from rdgraph.errors import InputError, SolverError  # noqa: E402
 from rdgraph.simulation import RunResult, Simulation, run  # noqa: E402
 

@@ -16,8 +16,8 @@ import json
 import numpy as np
 
 from rdgraph.compat import MPI, versions
-from rdgraph.config import Settings
-from rdgraph.precision import SINGLE_PRECISION_MAX_CONDITION
+from rdgraph.problem.config import Settings
+from rdgraph.solvers.precision import SINGLE_PRECISION_MAX_CONDITION
 
 __all__ = ["add_arguments", "describe", "format_info", "run_from_args"]
 
@@ -36,13 +36,13 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     """
     import petsc4py
 
-    from rdgraph.meshes import build_mesh
-    from rdgraph.model import Model
-    from rdgraph.precision import mumps_single_precision_on
+    from rdgraph.discretization.meshes import build_mesh
+    from rdgraph.discretization.model import Model
+    from rdgraph.solvers.precision import mumps_single_precision_on
     from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
-    from rdgraph.solvers import _direct_package, resolve_solver, spectral_per_rank
-    from rdgraph.spectral import coupling_modes, factorization_count
-    from rdgraph.timestepping import SCHEME_COEFFICIENTS
+    from rdgraph.solvers.block import _direct_package, resolve_solver, spectral_per_rank
+    from rdgraph.solvers.spectral import coupling_modes, factorization_count
+    from rdgraph.timestepping.linear import SCHEME_COEFFICIENTS
 
     graph = graph_from_settings(settings)
     if settings.mesh.shape in _MESH_GDIM:
@@ -184,7 +184,7 @@ def format_info(info: dict, max_values: int = 16) -> str:
 
 def add_arguments(parser) -> None:
     """Arguments of ``rdgraph info``."""
-    from rdgraph.config import add_config_arguments
+    from rdgraph.problem.config import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -192,7 +192,7 @@ def add_arguments(parser) -> None:
 
 def run_from_args(args) -> int:
     """Run ``rdgraph info``; prints on rank 0 only."""
-    from rdgraph.config import load_settings
+    from rdgraph.problem.config import load_settings
 
     settings = load_settings(args.config, args.overrides)
     info = describe(settings, MPI.COMM_WORLD)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rdgraph import checkpoint
-from rdgraph.blocks import BlockLayout
+from rdgraph.output import checkpoint
+from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.compat import MPI, dolfinx, versions
-from rdgraph.config import Settings
+from rdgraph.problem.config import Settings
 from rdgraph.errors import Interrupted, SolverError
-from rdgraph.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
-from rdgraph.graph import Graph, build_graph
-from rdgraph.io import (
+from rdgraph.output.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
+from rdgraph.problem.graph import Graph, build_graph
+from rdgraph.output.io import (
     DiagnosticsCSV,
     FieldWriter,
     gather_nodal_values,
@@ -31,14 +31,14 @@ from rdgraph.io import (
     write_config,
     write_json,
 )
-from rdgraph.jko import JKOStepper
-from rdgraph.meshes import build_mesh
-from rdgraph.model import Model, _parse_per_vertex
-from rdgraph.operators import BlockOperators
-from rdgraph.progress import Progress
-from rdgraph.recovery import RobustStepper
-from rdgraph.timestepping import TimeStepper
-from rdgraph.upwind import UpwindStepper
+from rdgraph.timestepping.jko import JKOStepper
+from rdgraph.discretization.meshes import build_mesh
+from rdgraph.discretization.model import Model, _parse_per_vertex
+from rdgraph.discretization.operators import BlockOperators
+from rdgraph.output.progress import Progress
+from rdgraph.timestepping.recovery import RobustStepper
+from rdgraph.timestepping.linear import TimeStepper
+from rdgraph.timestepping.upwind import UpwindStepper
 
 __all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
 
@@ -99,7 +99,7 @@ class Simulation:
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
         if settings.time.scheme == "accelerated":
-            from rdgraph.accelerated import ACCELERATED_COLUMNS, AcceleratedStepper
+            from rdgraph.timestepping.accelerated import ACCELERATED_COLUMNS, AcceleratedStepper
 
             # Its own state (log ρ, S) and Newton solver; it retries failed steps itself.
             self.stepper = AcceleratedStepper(self.model, settings, solver_overrides)
@@ -373,7 +373,7 @@ def run(
 
 def _write_plots(out: Path, quiet: bool) -> None:
     """The run's PNG figures (rank 0, after every file they read is complete)."""
-    from rdgraph.plots import plot_run
+    from rdgraph.output.plots import plot_run
 
     try:
         plot_run(out)

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
 
 BETA = LAMBDA = 0.04

@@ -70,7 +70,7 @@ def _config(case: dict) -> dict:
 
 
 def _run_rdgraph(case: dict, comm) -> dict:
-    from rdgraph.config import settings_from_dict
+    from rdgraph.problem.config import settings_from_dict
     from rdgraph.simulation import Simulation
 
     comm.Barrier()
@@ -99,14 +99,14 @@ def _run_lower_bound(case: dict, comm) -> dict:
     """N independent scalar solves of M + τ K_g: CG+GAMG and cached MUMPS."""
     import numpy as np
 
-    from rdgraph.blocks import BlockLayout
+    from rdgraph.discretization.blocks import BlockLayout
     from rdgraph.compat import PETSc
-    from rdgraph.config import settings_from_dict
-    from rdgraph.meshes import build_mesh
-    from rdgraph.model import Model
-    from rdgraph.operators import BlockOperators
+    from rdgraph.problem.config import settings_from_dict
+    from rdgraph.discretization.meshes import build_mesh
+    from rdgraph.discretization.model import Model
+    from rdgraph.discretization.operators import BlockOperators
     from rdgraph.simulation import graph_from_settings
-    from rdgraph.solvers import _direct_package
+    from rdgraph.solvers.block import _direct_package
 
     settings = settings_from_dict(_config({**case, "solver": {"type": "direct"}}))
     graph = graph_from_settings(settings)
@@ -169,8 +169,8 @@ def _dealt_lower_bound(ops, stiffness: list, dt: float, comm) -> dict:
     import numpy as np
 
     from rdgraph.compat import PETSc
-    from rdgraph.mode_exchange import deal_groups, whole_matrices
-    from rdgraph.solvers import _serial_lu, configure_ksp
+    from rdgraph.solvers.mode_exchange import deal_groups, whole_matrices
+    from rdgraph.solvers.block import _serial_lu, configure_ksp
 
     mine = deal_groups([1] * len(stiffness), comm.size)[comm.rank]
     comm.Barrier()

@@ -5,7 +5,7 @@
     python scripts/compare_dynamics.py --from-json docs/dynamics/dynamics.json --out docs/dynamics
     mpiexec -n 2 python scripts/compare_dynamics.py --quick --out /tmp/dyn
 
-Runs the built-in default problem (``rdgraph.defaults``: 8 architectures on a 3-cube, gibbs
+Runs the built-in default problem (``rdgraph.problem.defaults``: 8 architectures on a 3-cube, gibbs
 coupling, beta = 0.1) with
 
 * the gradient flow: the default linear gibbs coupling, implicit Euler;
@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
-from rdgraph.defaults import default_config
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.problem.defaults import default_config
 from rdgraph.errors import SolverError
 from rdgraph.simulation import Simulation
 
 COMM = MPI.COMM_WORLD
-BEST = 5  # the architecture with the deepest well (rdgraph.defaults)
+BEST = 5  # the architecture with the deepest well (rdgraph.problem.defaults)
 LEVEL = 0.9  # concentration: mass_5 reaches LEVEL times its Gibbs-state value
 GAP_TIMES = (0.25, 1.0, 5.0, 10.0)
 PROBE = "accelerated, 3/t, gibbs, dt = 2e-4"

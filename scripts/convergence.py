@@ -6,7 +6,7 @@
 
 import sys
 
-from rdgraph.verification import main
+from rdgraph.studies.verification import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,9 +15,9 @@ from conftest import make_config
 from scipy.integrate import solve_ivp
 from scipy.special import j1
 
-from rdgraph.accelerated import AcceleratedStepper
+from rdgraph.timestepping.accelerated import AcceleratedStepper
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError, SolverError
 from rdgraph.simulation import Simulation, run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rdgraph.config import apply_overrides, load_settings, parse_override, settings_from_dict
+from rdgraph.problem.config import apply_overrides, load_settings, parse_override, settings_from_dict
 from rdgraph.errors import InputError
 
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import load_module
 
 from rdgraph.compat import MPI
-from rdgraph.config import load_settings
-from rdgraph.sweep import load_sweep
+from rdgraph.problem.config import load_settings
+from rdgraph.studies.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rdgraph.errors import InputError
-from rdgraph.expressions import MAX_DEPTH, MAX_LENGTH, Expression, parse
+from rdgraph.problem.expressions import MAX_DEPTH, MAX_LENGTH, Expression, parse
 
 POINTS = np.array([[0.1, 0.5, 0.9], [0.2, -0.3, 1.5], [1.0, 2.0, 3.0]])
 

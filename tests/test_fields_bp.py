@@ -14,7 +14,7 @@ from bp4_metadata import read_steps, vtk_xml
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import run
 
 # VTX writes every degree as VTK Lagrange cells (ParaView draws them curved / subdivided).

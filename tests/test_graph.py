@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from rdgraph import graph as gr
+from rdgraph.problem import graph as gr
 from rdgraph.errors import InputError
 
 

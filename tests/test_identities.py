@@ -7,7 +7,7 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
 
 # Unequal weights and unequal potentials: the identities must not depend on either.
@@ -181,7 +181,7 @@ def test_same_diagnostics_on_every_rank_count():
                "initial": BUMPS, "source": "0.1*sin(pi*x[0])*t*(g - 1)"},
         time={"scheme": "crank-nicolson", "dt": 0.05, "t_end": 0.25},
     )
-    from rdgraph.io import gather_nodal_values
+    from rdgraph.output.io import gather_nodal_values
 
     results = []
     for comm in (MPI.COMM_WORLD, MPI.COMM_SELF):

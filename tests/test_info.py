@@ -11,8 +11,8 @@ from conftest import make_config, write_config
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-from rdgraph.config import SolverSettings
-from rdgraph.solvers import AUTO_DIRECT_MAX, LU_MAX_DOFS, LU_MAX_DOFS_EXACT, resolve_solver
+from rdgraph.problem.config import SolverSettings
+from rdgraph.solvers.block import AUTO_DIRECT_MAX, LU_MAX_DOFS, LU_MAX_DOFS_EXACT, resolve_solver
 
 
 def info(capsys, *arguments: str) -> tuple[int, str]:
@@ -104,7 +104,7 @@ def test_reports_the_precision_of_factorizations_that_precondition(capsys, share
                                                                     setting):
     """Differing potentials: the spectral factorizations only precondition FGMRES, and info
     says in which precision they are held; an exact spectral solve has none to report."""
-    from rdgraph.precision import mumps_single_precision
+    from rdgraph.solvers.precision import mumps_single_precision
 
     sections = dict(mesh={"cells": [30, 30]}, graph={"kind": "path", "n": 105},
                     solver={"type": "auto", "factorization_precision": setting})
@@ -173,7 +173,7 @@ def test_resolve_solver_rules():
 def test_3d_factorizes_larger_problems_when_each_rank_keeps_one(monkeypatch):
     """A rank's modes sharing one factorization are one batched solve: 3-D problems up to
     LU_3D_SHARED_MAX_DOFS are factorized then, but not exact modes (one per eigenvalue)."""
-    import rdgraph.solvers as solvers
+    import rdgraph.solvers.block as solvers
 
     monkeypatch.setattr(solvers, "_physical_memory", lambda: 64 * 2.0**30)
     auto, n = SolverSettings(), solvers.LU_3D_SHARED_MAX_DOFS
@@ -191,7 +191,7 @@ def test_3d_factorizes_larger_problems_when_each_rank_keeps_one(monkeypatch):
 
 
 def test_auto_factorizes_only_what_fits_in_memory(monkeypatch):
-    import rdgraph.solvers as solvers
+    import rdgraph.solvers.block as solvers
 
     n = LU_MAX_DOFS_EXACT // 2
     monkeypatch.setattr(solvers, "_physical_memory", lambda: 64 * 2.0**30)

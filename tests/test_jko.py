@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
-from rdgraph.jko import log_mean, mobilities
-from rdgraph.jko_study import jko_vs_implicit_euler
+from rdgraph.timestepping.jko import log_mean, mobilities
+from rdgraph.studies.jko_study import jko_vs_implicit_euler
 from rdgraph.simulation import Simulation
 
 from conftest import make_config
@@ -134,7 +134,7 @@ def test_jko_and_implicit_euler_agree_at_first_order(shared_tmp):
 
 def test_failed_newton_is_retried_with_halved_steps():
     # The first step of dt = 0.4 takes 6 Newton iterations, smaller steps fewer: with a cap of
-    # 5 the step fails and succeeds as smaller steps (rdgraph.recovery), keeping the mass.
+    # 5 the step fails and succeeds as smaller steps (rdgraph.timestepping.recovery), keeping the mass.
     config = make_config(
         model={"coupling": "gibbs", "beta": 0.2, "potentials": POTENTIALS,
                "initial": "1 + 0.9*cos(pi*x[0])"},

@@ -12,7 +12,7 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.config import load_settings, settings_from_dict
+from rdgraph.problem.config import load_settings, settings_from_dict
 from rdgraph.simulation import Simulation
 
 ROOT = Path(__file__).resolve().parents[1]

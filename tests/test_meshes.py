@@ -7,7 +7,7 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
 from rdgraph.simulation import Simulation
 

@@ -22,10 +22,10 @@ from test_accelerated import two_layer_mass_ode
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
-from rdgraph.particle_run import simulate, z_limit
-from rdgraph.particles import ParticleProblem
-from rdgraph.particles_accelerated import (
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.particles.run import simulate, z_limit
+from rdgraph.particles.sampler import ParticleProblem
+from rdgraph.particles.accelerated import (
     AcceleratedParticleSystem,
     KernelDensity,
     damping_coefficients,

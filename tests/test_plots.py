@@ -10,9 +10,9 @@ from PIL import Image
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-from rdgraph.config import load_settings
+from rdgraph.problem.config import load_settings
 from rdgraph.errors import InputError
-from rdgraph.plots import MAX_PANELS, PLOT_FILES, plot_density, plot_run
+from rdgraph.output.plots import MAX_PANELS, PLOT_FILES, plot_density, plot_run
 
 comm = MPI.COMM_WORLD
 

@@ -7,9 +7,9 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI, PETSc
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
-from rdgraph.precision import (
+from rdgraph.solvers.precision import (
     SINGLE_PRECISION_MAX_CONDITION,
     condition_estimate,
     factorization_precision,
@@ -152,7 +152,7 @@ def test_factorizations_stay_double_where_single_would_not_do(case):
 def test_the_probe_answers_what_the_library_does():
     """Where MUMPS's single-precision solver is linked, the probe's answer is whether a
     factorization asked for single precision really solves that inexactly."""
-    from rdgraph.precision import _links_single_precision_mumps
+    from rdgraph.solvers.precision import _links_single_precision_mumps
 
     if not PETSc.Sys.hasExternalPackage("mumps") or not _links_single_precision_mumps():
         assert not mumps_single_precision()
@@ -165,7 +165,7 @@ def test_the_probe_answers_what_the_library_does():
 
 
 def test_single_precision_without_mumps_support_is_an_input_error(monkeypatch):
-    import rdgraph.precision as precision
+    import rdgraph.solvers.precision as precision
 
     monkeypatch.setattr(precision, "mumps_single_precision", lambda: False)
     with pytest.raises(InputError, match="factorization_precision = 'single'"):

@@ -14,8 +14,8 @@ import tomli_w
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.diagnostics import Diagnostics
-from rdgraph.progress import Progress, format_duration
+from rdgraph.output.diagnostics import Diagnostics
+from rdgraph.output.progress import Progress, format_duration
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

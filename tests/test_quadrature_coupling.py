@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from conftest import make_config, shell_mismatch
 
-from rdgraph import graph as graphs
-from rdgraph.blocks import BlockLayout
+from rdgraph.problem import graph as graphs
+from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.compat import MPI, dolfinx
-from rdgraph.config import ModelSettings, SpaceSettings, settings_from_dict
+from rdgraph.problem.config import ModelSettings, SpaceSettings, settings_from_dict
 from rdgraph.errors import InputError
-from rdgraph.model import Model
-from rdgraph.operators import BlockOperators
-from rdgraph.quadrature_coupling import QuadratureCoupling, QuadratureNotApplicable
+from rdgraph.discretization.model import Model
+from rdgraph.discretization.operators import BlockOperators
+from rdgraph.discretization.quadrature_coupling import QuadratureCoupling, QuadratureNotApplicable
 
 COMM = MPI.COMM_WORLD
 # Potentials that differ in shape, so that every M[k_gh] is a different matrix.

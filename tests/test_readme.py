@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from rdgraph.cli import SUBCOMMANDS
-from rdgraph.config import (
+from rdgraph.problem.config import (
     _SECTION_CLASSES,
     apply_overrides,
     parse_override,
     read_config,
     settings_from_dict,
 )
-from rdgraph.defaults import default_config
-from rdgraph.sweep import parse_sweep
+from rdgraph.problem.defaults import default_config
+from rdgraph.studies.sweep import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -11,7 +11,7 @@ import tomli_w
 from conftest import make_config
 
 from rdgraph import Simulation, settings_from_dict
-from rdgraph.checkpoint import latest_checkpoint
+from rdgraph.output.checkpoint import latest_checkpoint
 from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.errors import SolverError
@@ -207,7 +207,7 @@ def test_memory_stays_flat_over_many_steps():
 
 
 def test_truncate_csv_drops_later_and_half_written_rows(shared_tmp):
-    from rdgraph.checkpoint import truncate_csv
+    from rdgraph.output.checkpoint import truncate_csv
 
     path = shared_tmp / "d.csv"
     put(path, "step,t\n0,0.0\n1,0.1\n2,0.2\n3,0.")

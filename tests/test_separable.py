@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
-from rdgraph.expressions import parse
-from rdgraph.separable import separate
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.problem.expressions import parse
+from rdgraph.problem.separable import separate
 from rdgraph.simulation import Simulation
 from tests.conftest import make_config
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
 
 CASES = {
@@ -84,10 +84,10 @@ def test_spectral_preconditioner_is_exact_for_constant_potential_offsets():
 
 
 def test_auto_factorizes_small_systems_only():
-    from rdgraph.operators import BlockOperators
-    from rdgraph.solvers import AUTO_DIRECT_MAX, BlockSolver
+    from rdgraph.discretization.operators import BlockOperators
+    from rdgraph.solvers.block import AUTO_DIRECT_MAX, BlockSolver
 
-    import rdgraph.solvers as solvers
+    import rdgraph.solvers.block as solvers
 
     data = make_config(mesh={"cells": [6, 6]}, model={"coupling": "laplacian"},
                        solver={"type": "auto"})
@@ -109,7 +109,7 @@ def test_auto_factorizes_small_systems_only():
 
 
 def test_clusters_of_shifts():
-    from rdgraph.spectral import _clusters
+    from rdgraph.solvers.spectral import _clusters
 
     assert _clusters([1.0, 1.2, 1.5, 1.6, 3.0, 100.0], 1.5) == [[0, 1, 2], [3], [4], [5]]
     assert _clusters([1.0, 1.2], 1.0) == [[0], [1]]  # span 1: nothing shared
@@ -160,7 +160,7 @@ def test_factorizations_are_shared_only_where_the_modes_are_preconditioned(case,
     """Exact modes (one stiffness for all vertices) keep one factorization per eigenvalue;
     where the spectral solve preconditions (unequal potentials) close shifts share one, and
     the answer is still the direct solver's. ``auto`` counts what is kept."""
-    from rdgraph.spectral import factorization_count, graph_modes
+    from rdgraph.solvers.spectral import factorization_count, graph_modes
 
     model = SHIFTED_GIBBS if case == "gibbs-shifted" else CASES[case]
     dt = 1e-3
@@ -188,7 +188,7 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
     ``resolve_solver`` (its 3-D and memory limits depend on it)."""
     import inspect
 
-    import rdgraph.solvers as solvers
+    import rdgraph.solvers.block as solvers
     from rdgraph.info import describe
 
     original = solvers.resolve_solver
@@ -220,8 +220,8 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
 def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
     """Modes that share a factorization are one batched solve (MUMPS's, unless a package is
     asked for), which gives what solving them one at a time gives, and the direct answer."""
-    from rdgraph.solvers import _direct_package
-    from rdgraph.spectral import BATCHED_FACTORIZATION_MIN_MODES
+    from rdgraph.solvers.block import _direct_package
+    from rdgraph.solvers.spectral import BATCHED_FACTORIZATION_MIN_MODES
 
     if package == "petsc" and layout == "distributed" and MPI.COMM_WORLD.size > 1:
         pytest.skip("PETSc's own LU is serial")
@@ -259,8 +259,8 @@ def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
     ``I ⊗ A⁻¹`` with ``A`` at the geometric mean of all shifts, on every rank: apply skips the
     modal transforms and gives what the transforms give, and each vertex's block is A⁻¹ of it."""
     from rdgraph.compat import PETSc
-    from rdgraph.solvers import _direct_package
-    from rdgraph.spectral import graph_modes
+    from rdgraph.solvers.block import _direct_package
+    from rdgraph.solvers.spectral import graph_modes
 
     comm = MPI.COMM_WORLD
     dt, N = 1e-3, 3 * comm.size
@@ -308,7 +308,7 @@ def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
 
 
 def test_factorization_count_follows_the_shift_clusters():
-    from rdgraph.spectral import SHARED_FACTORIZATION_SPAN, factorization_count
+    from rdgraph.solvers.spectral import SHARED_FACTORIZATION_SPAN, factorization_count
 
     values = np.array([0.0, 1.0, 1.0, 3.0, 4.0])  # one repeated eigenvalue
     assert factorization_count(values, 1.0, 1e-3, per_eigenvalue=True) == 4  # one per eigenvalue
@@ -320,7 +320,7 @@ def test_factorization_count_follows_the_shift_clusters():
 
 
 def test_deal_groups_balances_modes_and_keeps_groups_whole():
-    from rdgraph.mode_exchange import deal_groups
+    from rdgraph.solvers.mode_exchange import deal_groups
 
     assert deal_groups([1] * 16, 2) == [list(range(8)), list(range(8, 16))]
     assert deal_groups([1, 5], 2) == [[0], [1]]  # by the groups' midpoints
@@ -333,7 +333,7 @@ def test_deal_groups_balances_modes_and_keeps_groups_whole():
 def test_mode_exchange_round_trip(in_order):
     """Whole modal vectors arrive on their rank in global dof order, and come back, whether
     the modes are dealt in order (no reordering copy) or not."""
-    from rdgraph.mode_exchange import ModeExchange, deal_groups
+    from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups
 
     comm = MPI.COMM_WORLD
     sizes = [3 + 2 * r for r in range(comm.size)]  # unequal owned sizes
@@ -414,7 +414,7 @@ def test_a_failing_factorization_fails_the_solve_on_every_rank(graph, layout, pa
 
 
 def test_residual_budgets_share_the_block_tolerance():
-    from rdgraph.spectral import residual_budgets
+    from rdgraph.solvers.spectral import residual_budgets
 
     norms = np.array([3.0, 4.0, 0.0, 1e-12])
     budgets = residual_budgets(norms, 1e-6, 1e-50)
@@ -488,7 +488,7 @@ def test_exact_spectral_solve_corrects_a_good_guess():
 
 def test_modes_without_right_hand_side_take_no_iterations():
     """The same right-hand side on every vertex lives in the graph's constant mode only."""
-    from rdgraph.spectral import graph_modes
+    from rdgraph.solvers.spectral import graph_modes
 
     sim = _exact_amg_solver(1e-8)
     solver = sim.stepper.solver
@@ -512,7 +512,7 @@ def test_modes_without_right_hand_side_take_no_iterations():
 
 def test_exact_amg_accepts_another_krylov_method():
     """-rd_spectral_ksp_type replaces the per-mode FGMRES, e.g. by CG."""
-    from rdgraph.solvers import BlockSolver
+    from rdgraph.solvers.block import BlockSolver
 
     sim = _exact_amg_solver(1e-10)
     reference = sim.stepper.solver
@@ -536,7 +536,7 @@ def test_a_failed_factorization_says_why():
     """A singular matrix: the error names the factorization's failure, not only the KSP's."""
     from rdgraph.compat import PETSc
     from rdgraph.errors import SolverError
-    from rdgraph.solvers import LinearSolver, _lu
+    from rdgraph.solvers.block import LinearSolver, _lu
 
     comm = MPI.COMM_WORLD
     A = PETSc.Mat().createAIJ(((2, None), (2, None)), nnz=1, comm=comm)
@@ -555,7 +555,7 @@ def test_a_failed_factorization_says_why():
 
 def _gibbs_steps(predict: bool):
     """Eight gibbs steps with the spectral AMG solver, with or without the predicted guess."""
-    from rdgraph.timestepping import TimeStepper
+    from rdgraph.timestepping.linear import TimeStepper
 
     data = make_config(
         mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 4},
@@ -612,7 +612,7 @@ def test_a_guess_worse_than_zero_is_not_used():
 
 def _solver_for(case: str, solver: dict, overrides: dict | None = None, cells: int = 12):
     """A simulation of ``CASES[case]`` on a 4-vertex path and its block solver."""
-    from rdgraph.solvers import BlockSolver
+    from rdgraph.solvers.block import BlockSolver
 
     data = make_config(mesh={"cells": [cells, cells]}, graph={"kind": "path", "n": 4},
                        model={**CASES[case], "initial": "1 + x[0]*(g + 1)"},
@@ -736,7 +736,7 @@ def test_newton_options_reach_the_factorization_and_leave_no_trace(scheme):
     """The SNES sets its linear solver up in its first solve: options read only then (MUMPS
     ICNTLs) must reach it, and none may stay in PETSc's database for the next simulation."""
     from rdgraph.compat import PETSc
-    from rdgraph.solvers import _direct_package
+    from rdgraph.solvers.block import _direct_package
 
     if _direct_package() != "mumps":
         pytest.skip("needs MUMPS")
@@ -764,7 +764,7 @@ def test_newton_solvers_alive_together_keep_their_own_options():
     """Two simulations built before either solves: each factorization gets its own ICNTL, and
     an option already in the database (as from the command line) is kept."""
     from rdgraph.compat import PETSc
-    from rdgraph.solvers import _direct_package
+    from rdgraph.solvers.block import _direct_package
 
     if _direct_package() != "mumps":
         pytest.skip("needs MUMPS")

@@ -19,7 +19,7 @@ from conftest import make_config
 from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.errors import InputError
-from rdgraph.sweep import CASE_MARKER, load_sweep, parse_sweep
+from rdgraph.studies.sweep import CASE_MARKER, load_sweep, parse_sweep
 
 comm = MPI.COMM_WORLD
 DT, STEPS = 0.05, 4

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from rdgraph.compat import MPI
-from rdgraph.config import settings_from_dict
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
 from rdgraph.simulation import Simulation
-from rdgraph.upwind import smoothed_upwind_flux
+from rdgraph.timestepping.upwind import smoothed_upwind_flux
 
 from conftest import make_config
 

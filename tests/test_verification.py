@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rdgraph import verification as v
-from rdgraph.config import settings_from_dict
+from rdgraph.studies import verification as v
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
 
 from conftest import make_config

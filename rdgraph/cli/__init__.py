@@ -1,0 +1,195 @@
+"""The ``rdgraph`` command: a thin shell over the public API.
+
+Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure
+(4: ``rdgraph particles --compare`` ran but particles and FEM disagree),
+130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an
+unexpected exception on any rank aborts every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER = 0, 1, 2, 3
+
+# Subcommands besides ``run``: name -> (module, help). Each module provides
+# ``add_arguments(parser)`` and ``run_from_args(args) -> int``; the modules are imported
+# lazily so that ``rdgraph --help`` stays cheap and a new command touches one line here.
+SUBCOMMANDS = {
+    "convergence": ("rdgraph.studies.verification", "verification and convergence studies"),
+    "info": ("rdgraph.info", "versions, problem size, solver choice and graph spectrum of a config"),
+    "plot": ("rdgraph.output.plots", "PNG figures of a run directory (RUN_DIR/plots)"),
+    "sweep": ("rdgraph.studies.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
+    "particles": ("rdgraph.particles.run", "Monte Carlo particles of the same flow (vs FEM)"),
+}
+
+
+def _install_mpi_excepthook() -> None:
+    """Print the traceback and abort all ranks: an exception on one rank must not hang."""
+    from mpi4py import MPI
+
+    def hook(exc_type, exc, tb):
+        text = f"rdgraph: unexpected error on rank {MPI.COMM_WORLD.rank}:\n" + "".join(
+            traceback.format_exception(exc_type, exc, tb))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # One write, then a moment for mpiexec to forward it: Abort kills the output pipes.
+        os.write(2, text.encode())
+        if MPI.COMM_WORLD.size > 1:
+            time.sleep(0.5)
+            MPI.COMM_WORLD.Abort(EXIT_FAILURE)
+        sys.exit(EXIT_FAILURE)
+
+    sys.excepthook = hook
+
+
+def _split_petsc_options(tokens: list[str], prefix: str) -> tuple[dict, dict, list[str]]:
+    """Split ``-opt [value]`` tokens into solver options (under ``prefix``) and global ones."""
+    solver, global_, unknown = {}, {}, []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("-") or token.startswith("--") or len(token) < 2:
+            unknown.append(token)
+            i += 1
+            continue
+        value = None
+        if i + 1 < len(tokens) and not _looks_like_option(tokens[i + 1]):
+            value = tokens[i + 1]
+            i += 1
+        name = token[1:]
+        if name.startswith(prefix):
+            solver[name[len(prefix):]] = value
+        else:
+            global_[name] = value
+        i += 1
+    return solver, global_, unknown
+
+
+def _looks_like_option(token: str) -> bool:
+    if not token.startswith("-"):
+        return False
+    try:
+        float(token)
+        return False
+    except ValueError:
+        return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    from rdgraph.problem.config import add_config_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="rdgraph",
+        description="Reaction–diffusion gradient flows on R^d × G (DOLFINx/PETSc, MPI).",
+        epilog="PETSc options for the block solver go under the prefix -rd_, e.g. "
+        "-rd_ksp_monitor -rd_ksp_rtol 1e-10; -log_view prints PETSc's profile.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a simulation (the built-in default without CONFIG)")
+    add_config_arguments(run)
+    run.add_argument("--out", type=Path, help="run directory (default: output.dir or results/NAME)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing non-empty run directory")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue RUN_DIR from its newest checkpoint (CONFIG defaults to "
+                     "RUN_DIR/config.toml)")
+    run.add_argument("--quiet", action="store_true", help="print only errors")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
+    return parser
+
+
+def _run(args, solver_options: dict) -> int:
+    import rdgraph
+
+    if args.resume is not None and args.config is None:
+        args.config = args.resume / "config.toml"
+    settings = rdgraph.load_settings(args.config, args.overrides)
+    name = args.config.stem if args.config is not None else "default"
+    rdgraph.run(
+        settings,
+        out_dir=args.out,
+        overwrite=args.overwrite,
+        solver_overrides=solver_options,
+        config_name=name,
+        quiet=args.quiet,
+        resume=args.resume,
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rdgraph`` command; returns the exit status."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    from rdgraph.solvers.block import OPTIONS_PREFIX
+
+    solver_options, global_options, unknown = _split_petsc_options(rest, OPTIONS_PREFIX)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+
+    _install_mpi_excepthook()
+    from rdgraph.compat import MPI, PETSc
+    from rdgraph.errors import InputError, Interrupted, SolverError
+
+    database = PETSc.Options()
+    for key, value in global_options.items():
+        database.setValue(key, value)
+    if "log_view" in global_options:
+        PETSc.Log.begin()
+
+    # A private communicator for agreeing on failures, so that its barrier can never be
+    # matched with a collective of the run itself.
+    consensus = MPI.COMM_WORLD.Dup()
+    try:
+        if args.command in SUBCOMMANDS:
+            args.petsc_options = solver_options  # -rd_* options, for commands that solve
+            module = importlib.import_module(SUBCOMMANDS[args.command][0])
+            return module.run_from_args(args)
+        return _run(args, solver_options)
+    except InputError as e:
+        return _fail(consensus, EXIT_INPUT, f"rdgraph: error: {e}")
+    except SolverError as e:
+        return _fail(consensus, EXIT_SOLVER, f"rdgraph: solver failure: {e}")
+    except Interrupted as e:
+        return _fail(consensus, 128 + e.signum, f"rdgraph: {e}")
+
+
+def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
+    """Report an expected failure once and exit with ``status`` on every rank.
+
+    Input and solver errors are decided collectively, so every rank normally arrives here;
+    then rank 0 prints and all return. If a rank does not arrive within ``timeout``
+    seconds, it is stuck in a collective: print here and abort everything instead.
+    """
+
+    from rdgraph.compat import MPI
+
+    request = consensus.Ibarrier()
+    deadline = time.monotonic() + timeout
+    while not request.Test():
+        if time.monotonic() > deadline:
+            print(f"{message} (on rank {consensus.rank} only; aborting)", file=sys.stderr,
+                  flush=True)
+            MPI.COMM_WORLD.Abort(status)
+        time.sleep(0.01)
+    if consensus.rank == 0:
+        print(message, file=sys.stderr, flush=True)
+    return status
+
+
+def entry_point() -> None:  # pragma: no cover - console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry_point()

@@ -1,0 +1,355 @@
+"""The weak forms of the semi-discrete reaction–diffusion system on one shared space.
+
+Every vertex uses the same Lagrange space. Forms are compiled once with the vertex index
+as a ``fem.Constant`` and re-assembled per vertex (or per edge), so a graph with N
+vertices costs a handful of compiled forms, not N or N².
+"""
+
+from __future__ import annotations
+
+import basix
+import numpy as np
+import ufl
+
+from rdgraph.compat import MPI, dolfinx
+from rdgraph.problem.config import ModelSettings, SpaceSettings
+from rdgraph.errors import InputError
+from rdgraph.problem.expressions import Expression, parse
+from rdgraph.problem.graph import Graph
+from rdgraph.problem.separable import Separation, separate
+
+__all__ = ["Model"]
+
+fem = dolfinx.fem
+
+# exp() overflows float64 past ~709.8; keep some headroom for sums of rates.
+_MAX_EXPONENT = 700.0
+
+
+def _parse_per_vertex(
+    settings: ModelSettings, key: str, n: int, variables: tuple[str, ...], gdim: int, default
+) -> list[Expression] | Expression | None:
+    """One expression in ``g`` or a list of ``n`` expressions, from ``model.key(s)``."""
+    single, many = getattr(settings, key), getattr(settings, key + "s")
+    if many is not None:
+        if len(many) != n:
+            raise InputError(f"model.{key}s has {len(many)} entries but the graph has {n} vertices")
+        return [
+            parse(s, variables=tuple(v for v in variables if v != "g"), gdim=gdim,
+                  what=f"model.{key}s[{i}]")
+            for i, s in enumerate(many)
+        ]
+    if single is None:
+        return None if default is None else parse(default, variables=variables, gdim=gdim)
+    return parse(single, variables=variables, gdim=gdim, what=f"model.{key}")
+
+
+class Model:
+    """Forms and coefficients of the model in MODEL.md for one mesh, graph and coupling.
+
+    Args:
+        mesh: The shared mesh.
+        graph: The vertex graph.
+        model: Model settings (coupling, beta, expressions).
+        space: Space settings (degree, quadrature degree).
+    """
+
+    def __init__(
+        self, mesh: dolfinx.mesh.Mesh, graph: Graph, model: ModelSettings, space: SpaceSettings
+    ):
+        self.mesh = mesh
+        self.graph = graph
+        self.settings = model
+        self.coupling = model.coupling
+        self.degree = space.degree
+        gdim = mesh.geometry.dim
+        n = graph.n
+        self.potentials = _parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0")
+        self.initials = _parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1")
+        self.sources = _parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
+
+        self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
+        self._dof_points = None  # dof coordinates, tabulated once for nodal values
+        self.num_owned = self.V.dofmap.index_map.size_local
+        self.x = ufl.SpatialCoordinate(mesh)
+        scalar = dolfinx.default_scalar_type
+        self._g = fem.Constant(mesh, scalar(0))  # vertex a form is assembled for
+        self._h = fem.Constant(mesh, scalar(0))  # second vertex, for edge forms
+        self.time = fem.Constant(mesh, scalar(0))
+        self.beta = fem.Constant(mesh, scalar(model.beta))
+        qdeg = self.quadrature_degree = space.quadrature_degree or 2 * space.degree + 2
+        self.dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": qdeg})
+
+        self.potential_g = self._vertex_ufl(self.potentials, self._g)
+        u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+        dx, beta = self.dx, self.beta
+        self.mass_form = fem.form(u * v * dx)
+        flux = beta * ufl.grad(u) + u * ufl.grad(self.potential_g)
+        self.stiffness_form = fem.form(ufl.inner(flux, ufl.grad(v)) * dx)
+        self.rate_form = None
+        if self.coupling == "gibbs" and model.gibbs_rates == "weighted-mass":
+            potential_h = self._vertex_ufl(self.potentials, self._h)
+            self.rate_form = fem.form(self.rate(self.potential_g, potential_h) * u * v * dx)
+        self.source_form = None
+        if self.sources is not None:
+            self.source_form = fem.form(self._vertex_ufl(self.sources, self._g) * v * dx)
+        # V_g = c_0(g) + Σ_k c_k(g) φ_k(x) with fewer than N terms: K_g from 1 + r assemblies.
+        self.potential_separation = None if self.shared_potential else separate(
+            self.potentials, n)
+        self.diffusion_form = self.drift_form = None
+        if self.potential_separation is not None:
+            self._basis_index = fem.Constant(mesh, scalar(0))
+            self.diffusion_form = fem.form(beta * ufl.inner(ufl.grad(u), ufl.grad(v)) * dx)
+            if self.potential_separation.rank:
+                phi = self._vertex_ufl(list(self.potential_separation.basis), self._basis_index)
+                self.drift_form = fem.form(u * ufl.inner(ufl.grad(phi), ufl.grad(v)) * dx)
+
+        # Vertex expressions are evaluated once: set-up must not grow with N more than it must.
+        self._potential_nodal = self._nodal_all(self.potentials, self.potential_separation)
+        self._initial_nodal = self._nodal_all(self.initials, separate(self.initials, n))
+        # NaN/inf expressions first: they would otherwise surface as overflowing rates.
+        self.check_finite()
+        self._check_rates()
+        self._energy_setup()
+
+    # -- expressions -------------------------------------------------------------------------
+    def rate(self, potential_g, potential_h):
+        """Detailed-balance jump rate g → h per unit weight, ``exp((V_g − V_h) / 2β)``."""
+        return ufl.exp((potential_g - potential_h) / (2 * self.beta))
+
+    def _vertex_ufl(self, exprs, index: fem.Constant):
+        """A UFL expression equal to vertex ``index``'s expression, compiled once for all."""
+        t = self.time
+        if isinstance(exprs, Expression):
+            value = exprs.to_ufl(self.x, g=index, t=t)
+        else:
+            # A list: select by the index constant (one compiled form for all vertices).
+            value = ufl.as_ufl(exprs[-1].to_ufl(self.x, t=t))
+            for i in range(len(exprs) - 2, -1, -1):
+                value = ufl.conditional(ufl.lt(index, i + 0.5), exprs[i].to_ufl(self.x, t=t), value)
+        value = ufl.as_ufl(value)
+        if not ufl.domain.extract_domains(value):
+            # A plain number has no mesh: UFL cannot differentiate or compile it alone.
+            value = fem.Constant(self.mesh, dolfinx.default_scalar_type(float(value)))
+        return value
+
+    def _nodal(self, exprs, g: int, t: float = 0.0) -> np.ndarray:
+        """Nodal values of vertex ``g``'s expression on local dofs (owned and ghost)."""
+        return self._values(exprs, g, self._dof_coordinates(), t)
+
+    @staticmethod
+    def _values(exprs, g: int, points: np.ndarray, t: float = 0.0) -> np.ndarray:
+        """Values of vertex ``g``'s expression at ``points`` of shape ``(3, P)``."""
+        expr = exprs if isinstance(exprs, Expression) else exprs[g]
+        return np.asarray(expr.evaluate(points, g=g, t=t), dtype=np.float64) * np.ones(
+            points.shape[1]
+        )
+
+    def _nodal_all(self, exprs, separation: Separation | None = None) -> list[np.ndarray]:
+        """Nodal values for every vertex; one shared array when the expression has no ``g``."""
+        return self._values_all(exprs, self._dof_coordinates(), separation)
+
+    def _values_all(self, exprs, points: np.ndarray,
+                    separation: Separation | None = None) -> list[np.ndarray]:
+        """Values at ``points`` for every vertex; one shared array when there is no ``g``."""
+        if isinstance(exprs, Expression) and not exprs.depends_on("g"):
+            return [self._values(exprs, 0, points)] * self.graph.n
+        if separation is not None:
+            return list(separation.evaluate(points))
+        return [self._values(exprs, g, points) for g in range(self.graph.n)]
+
+    def potentials_at(self, points: np.ndarray) -> list[np.ndarray]:
+        """``V_g`` at ``points`` of shape ``(3, P)`` for every vertex (shared when equal)."""
+        return self._values_all(self.potentials, points, self.potential_separation)
+
+    def quadrature_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rule of :attr:`dx` on this rank's owned cells.
+
+        Returns:
+            The reference points ``(q, tdim)``; the physical points ``(3, P)``, cell by cell,
+            ``P = q × owned cells``; and their weights times ``|det J|``, so that
+            ``Σ_p w_p f(x_p)`` is what ``assemble_scalar(f * dx)`` computes on this rank.
+        """
+        mesh = self.mesh
+        reference, weights = basix.make_quadrature(mesh.basix_cell(), self.quadrature_degree)
+        cells = np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
+        x = fem.Expression(self.x, reference).eval(mesh, cells)  # (cells, points, gdim)
+        volume = fem.Expression(abs(ufl.JacobianDeterminant(mesh)), reference).eval(mesh, cells)
+        quadrature = (volume.reshape(len(cells), -1) * weights).ravel()
+        coordinates = np.zeros((3, quadrature.size))
+        coordinates[: x.shape[-1]] = x.reshape(-1, x.shape[-1]).T
+        return reference, coordinates, quadrature
+
+    def _dof_coordinates(self) -> np.ndarray:
+        if self._dof_points is None:
+            self._dof_points = self.V.tabulate_dof_coordinates().T
+        return self._dof_points
+
+    def set_basis_function(self, k: int) -> None:
+        """Select ``φ_k`` of the potential's separation in :attr:`drift_form`."""
+        self._basis_index.value = k
+
+    @property
+    def shared_potential(self) -> bool:
+        """All vertices have the same potential (one expression without ``g``)."""
+        return isinstance(self.potentials, Expression) and not self.potentials.depends_on("g")
+
+    @property
+    def same_stiffness(self) -> bool:
+        """Every vertex has the same stiffness ``K_g``: one potential, or separable potentials
+        that differ by constants only (then the gibbs rates are constants too)."""
+        if self.shared_potential:
+            return True
+        separation = self.potential_separation
+        return separation is not None and bool(
+            np.all(separation.coefficients == separation.coefficients[0]))
+
+    def potential_nodal(self, g: int) -> np.ndarray:
+        """Nodal values of ``V_g`` on local dofs."""
+        return self._potential_nodal[g]
+
+    def initial_nodal(self, g: int) -> np.ndarray:
+        """Nodal values of the initial density of vertex ``g`` on local dofs (a copy)."""
+        return self._initial_nodal[g].copy()
+
+    def check_finite(self) -> None:
+        """Refuse potentials and initial densities that are NaN/inf on the mesh (collective)."""
+        checks = [(what, g, values, exprs)
+                  for what, nodal, exprs in (("potential", self._potential_nodal, self.potentials),
+                                             ("initial", self._initial_nodal, self.initials))
+                  for g, values in enumerate(nodal)]
+        local = np.array([np.isfinite(values).all() for _, _, values, _ in checks], dtype=np.int32)
+        finite = np.empty_like(local)
+        self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)  # one reduction for all vertices
+        for (what, g, _, exprs), ok in zip(checks, finite):
+            if not ok:
+                src = exprs if isinstance(exprs, Expression) else exprs[g]
+                raise InputError(
+                    f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
+                    f"for vertex g = {g}"
+                )
+
+    def check_positive_initial(self, what: str) -> None:
+        """Refuse initial densities that are not > 0 at every node (collective).
+
+        Args:
+            what: The setting that needs it, e.g. ``"time.scheme = 'jko'"``.
+        """
+        local = all(bool(np.all(values > 0)) for values in self._initial_nodal)
+        if not self.mesh.comm.allreduce(local, op=MPI.LAND):
+            raise InputError(f"{what} needs an initial density > 0 at every node "
+                             "(Φ = β log ρ + V); give a positive initial density")
+
+    def _check_rates(self) -> None:
+        if self.coupling != "gibbs" or not self.graph.edges:
+            return
+        beta = self.settings.beta
+        local = max(
+            float(np.max(np.abs(self._potential_nodal[g] - self._potential_nodal[h]), initial=0))
+            for g, h, _ in self.graph.edges
+        )
+        largest = self.mesh.comm.allreduce(local, op=MPI.MAX) / (2 * beta)
+        if not np.isfinite(largest) or largest > _MAX_EXPONENT:
+            raise InputError(
+                f"gibbs rates overflow: |V_g - V_h| / (2 beta) reaches {largest:.4g} on the mesh "
+                f"(limit {_MAX_EXPONENT:g} for float64) with model.beta = {beta}; "
+                "raise beta or reduce the potential differences"
+            )
+
+    # -- assembly ----------------------------------------------------------------------------
+    def set_vertex(self, g: int, h: int = 0) -> None:
+        self._g.value = g
+        self._h.value = h
+
+    def set_time(self, t: float) -> None:
+        self.time.value = t
+
+    def assemble_source(self, g: int, t: float) -> np.ndarray:
+        """Owned entries of the source vector ``(f_g(t), φ)``."""
+        self.set_vertex(g)
+        self.set_time(t)
+        b = fem.assemble_vector(self.source_form)
+        b.scatter_reverse(dolfinx.la.InsertMode.add)
+        return b.array[: self.num_owned].copy()
+
+    # -- energies ----------------------------------------------------------------------------
+    def _energy_setup(self) -> None:
+        comm, n = self.mesh.comm, self.graph.n
+        beta = self.settings.beta
+        # Shift potentials by their smallest nodal value so exp(-V/beta) stays in range.
+        local_min = min(float(np.min(p, initial=np.inf)) for p in self._potential_nodal)
+        self.potential_shift = comm.allreduce(local_min, op=MPI.MIN)
+        shift = fem.Constant(self.mesh, dolfinx.default_scalar_type(self.potential_shift))
+        self._rho = fem.Function(self.V, name="rho")
+        rho, dx = self._rho, self.dx
+        if self.potential_separation is not None:
+            local = self._separated_gibbs_integrals()
+        else:
+            boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
+            weight_form = fem.form(boltzmann * dx)
+            local = []
+            for g in range(1 if self.shared_potential else n):
+                self.set_vertex(g)
+                local.append(fem.assemble_scalar(weight_form))
+            local = np.array(local, dtype=np.float64)
+        weights = np.empty_like(local)
+        comm.Allreduce(local, weights, op=MPI.SUM)  # one reduction, not N
+        # ∫ exp(-(V_g - V*)/β), V* the shift
+        self.gibbs_integrals = np.broadcast_to(weights, (n,)).copy()
+        if not np.all(np.isfinite(self.gibbs_integrals)) or self.gibbs_integrals.sum() <= 0:
+            raise InputError(
+                f"the Gibbs weights exp(-V/beta) are not finite or vanish with "
+                f"model.beta = {beta}: the potentials vary too much on the mesh"
+            )
+        # Negative nodal undershoots contribute nothing to the entropy terms.
+        positive = ufl.gt(rho, 0)
+        log_rho = ufl.ln(ufl.max_value(rho, 1e-300))
+        entropy = ufl.conditional(positive, rho * log_rho, 0)
+        self._free_energy_form = fem.form((beta * entropy + self.potential_g * rho) * dx)
+        self._log_reference = fem.Constant(self.mesh, dolfinx.default_scalar_type(0))
+        relative = entropy + rho * ((self.potential_g - shift) / self.beta + self._log_reference)
+        self._relative_entropy_form = fem.form(relative * dx)
+
+    def _separated_gibbs_integrals(self) -> np.ndarray:
+        """This rank's ``∫ exp(−(V_g − V*)/β)`` for all g by the quadrature of :attr:`dx`.
+
+        The rule of ``assemble_scalar`` (same points and weights, owned cells), with ``V_g``
+        at the points from the separation: r basis evaluations and one exponential per point
+        and vertex, instead of N form assemblies that each evaluate the whole expression.
+        """
+        separation = self.potential_separation
+        _, coordinates, quadrature = self.quadrature_points()
+        # (points, r), so that each vertex's exponent is one matrix-vector product.
+        phi = np.array([f.evaluate(coordinates) for f in separation.basis]).reshape(
+            separation.rank, quadrature.size).T.copy()
+        scale = -1.0 / self.settings.beta
+        exponent = np.empty(quadrature.size)
+        local = np.empty(self.graph.n)
+        for g in range(self.graph.n):  # one vertex at a time: no (N, points) temporary
+            np.dot(phi, scale * separation.coefficients[g], out=exponent)
+            exponent += scale * (separation.constants[g] - self.potential_shift)
+            local[g] = np.exp(exponent, out=exponent) @ quadrature
+        return local
+
+    @property
+    def gibbs_fractions(self) -> np.ndarray:
+        """Vertex masses of the Gibbs state per unit total mass, ``∫π_g / Σ_h ∫π_h``."""
+        return self.gibbs_integrals / self.gibbs_integrals.sum()
+
+    def energies(self, functions, total_mass: float) -> tuple[float, float]:
+        """Free energy F(ρ) and relative entropy H(ρ | ρ_π) (collective).
+
+        ρ_π is the Gibbs state scaled to ``total_mass``. Nodal values ≤ 0 count as 0 in
+        ``ρ log ρ``.
+        """
+        comm = self.mesh.comm
+        log_z = np.log(self.gibbs_integrals.sum())
+        self._log_reference.value = log_z - np.log(max(total_mass, 1e-300))
+        free, relative = 0.0, 0.0
+        for g, u in enumerate(functions):
+            self._rho.x.array[:] = u.x.array
+            self.set_vertex(g)
+            free += fem.assemble_scalar(self._free_energy_form)
+            relative += fem.assemble_scalar(self._relative_entropy_form)
+        free, relative = comm.allreduce(np.array([free, relative]), op=MPI.SUM)
+        return float(free), float(relative)

@@ -1,0 +1,1 @@
+"""What a run writes: the run directory, diagnostics, progress, checkpoints and figures."""

@@ -1,0 +1,136 @@
+"""Progress reporting during a run: a live bar on a terminal, plain log lines otherwise.
+
+Only rank 0 prints. On a terminal (``stream.isatty()``) one line is redrawn in place at most
+every ``min_interval`` seconds. In a batch log (redirected output, Slurm, and also under
+``mpiexec``, which hands rank 0 a pipe) a complete line is written every ``num_steps //
+lines`` steps, and in between whenever ``log_interval`` seconds have passed since the last
+line, so that a long run never goes silent in its log and a short one stays short.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from rdgraph.output.diagnostics import Diagnostics
+
+__all__ = ["Progress", "format_duration"]
+
+_BAR_WIDTH = 30
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` → ``"1:15"``, ``3725`` → ``"1:02:05"``; ``"?"`` for an unknown duration."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Progress:
+    """An observer for :meth:`rdgraph.Simulation.run` that reports the time stepping.
+
+    Each report shows the step, t, the relative mass drift ``|m(t) − m(t₀)| / |m(t₀)|``
+    (t₀ the first step observed), the free energy, the Krylov iterations of the last step
+    and the estimated time to the end.
+
+    Args:
+        num_steps: The step the run ends at.
+        rank: This process's rank; only rank 0 prints.
+        quiet: Print nothing.
+        stream: Where to print (default ``sys.stdout``).
+        interactive: Force the bar (True) or log lines (False); default ``stream.isatty()``.
+        lines: Log lines per run in non-interactive mode.
+        log_interval: Seconds after which a log line is written even between the
+            ``lines`` marks.
+        min_interval: Seconds between redraws of the bar.
+        clock: The time source (for tests).
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        *,
+        rank: int = 0,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        interactive: bool | None = None,
+        lines: int = 10,
+        log_interval: float = 60.0,
+        min_interval: float = 0.2,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.num_steps = max(1, num_steps)
+        self.enabled = rank == 0 and not quiet
+        self.stream = stream if stream is not None else sys.stdout
+        if interactive is None:
+            isatty = getattr(self.stream, "isatty", None)
+            interactive = bool(isatty and isatty())
+        self.interactive = interactive
+        self.every = max(1, self.num_steps // max(1, lines))
+        self.log_interval = log_interval
+        self.min_interval = min_interval
+        self._clock = clock
+        self._first_step: int | None = None
+        self._mass0 = 1.0
+        self._start = 0.0
+        self._last_output = -math.inf
+        self._width = 0
+        self._open_line = False
+
+    def drift(self, d: Diagnostics) -> float:
+        """Relative mass drift of ``d`` against the first step observed."""
+        scale = abs(self._mass0) if self._mass0 else 1.0
+        return abs(d.mass - self._mass0) / scale
+
+    def eta(self, step: int, now: float | None = None) -> float:
+        """Seconds left, extrapolated from the time per step so far (NaN before a step)."""
+        if self._first_step is None or step <= self._first_step:
+            return math.nan
+        now = self._clock() if now is None else now
+        return (now - self._start) / (step - self._first_step) * (self.num_steps - step)
+
+    def line(self, d: Diagnostics) -> str:
+        """The text of one report."""
+        return (f"step {d.step:>6d}/{self.num_steps}  t = {d.t:<10.6g} "
+                f"drift = {self.drift(d):.2e}  F = {d.free_energy:.6g}  "
+                f"its = {d.ksp_iterations}  eta {format_duration(self.eta(d.step))}")
+
+    def __call__(self, d: Diagnostics) -> None:
+        if self._first_step is None:
+            # The first call is the initial state (step 0, or a resumed run's checkpoint).
+            self._first_step, self._mass0 = d.step, d.mass
+            self._start = self._last_output = self._clock()
+            return
+        if not self.enabled:
+            return
+        last = d.step >= self.num_steps
+        now = self._clock()
+        if self.interactive:
+            if not last and now - self._last_output < self.min_interval:
+                return
+            filled = int(_BAR_WIDTH * d.step / self.num_steps)
+            text = f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {self.line(d)}"
+            # Blank out the rest of a longer previous line.
+            pad = max(0, self._width - len(text))
+            self._width = len(text)
+            self.stream.write("\r" + text + " " * pad + ("\n" if last else ""))
+            self._open_line = not last
+        elif last or d.step % self.every == 0 or now - self._last_output >= self.log_interval:
+            self.stream.write("  " + self.line(d) + "\n")
+        else:
+            return
+        self._last_output = now
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End a bar left open by a run that stopped early, so that messages start a line."""
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False

@@ -1,0 +1,211 @@
+"""Vertex expressions as short sums ``f(x, g) = c_0(g) + Σ_k c_k(g) φ_k(x)``.
+
+Many per-vertex potentials are a few fixed functions of ``x`` with vertex-dependent weights:
+scaled bowls ``a_g |x − c|²``, shifted ones ``|x − c_g|²`` (``= |x|² − 2 c_g·x + |c_g|²``),
+tilts ``V(x) + a_g·x``. The drift form is linear in ``V``, so then
+``K_g = β S + Σ_k c_k(g) D[φ_k]`` costs ``1 + r`` assemblies for all vertices instead of N,
+and nodal values are one small matrix product. :func:`separate` finds such a sum by walking
+the expression tree (sums, products, integer powers up to 4, division by ``x``-free factors;
+a function of an argument that mixes ``x`` and ``g`` is not separable) and returns ``None``
+when there is none with fewer than N terms. Nothing is approximated: the terms are exact
+rewrites of the user's expression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+from rdgraph.problem.expressions import Expression, _Bin, _Call, _Neg, _Node, _Num, _Var, _X
+
+__all__ = ["Separation", "separate"]
+
+# Expansion of products and powers is capped: a longer sum would not save assemblies.
+_MAX_TERMS = 32
+_MAX_POWER = 4
+_ONE = _Num(1.0)
+
+
+@dataclass(frozen=True)
+class Separation:
+    """``f(x, g) = constants[g] + Σ_k coefficients[g, k] basis[k](x)``.
+
+    Attributes:
+        basis: The ``x``-dependent functions ``φ_k`` (expressions in ``x`` only).
+        coefficients: ``c_k(g)``, shape ``(N, r)``.
+        constants: ``c_0(g)``, shape ``(N,)`` (no ``x``, so no part of a gradient).
+    """
+
+    basis: tuple[Expression, ...]
+    coefficients: np.ndarray
+    constants: np.ndarray
+
+    @property
+    def rank(self) -> int:
+        return len(self.basis)
+
+    def evaluate(self, points: np.ndarray) -> np.ndarray:
+        """Values at points of shape ``(3, P)`` for every vertex, shape ``(N, P)``."""
+        phi = np.array([f.evaluate(points) for f in self.basis]).reshape(self.rank,
+                                                                         points.shape[1])
+        with np.errstate(all="ignore"):  # NaN/inf are the caller's to report
+            return self.coefficients @ phi + self.constants[:, None]
+
+
+def separate(exprs: Expression | list[Expression], n: int) -> Separation | None:
+    """The shortest sum this module finds for ``n`` vertices, or ``None`` if none has < n terms.
+
+    Two splittings are tried: x-only subtrees whole (fewest terms for one expression in g),
+    and x-only sums split into their terms (so that per-vertex lists share them).
+
+    Args:
+        exprs: One expression in ``x`` and ``g``, or one expression in ``x`` per vertex.
+        n: Number of vertices.
+    """
+    candidates = [_separation(exprs, n, fine) for fine in (False, True)]
+    candidates = [c for c in candidates if c is not None]
+    return min(candidates, key=lambda c: c.rank, default=None)
+
+
+def _separation(exprs, n: int, fine: bool) -> Separation | None:
+    per_vertex = [exprs] * n if isinstance(exprs, Expression) else list(exprs)
+    split = {}
+    for expr in dict.fromkeys(per_vertex):
+        terms = _split(expr._tree, fine)
+        if terms is None:
+            return None
+        split[expr] = terms
+    basis = list(dict.fromkeys(key for terms in split.values() for key in terms if key is not None))
+    if len(basis) >= n:
+        return None
+    column = {key: k for k, key in enumerate(basis)}
+    coefficients = np.zeros((n, len(basis)))
+    constants = np.zeros(n)
+    origin = np.zeros((3, 1))
+    for g, expr in enumerate(per_vertex):
+        for key, coefficient in split[expr].items():
+            value = _expression(coefficient).evaluate(origin, g=g)[0]
+            if key is None:
+                constants[g] += value
+            else:
+                coefficients[g, column[key]] += value
+    return Separation(tuple(_expression(key) for key in basis), coefficients, constants)
+
+
+def _expression(node: _Node) -> Expression:
+    variables = frozenset(v for v in ("x0", "x1", "x2", "g", "t") if _uses(node, v))
+    return Expression(_source(node), node, variables)
+
+
+def _uses(node: _Node, name: str) -> bool:
+    """Whether ``node`` contains variable ``name`` ("x0".."x2", "g" or "t")."""
+    if isinstance(node, _X):
+        return name == f"x{node.index}"
+    if isinstance(node, _Var):
+        return name == node.name
+    if isinstance(node, _Neg | _Call):
+        return _uses(node.operand if isinstance(node, _Neg) else node.arg, name)
+    if isinstance(node, _Bin):
+        return _uses(node.left, name) or _uses(node.right, name)
+    return False
+
+
+def _has_x(node: _Node) -> bool:
+    return any(_uses(node, f"x{i}") for i in range(3))
+
+
+def _has_parameters(node: _Node) -> bool:
+    return _uses(node, "g") or _uses(node, "t")
+
+
+def _split(node: _Node, fine: bool) -> dict | None:
+    """``{φ: c}`` with ``node = Σ c φ`` (key ``None`` for the x-free part), or ``None``."""
+    if not _has_x(node):
+        return {None: node}
+    # fine: sums and numeric multiples of x-only terms are split too. Other x-only subtrees
+    # stay whole, so that nothing is expanded into a cancelling sum.
+    if not _has_parameters(node) and not (fine and (
+            isinstance(node, _Neg) or isinstance(node, _Bin) and (
+                node.op in "+-" or node.op in "*/" and not (
+                    _has_x(node.left) and _has_x(node.right))))):
+        return {node: _ONE}
+    if isinstance(node, _Neg):
+        inner = _split(node.operand, fine)
+        return None if inner is None else {k: _Neg(c) for k, c in inner.items()}
+    if not isinstance(node, _Bin):
+        return None  # a function of an argument mixing x and g
+    if node.op in "+-":
+        left, right = _split(node.left, fine), _split(node.right, fine)
+        if left is None or right is None:
+            return None
+        out = dict(left)
+        for key, c in right.items():
+            c = c if node.op == "+" else _Neg(c)
+            out[key] = _Bin("+", out[key], c) if key in out else c
+        return _capped(out)
+    if node.op == "*":
+        return _product(_split(node.left, fine), _split(node.right, fine))
+    if node.op == "/":
+        if _has_x(node.right):
+            if _has_parameters(node.right):
+                return None
+            # A pure-x denominator belongs to every basis function.
+            inner = _split(node.left, fine)
+            return None if inner is None else {
+                _Bin("/", _ONE if k is None else k, node.right): c for k, c in inner.items()}
+        inner = _split(node.left, fine)
+        return None if inner is None else {k: _Bin("/", c, node.right) for k, c in inner.items()}
+    # "**": integer powers of a separable base expand into products.
+    exponent = node.right
+    if not (isinstance(exponent, _Num) and float(exponent.value).is_integer()
+            and 1 <= exponent.value <= _MAX_POWER):
+        return None
+    base = _split(node.left, fine)
+    out = base
+    for _ in range(int(exponent.value) - 1):
+        out = _product(out, base)
+    return out
+
+
+def _product(left: dict | None, right: dict | None) -> dict | None:
+    if left is None or right is None or len(left) * len(right) > _MAX_TERMS ** 2:
+        return None
+    out: dict = {}
+    for k1, c1 in left.items():
+        for k2, c2 in right.items():
+            if k1 is None or k2 is None:
+                key = k2 if k1 is None else k1
+            else:
+                # Monomials in any order are one basis function: sort their factors.
+                factors = sorted(_factors(k1) + _factors(k2), key=repr)
+                key = factors[0]
+                for factor in factors[1:]:
+                    key = _Bin("*", key, factor)
+            c = _Bin("*", c1, c2)
+            out[key] = _Bin("+", out[key], c) if key in out else c
+    return _capped(out)
+
+
+def _factors(node: _Node) -> list[_Node]:
+    if isinstance(node, _Bin) and node.op == "*":
+        return _factors(node.left) + _factors(node.right)
+    return [node]
+
+
+def _capped(terms: dict) -> dict | None:
+    return terms if len(terms) <= _MAX_TERMS else None
+
+
+def _source(node: _Node) -> str:
+    """Readable text of a node (for messages and ``str``), fully parenthesized."""
+    if isinstance(node, _Num):
+        return repr(node.value)
+    if isinstance(node, _X):
+        return f"x[{node.index}]"
+    if isinstance(node, _Var):
+        return node.name
+    if isinstance(node, _Neg):
+        return f"-({_source(node.operand)})"
+    if isinstance(node, _Call):
+        return f"{node.name}({_source(node.arg)})"
+    return f"({_source(node.left)} {node.op} {_source(node.right)})"

@@ -1,0 +1,1 @@
+"""Linear and nonlinear solvers of the block system (PETSc)."""

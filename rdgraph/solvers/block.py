@@ -1,0 +1,551 @@
+"""Block solvers for ``a (I ⊗ M) + b A``, configured through PETSc options under a prefix.
+
+Types (``[solver] type``):
+
+* ``direct``: MUMPS LU of the assembled monolithic matrix.
+* ``krylov``: a PETSc KSP/PC of your choice on the assembled monolithic matrix.
+* ``fieldsplit``: GMRES with PETSc ``fieldsplit`` over vertices (one split per vertex).
+* ``spectral``: the graph-spectral (Kronecker) solver of :mod:`rdgraph.solvers.spectral`, matrix-free:
+  exact when the vertex operators are equal (laplacian coupling, potential independent of
+  ``g``), otherwise a preconditioner for GMRES on the true operator.
+* ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all, where one
+  factorization is cheap and exact, ``spectral`` above.
+
+The spectral solver's N scalar problems are either dealt to the ranks, each factorized and
+solved whole and serially (``[solver] scalar_layout = "per-rank"``, what ``auto`` does for
+factorized scalar solves on more than one rank), or each solved on all ranks
+(``"distributed"``).
+
+Option precedence, lowest first: rdgraph's defaults, ``[solver]`` in the config (including its
+``petsc_options`` table), then command-line options. The block solve uses the prefix ``rd_``,
+the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit_v<g>_``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from typing import Any
+
+from rdgraph.compat import MPI, PETSc
+from rdgraph.problem.config import SolverSettings
+from rdgraph.errors import SolverError
+
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "options_in_database",
+           "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
+
+OPTIONS_PREFIX = "rd_"
+SPECTRAL_PREFIX = "spectral_"
+# Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
+# When the spectral solve is exact the factorizations are the whole solve, and pay off on
+# larger meshes than when they only precondition, as do serial factorizations of whole
+# problems (one rank, or modes dealt to ranks): the smaller limit is for distributed ones.
+LU_MAX_DOFS = 60_000
+LU_MAX_DOFS_EXACT = 300_000
+# Fill-in of a 3-D factorization grows like n^{4/3} (2-D: n log n). Measured at 40^3 P1,
+# N = 16: 16 cached factorizations took 9.3 GB and 44 s against 1.3 GB and 4 s for AMG, whose
+# 100 steps were faster too. 3-D meshes therefore factorize only much smaller problems ...
+LU_3D_DIVISOR = 8
+# ... unless there are no more factorizations than ranks (modes that only precondition, close
+# shifts; dealing the modes may still split a cluster over two ranks): a rank's modes are then
+# about one batched solve. Measured with differing potentials, N = 16,
+# 2 ranks, against one V-cycle per mode: 39^3 P1 (64k dofs), step 0.48 s against 0.65 s,
+# set-up 5.0 s against 2.0 s, peak memory 1.7 against 0.9 GB; 46^3 (103k), step 1.06 against
+# 1.33 s, set-up 11.0 against 4.0 s (repaid after 25 steps), 2.8 against 1.3 GB. The set-up
+# grows faster than the gain with n.
+LU_3D_SHARED_MAX_DOFS = 120_000
+# ... and only while the N factorizations take at most this fraction of the machine's memory.
+LU_MEMORY_FRACTION = 0.25
+# GAMG drops graph edges weaker than this when it aggregates the scalar mode problems
+# (PETSc's default keeps them all). Measured at 39^3 P1, N = 16, 2 ranks: 8 outer iterations
+# instead of 11 with differing potentials (step 0.70 s against 0.76 s), 9 instead of 13 per
+# mode when exact (0.33 s against 0.35 s); at 512^2, N = 4: 8 instead of 11 (0.43 / 0.57 s).
+SPECTRAL_GAMG_THRESHOLD = 0.01
+# ... and smooths each level with one sweep of (processor-local) symmetric SOR instead of
+# PETSc's default two Chebyshev/Jacobi iterations: as many iterations for about the same work
+# per sweep. Measured at 39^3 P1, N = 16, 2 ranks, four interleaved pairs of 12-step runs:
+# step 0.67 s against 0.70 s with differing potentials (fastest step 0.59 / 0.63 s), 0.29 s
+# against 0.31 s when exact (0.24 / 0.27 s).
+SPECTRAL_AMG_SMOOTHER = {"mg_levels_ksp_type": "richardson", "mg_levels_pc_type": "sor",
+                         "mg_levels_ksp_max_it": 1}
+# ``auto`` factorizes the whole block system up to this many unknowns.
+AUTO_DIRECT_MAX = 100_000
+
+
+def _direct_package() -> str:
+    # MUMPS is in the wheel and in the official images; fall back to PETSc's own LU.
+    for package in ("mumps", "superlu_dist"):
+        if PETSc.Sys.hasExternalPackage(package):
+            return package
+    return "petsc"
+
+
+def _lu() -> dict:
+    return {"ksp_type": "preonly", "pc_type": "lu",
+            "pc_factor_mat_solver_type": _direct_package()}
+
+
+def _serial_lu(tdim: int) -> dict:
+    """LU of a whole scalar problem on one process.
+
+    In 2-D PETSc's own LU (nested dissection) wins over a run: measured on a 66k-dof P1
+    problem, it factorized in 0.42 s against MUMPS's 0.41 s but solved in 5 ms against 15 ms.
+    In 3-D its row-by-row factorization falls far behind MUMPS (0.51 s against 0.13 s at 9k).
+    """
+    return {**_lu(), "pc_factor_mat_solver_type": "petsc" if tdim <= 2 else _direct_package()}
+
+
+def _whole_if_factorized(layout: str, num_ranks: int) -> bool:
+    """Factorized scalar problems are whole on one process: on one rank, or dealt to ranks."""
+    return num_ranks == 1 or layout != "distributed"
+
+
+def spectral_per_rank(layout: str, inner: str, num_ranks: int) -> bool:
+    """Whether the spectral modes are dealt to the ranks (``[solver] scalar_layout``).
+
+    ``auto`` deals them for factorized scalar solves: a parallel factorization of one scalar
+    problem gains little over a serial one, so N serial factorizations side by side are about
+    ``num_ranks`` times faster.
+    """
+    if num_ranks == 1 or layout == "distributed":
+        return False
+    return layout == "per-rank" or inner == "lu"
+
+
+def _physical_memory() -> float:
+    """Bytes of memory of this machine (node), or infinity where unknown."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def factorization_bytes(size_global: int, tdim: int = 2) -> float:
+    """Rough memory of one LU factorization of a P1-like scalar problem.
+
+    2-D nested dissection fills in like ``n log n``: measured 5.2e6 and 2.5e7 factor entries
+    at 66k and 263k dofs (PETSc LU), about ``5 n log2 n``; 12 bytes per entry. 3-D fill grows
+    like ``n^{4/3}``: MUMPS took about 0.4 and 0.78 GB more per rank at 64k and 103k dofs,
+    about ``160 n^{4/3}`` bytes.
+    """
+    if tdim >= 3:
+        return 160.0 * size_global ** (4.0 / 3.0)
+    return 12.0 * 5.0 * size_global * math.log2(max(size_global, 2))
+
+
+def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
+                   exact: bool, tdim: int = 2, num_ranks: int = 1,
+                   factorizations: int | None = None) -> tuple[str, str | None]:
+    """The block solver type and spectral inner solver that ``settings`` resolve to.
+
+    Args:
+        settings: The ``[solver]`` settings (``type`` and ``inner`` may be ``auto``).
+        num_blocks: Graph vertices.
+        size_global: Scalar dofs per vertex.
+        exact: The spectral solve is exact (laplacian coupling, equal vertex operators).
+        tdim: Topological dimension of the mesh (3-D factorizations fill in much more).
+        num_ranks: MPI ranks of the run.
+        factorizations: Scalar factorizations a factorized spectral solve would keep
+            (:func:`rdgraph.solvers.spectral.factorization_count`); ``None``: one per vertex.
+
+    Returns:
+        ``(type, inner)``; ``inner`` is ``"lu"`` or ``"amg"`` for ``spectral``, else ``None``.
+    """
+    kind = settings.type
+    if kind == "auto":
+        kind = "direct" if num_blocks * size_global <= AUTO_DIRECT_MAX else "spectral"
+    if kind != "spectral":
+        return kind, None
+    inner = settings.inner
+    if inner == "auto":
+        # Whole scalar problems (one rank, or modes dealt to ranks) factorize and solve
+        # serially, which beats AMG also where the factorization only preconditions.
+        whole = _whole_if_factorized(settings.scalar_layout, num_ranks)
+        limit = LU_MAX_DOFS_EXACT if exact or whole else LU_MAX_DOFS
+        count = num_blocks if factorizations is None else factorizations
+        if tdim >= 3:
+            shared = whole and not exact and count <= num_ranks
+            limit = LU_3D_SHARED_MAX_DOFS if shared else limit // LU_3D_DIVISOR
+        # Keep all factorizations in a quarter of the machine's memory, with the dense
+        # blocks of the batched solves (right-hand sides and solutions, at most N in all).
+        needed = count * factorization_bytes(size_global, tdim) + 16.0 * num_blocks * size_global
+        affordable = needed <= LU_MEMORY_FRACTION * _physical_memory()
+        inner = "lu" if size_global <= limit and affordable else "amg"
+    return kind, inner
+
+
+def solver_options(settings: SolverSettings, overrides: dict[str, Any] | None = None) -> dict:
+    """The PETSc options (without prefix) of the outer block solve."""
+    if settings.type == "direct":
+        options: dict[str, Any] = _lu()
+    else:
+        options = {
+            "ksp_type": settings.ksp_type,
+            "pc_type": settings.pc_type,
+            "ksp_rtol": settings.rtol,
+            "ksp_atol": settings.atol,
+            "ksp_max_it": settings.max_it,
+        }
+        if settings.pc_type == "bjacobi":
+            options["sub_pc_type"] = "ilu"
+    options.update(settings.petsc_options)
+    options.update(overrides or {})
+    return options
+
+
+def _option_value(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return None if value is None or value == "" else str(value)
+
+
+@contextlib.contextmanager
+def options_in_database(options: dict, prefix: str):
+    """``options`` under ``prefix`` in PETSc's global database for the ``with`` block only.
+
+    PETSc reads some options only when a preconditioner is set up (those of multigrid levels,
+    ``mg_levels_*``, of a factorization, ``mat_mumps_*``, and of fieldsplit blocks), which for
+    a SNES happens inside a solve: callers hold them around ``setFromOptions`` and around
+    each solve. Afterwards every name has its previous value again (a command-line option
+    stays), so solvers alive at the same time, and later simulations in the same process,
+    never see each other's options.
+    """
+    database = PETSc.Options()
+    names = [f"{prefix}{key}" for key in options]
+    previous = {name: database.getString(name) for name in names if database.hasName(name)}
+    for name, value in zip(names, options.values()):
+        database.setValue(name, _option_value(value))
+    try:
+        yield
+    finally:
+        for name in names:
+            if name in previous:
+                database.setValue(name, _option_value(previous[name]))
+            else:
+                database.delValue(name)
+
+
+def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str, *, set_up: bool = False) -> None:
+    """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found.
+
+    With ``set_up`` the KSP (its operators set) is set up while ``options`` are in the
+    database (see :func:`options_in_database`); without, options read only at set-up are lost.
+    """
+    ksp.setOptionsPrefix(prefix)
+    with options_in_database(options, prefix):
+        ksp.setFromOptions()
+        if set_up:
+            ksp.setUp()
+
+
+def reason_name(enum, value: int) -> str:
+    """The name of a PETSc enum value, e.g. ``reason_name(PETSc.KSP.ConvergedReason, -3)``."""
+    names = {v: k for k, v in vars(enum).items() if k.isupper()}
+    return names.get(value, str(value))
+
+
+class LinearSolver:
+    """A KSP for one fixed matrix, set up once and applied every step.
+
+    Args:
+        A: The system matrix (kept fixed: ``dt`` is fixed).
+        options: PETSc options without the prefix.
+        prefix: The options prefix, identical on every rank.
+        name: What is being solved, for error messages.
+    """
+
+    def __init__(self, A: PETSc.Mat, options: dict, *, prefix: str = OPTIONS_PREFIX, name: str):
+        ksp = PETSc.KSP().create(A.getComm())
+        ksp.setOperators(A)
+        configure_ksp(ksp, options, prefix, set_up=True)
+        self.name, self.ksp = name, ksp
+
+    @classmethod
+    def from_ksp(cls, ksp: PETSc.KSP, name: str) -> LinearSolver:
+        """Wrap a KSP that is already configured and set up."""
+        solver = cls.__new__(cls)
+        solver.name, solver.ksp = name, ksp
+        return solver
+
+    def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
+        """Solve ``A x = b`` (x is the initial guess); return the iteration count.
+
+        Raises:
+            SolverError: The solve did not converge.
+        """
+        try:
+            self.ksp.solve(b, x)
+        except PETSc.Error as error:
+            # A Python preconditioner's SolverError reaches us wrapped in a PETSc error.
+            if isinstance(error.__cause__, SolverError):
+                raise SolverError(f"{self.name}: {error.__cause__}") from error.__cause__
+            raise
+        reason = self.ksp.getConvergedReason()
+        if reason < 0:
+            raise SolverError(
+                f"{self.name}: the linear solve diverged "
+                f"({reason_name(PETSc.KSP.ConvergedReason, reason)}"
+                f"{self._pc_failure()}, {self.ksp.getIterationNumber()} iterations)"
+            )
+        return self.ksp.getIterationNumber()
+
+    def _pc_failure(self) -> str:
+        """Why the preconditioner failed, e.g. a factorization out of memory, or ''."""
+        failed = self.ksp.getPC().getFailedReason()
+        if failed == PETSc.PC.FailedReason.NOERROR:
+            return ""
+        text = f": {reason_name(PETSc.PC.FailedReason, failed)}"
+        if failed == PETSc.PC.FailedReason.FACTOR_OUTMEMORY:
+            text += " (the factorization needs more memory: try [solver] type = \"spectral\")"
+        return text
+
+    def destroy(self) -> None:
+        self.ksp.destroy()
+
+
+class BlockSolver:
+    """The solver of ``a (I ⊗ M) + b A`` chosen by ``[solver] type``.
+
+    Args:
+        operators: The block operators (:class:`rdgraph.discretization.operators.BlockOperators`).
+        mass_coefficient: ``a``.
+        operator_coefficient: ``b``.
+        settings: The ``[solver]`` settings.
+        overrides: Command-line PETSc options (without the ``rd_`` prefix).
+        name: What is being solved, for error messages.
+    """
+
+    def __init__(self, operators, mass_coefficient: float, operator_coefficient: float,
+                 settings: SolverSettings, overrides: dict | None = None, *, name: str):
+        overrides = dict(overrides or {})
+        inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
+                           for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
+        # The spectral transform is the whole solve (no outer Krylov method) when exact.
+        self.exact = exact = operators.modes_decouple
+        a, b = mass_coefficient, operator_coefficient
+        factorizations = None
+        if settings.type in ("auto", "spectral") and settings.inner == "auto":
+            from rdgraph.solvers.spectral import factorization_count, graph_modes
+
+            factorizations = factorization_count(graph_modes(operators)[0], a, b,
+                                                 operators.same_stiffness)
+        self.kind, inner = resolve_solver(
+            settings, operators.layout.num_blocks, operators.layout.size_global, exact,
+            operators.model.mesh.topology.dim, operators.layout.comm.size, factorizations)
+        if settings.type == "auto" and self.kind == "direct":
+            settings = dataclasses.replace(settings, type="direct")
+        if inner is not None:
+            settings = dataclasses.replace(settings, inner=inner)
+        self.name = name
+        self.matrix = None
+        self.preconditioner = None
+        if self.kind in ("direct", "krylov"):
+            self.matrix = operators.matrix(a, b)
+            self._solver = LinearSolver(self.matrix, solver_options(settings, overrides),
+                                        name=name)
+        elif self.kind == "fieldsplit":
+            self.matrix = operators.matrix(a, b)
+            self._solver = self._fieldsplit(operators, settings, overrides)
+        else:
+            self._solver = self._spectral(operators, a, b, settings, overrides, inner_overrides)
+        # Krylov solves start from the caller's x (a prediction of the solution) when it is
+        # better than zero; the convergence test stays relative to |b|, so only the work
+        # changes.
+        ksp = self._solver.ksp
+        self._krylov_guess = ksp.getType() != PETSc.KSP.Type.PREONLY
+        # Where the test is on the true residual (right preconditioning, and the exact
+        # spectral solve iterated per mode, which has no outer Krylov), solve instead for the
+        # correction to the guess, from the residual b − A x that judging the guess computes
+        # anyway, to the same absolute tolerance: PETSc would compute that residual again.
+        pc = self.preconditioner
+        self._corrects_guess = (
+            (pc is not None and self.exact and pc.block_tolerances is not None)
+            or (self._krylov_guess and ksp.getPCSide() == PETSc.PC.Side.RIGHT
+                and ksp.getNormType() == PETSc.KSP.NormType.UNPRECONDITIONED))
+        ksp.setInitialGuessNonzero(self._krylov_guess and not self._corrects_guess)
+        #: ``solve`` starts from its ``x`` (when that beats zero): worth predicting it.
+        self.takes_initial_guess = self._krylov_guess or self._corrects_guess
+        self._residual = self._correction = None
+        self.options = self._describe(settings, operators)
+
+    def _describe(self, settings, operators) -> dict:
+        described = {"type": self.kind, "ksp_type": self._solver.ksp.getType(),
+                     "pc_type": self._solver.ksp.getPC().getType()}
+        if operators.coupling == "gibbs" and operators.rate_vectors is None:
+            described["gibbs_coupling"] = ("quadrature" if operators.quadrature_coupling
+                                           else "per-edge")
+        if self.preconditioner is not None:
+            described["inner"] = settings.inner
+            described["scalar_layout"] = ("per-rank" if self.preconditioner.per_rank
+                                          else "distributed")
+            if self.factorization_precision is not None:
+                # Of the MUMPS factorizations: PETSc's own LU is double whatever was asked.
+                mumps = operators.layout.comm.allreduce(
+                    self.preconditioner.mumps_factorizations, op=MPI.SUM)
+                described["factorization_precision"] = (self.factorization_precision if mumps
+                                                        else "double")
+        return described
+
+    def _fieldsplit(self, operators, settings, overrides) -> LinearSolver:
+        options = {"ksp_type": "gmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
+                   "ksp_max_it": settings.max_it, "pc_type": "fieldsplit",
+                   "pc_fieldsplit_type": "multiplicative"}
+        options.update(settings.petsc_options)
+        options.update(overrides)
+        ksp = PETSc.KSP().create(self.matrix.getComm())
+        ksp.setOperators(self.matrix)
+        pc = ksp.getPC()
+        pc.setType("fieldsplit")
+        layout = operators.layout
+        start, n = layout.local_range[0], layout.size_local
+        for g in range(layout.num_blocks):
+            index = PETSc.IS().createStride(n, start + g * n, 1, comm=layout.comm)
+            pc.setFieldSplitIS((f"v{g}", index))
+        configure_ksp(ksp, options, OPTIONS_PREFIX, set_up=True)
+        limit = LU_MAX_DOFS
+        if operators.model.mesh.topology.dim >= 3:
+            limit //= LU_3D_DIVISOR  # as for the spectral solver's scalar solves
+        inner = {"ksp_type": "preonly", "pc_type": "lu" if layout.size_global <= limit
+                 else "gamg"}
+        if inner["pc_type"] == "lu":
+            inner["pc_factor_mat_solver_type"] = _direct_package()
+        for g, sub in enumerate(pc.getFieldSplitSubKSP()):
+            # The user's options of this block (fieldsplit_v<g>_*) win over the defaults.
+            split = f"fieldsplit_v{g}_"
+            mine = {k[len(split):]: v for k, v in options.items() if k.startswith(split)}
+            configure_ksp(sub, {**inner, **mine}, OPTIONS_PREFIX + split, set_up=True)
+        return LinearSolver.from_ksp(ksp, self.name)
+
+    def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
+        from rdgraph.solvers.spectral import SpectralPreconditioner
+
+        exact = self.exact
+        inner_kind = settings.inner  # resolved by resolve_solver
+        comm = operators.layout.comm
+        per_rank = spectral_per_rank(settings.scalar_layout, inner_kind, comm.size)
+        if inner_kind == "lu":
+            # Whole scalar problems (one rank, or dealt to the ranks) factorize serially.
+            whole = _whole_if_factorized(settings.scalar_layout, comm.size)
+            inner = _serial_lu(operators.model.mesh.topology.dim) if whole else _lu()
+        elif exact:
+            # The scalar solves are the whole solve: iterate them until the block residual
+            # meets the tolerance. FGMRES preconditions on the right, so it measures the true
+            # residual, and keeps the preconditioned directions: GMRES on the right would
+            # spend one more V-cycle per solve rebuilding the solution from them.
+            inner = {"ksp_type": "fgmres", "pc_type": "gamg", "ksp_max_it": settings.max_it,
+                     "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD, **SPECTRAL_AMG_SMOOTHER}
+        else:
+            inner = {"ksp_type": "preonly", "pc_type": "gamg",  # one V-cycle per mode
+                     "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD, **SPECTRAL_AMG_SMOOTHER}
+        inner.update(inner_overrides)
+        self.factorization_precision = None
+        if inner_kind == "lu":
+            self.factorization_precision = self._factorization_precision(
+                operators, a, b, settings, inner_overrides)
+        if exact:
+            outer = {"ksp_type": "preonly"}
+        else:
+            # FGMRES: right preconditioning, so the stopping test is on the true residual
+            # and each iteration applies the preconditioner once (GMRES on the left also
+            # applies it to the initial residual), and the solve can be for the correction
+            # to a guess (``BlockSolver.solve``).
+            outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
+                     "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
+                     "ksp_gmres_restart": 100}
+        outer.update(settings.petsc_options)
+        outer.update(overrides)
+        self.matrix = operators.shell(a, b)
+        self.preconditioner = SpectralPreconditioner(
+            operators, a, b, inner, OPTIONS_PREFIX + SPECTRAL_PREFIX, per_rank,
+            block_tolerances=((settings.rtol, settings.atol)
+                              if exact and inner.get("ksp_type") != "preonly" else None),
+            # Modes sharing a factorization are solved at once: MUMPS's batched solve wins
+            # there, unless a package was asked for.
+            batched_package=("mumps" if inner_kind == "lu" and _direct_package() == "mumps"
+                             and "pc_factor_mat_solver_type" not in inner_overrides else None),
+            single_precision=(self.factorization_precision == "single"
+                              and "pc_precision" not in inner_overrides))
+        ksp = PETSc.KSP().create(self.matrix.getComm())
+        ksp.setOperators(self.matrix)
+        pc = ksp.getPC()
+        pc.setType("python")
+        pc.setPythonContext(self.preconditioner)
+        configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
+        return LinearSolver.from_ksp(ksp, self.name)
+
+    def _factorization_precision(self, operators, a: float, b: float, settings,
+                                 inner_overrides: dict) -> str:
+        """The precision of the spectral solver's MUMPS factorizations (a PETSc option
+        ``-rd_spectral_pc_precision`` wins, as everywhere)."""
+        from rdgraph.solvers.precision import (
+            condition_estimate,
+            factorization_precision,
+            mumps_single_precision_on,
+        )
+
+        if "pc_precision" in inner_overrides:
+            return str(inner_overrides["pc_precision"])
+        setting = settings.factorization_precision
+        if setting == "double" or self.exact:
+            return "double"
+        return factorization_precision(
+            setting, preconditions=True,
+            condition=condition_estimate(operators, a, b) if setting == "auto" else 0.0,
+            supported=mumps_single_precision_on(operators.layout.comm))
+
+    def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
+        """Solve; return the Krylov iterations (for the exact spectral solve: the most any
+        scalar mode took). Krylov solves start from ``x`` if its residual is below ``|b|``,
+        else from zero (a rough guess, e.g. right after rough initial data, costs more
+        iterations than it saves)."""
+        if self.takes_initial_guess:
+            matrix = self._solver.ksp.getOperators()[0]
+            if self._residual is None:
+                self._residual, self._correction = b.duplicate(), b.duplicate()
+            matrix.mult(x, self._residual)
+            self._residual.aypx(-1.0, b)  # b − A x
+            rhs_norm, residual_norm = b.norm(), self._residual.norm()
+            if residual_norm >= rhs_norm:
+                x.zeroEntries()
+            elif self._corrects_guess:
+                return self._correct(x, rhs_norm, residual_norm)
+        iterations = self._solver.solve(b, x)
+        if self.preconditioner is not None and self.exact:
+            return self.preconditioner.last_iterations
+        return iterations
+
+    def _correct(self, x: PETSc.Vec, rhs_norm: float, residual_norm: float) -> int:
+        """``x += A⁻¹ r`` for ``r = b − A x`` (in ``self._residual``) until the residual is
+        at most ``max(rtol·|b|, atol)``, the block solve's own test."""
+        pc, ksp = self.preconditioner, self._solver.ksp
+        exact = pc is not None and self.exact
+        rtol, atol = pc.block_tolerances if exact else ksp.getTolerances()[:2]
+        if residual_norm <= max(rtol * rhs_norm, atol):
+            return 0  # the guess already solves it (e.g. a steady state)
+        # Relative to |r| instead of |b|: the same absolute tolerance.
+        scaled = rtol * rhs_norm / residual_norm
+        if exact:
+            pc.block_tolerances = (scaled, atol)
+        else:
+            ksp.setTolerances(rtol=scaled)
+        try:
+            iterations = self._solver.solve(self._residual, self._correction)
+        finally:
+            if exact:
+                pc.block_tolerances = (rtol, atol)
+            else:
+                ksp.setTolerances(rtol=rtol)
+        x.axpy(1.0, self._correction)
+        return pc.last_iterations if exact else iterations
+
+    def destroy(self) -> None:
+        self._solver.destroy()
+        for vec in (self._residual, self._correction):
+            if vec is not None:
+                vec.destroy()
+        if self.preconditioner is not None:
+            self.preconditioner.destroy()
+        if self.matrix is not None:
+            self.matrix.destroy()

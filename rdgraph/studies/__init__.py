@@ -1,0 +1,1 @@
+"""Studies built on runs: verification and convergence, the JKO study, parameter sweeps."""

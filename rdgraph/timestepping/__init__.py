@@ -1,0 +1,1 @@
+"""Time steppers: the linear schemes, JKO, upwind, accelerated, and the retry loop."""
