@@ -9,7 +9,6 @@ from rdgraph.compat import MPI
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
 from rdgraph.simulation import Simulation
-from rdgraph.timestepping.upwind import smoothed_upwind_flux
 
 from conftest import make_config
 
@@ -22,25 +21,6 @@ def _config(**model):
         model={"coupling": "upwind", "beta": 0.3, "potentials": POTENTIALS, **model},
         time={"scheme": "implicit-euler", "dt": 0.05, "t_end": 0.5},
     )
-
-
-def test_smoothed_flux_is_upwind_and_antisymmetric():
-    phi_g, phi_h = np.array([1.0, 0.0, 0.3]), np.array([0.0, 1.0, 0.3])
-    rho_g, rho_h = np.array([2.0, 2.0, 2.0]), np.array([5.0, 5.0, 5.0])
-    flux = smoothed_upwind_flux(1.5, phi_g, phi_h, rho_g, rho_h, 1e-4)[0]
-    # Φ_g > Φ_h: g's density moves; Φ_g < Φ_h: h's; equal potentials: nothing moves.
-    assert flux == pytest.approx([1.5 * 2.0, -1.5 * 5.0, 0.0], abs=1e-14)
-    back = smoothed_upwind_flux(1.5, phi_h, phi_g, rho_h, rho_g, 1e-4)[0]
-    assert np.allclose(back, -flux, atol=1e-15)
-    # Derivatives against central differences.
-    d = 1e-7
-    args = [1.0, np.array([0.2]), np.array([0.2003]), np.array([1.3]), np.array([0.7]), 1e-3]
-    value, d_pg, d_ph, d_rg, d_rh = smoothed_upwind_flux(*args)
-    for k, exact in zip(range(1, 5), (d_pg, d_ph, d_rg, d_rh)):
-        plus, minus = list(args), list(args)
-        plus[k], minus[k] = args[k] + d, args[k] - d
-        numeric = (smoothed_upwind_flux(*plus)[0] - smoothed_upwind_flux(*minus)[0]) / (2 * d)
-        assert exact == pytest.approx(numeric, rel=1e-5, abs=1e-9)
 
 
 def test_mass_conserved_energy_decreases_positive():

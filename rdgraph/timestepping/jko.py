@@ -211,13 +211,18 @@ class JKOStepper:
         potential = x.duplicate()
         potential.array[:] = np.concatenate(phi)
         try:
-            newton, krylov = self.solver.solve(potential)
+            newton, krylov = self.solver.solve(potential, scale=self._mass_scale())
             x.array[:] = self._density(potential.array_r)
         finally:
             potential.destroy()
         self.last_iterations = (newton, krylov)
         self.steps_taken += 1
         return newton
+
+    def _mass_scale(self) -> float:
+        """``‖M ρ^n‖``: the residual's part that does not depend on Φ (collective)."""
+        local = float(np.sum((self._block_mass * self._rho_old.array_r) ** 2))
+        return float(np.sqrt(self.layout.comm.allreduce(local)))
 
     def destroy(self) -> None:
         self.solver.destroy()

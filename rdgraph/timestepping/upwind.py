@@ -1,26 +1,30 @@
 """The upwind coupling (Chow–Huang–Li–Zhou), ``coupling = "upwind"``: implicit Euler + Newton.
 
 The flux from vertex g to h at a point is ``w_gh ρ_g [Φ_g − Φ_h]_+``, ``Φ = β log ρ + V``, so
-the net exchange is ``w_gh (Φ_g − Φ_h) ρ_up`` with ``ρ_up`` the density on the side of the
-larger potential. The unknowns are the nodal potentials ``Φ_g`` (P1), ``ρ_g = exp((Φ_g − V_g)/β)``
-nodally (positive by construction); one implicit-Euler step solves, for every vertex g,
+the net exchange is ``w_gh (ρ_g [Φ_g − Φ_h]_+ − ρ_h [Φ_h − Φ_g]_+)``: the density on the side
+of the larger potential moves. The unknowns are the nodal potentials ``Φ_g`` (P1),
+``ρ_g = exp((Φ_g − V_g)/β)`` nodally (positive by construction); one implicit-Euler step
+solves, for every vertex g,
 
-    m ∘ (ρ_g − ρ_g^n) + τ ∫ ρ(Φ_g) ∇Φ_g·∇φ + τ m ∘ Σ_h w_gh (Φ_g − Φ_h) u_gh = 0,
-    u_gh = σ(Φ_g − Φ_h) ρ_g + (1 − σ(Φ_g − Φ_h)) ρ_h,  σ(z) = 1 / (1 + exp(−z/ε)),
+    m ∘ (ρ_g − ρ_g^n) + τ ∫ ρ(Φ_g) ∇Φ_g·∇φ + τ m ∘ Σ_h w_gh (ρ_g [Φ_g − Φ_h]_+ − ρ_h [Φ_h − Φ_g]_+) = 0,
 
 with ``m`` the lumped mass (vertex quadrature for the time derivative and the graph term) and
 the drift–diffusion in its mobility form ``∇·(ρ ∇Φ) = ∇·(β∇ρ + ρ∇V)`` with
-``ρ(Φ_g) = exp((Φ_g − V_g)/β)`` at quadrature points. The smoothed positive part is
-``[z]_+ ≈ p_ε(z) = z σ(z)``: since ``p_ε(z) − p_ε(−z) = z`` exactly, the smoothing only blends
-the upwind choice across ``|Φ_g − Φ_h| ≲ ε`` and keeps, exactly,
+``ρ(Φ_g) = exp((Φ_g − V_g)/β)`` at quadrature points. The exchange is used as it is, not
+smoothed: for fixed densities it is nondecreasing in ``Φ_g − Φ_h`` (slope ``w ρ_g`` on one
+side, ``w ρ_h`` on the other), and Newton takes a one-sided slope (their mean where the
+potentials are equal), a semismooth Newton method. A smoothed switch between the two upwind
+densities would make Newton's Jacobian continuous, but where the densities of two vertices
+differ by many orders of magnitude (wells of different depths at low β) it makes the exchange
+non-monotone across the smoothing width, and Newton then stalls at points that are not
+solutions. The step keeps, exactly,
 
 * mass (the exchange is antisymmetric in g, h; ``1ᵀ`` annihilates the stiffness term),
 * the Gibbs state as a fixed point (``Φ`` constant: every term vanishes),
 * energy decrease of the lumped ``F``: the step dissipates
-  ``τ (Σ_g ∫ρ_g|∇Φ_g|² + Σ_{g<h} m w_gh (Φ_g − Φ_h)² u_gh) ≥ 0``.
+  ``τ (Σ_g ∫ρ_g|∇Φ_g|² + Σ_{g<h} m w_gh (Φ_g − Φ_h)² ρ_up) ≥ 0``.
 
-``ε = UPWIND_SMOOTHING · β`` makes Newton's Jacobian continuous where ``Φ_g = Φ_h``. The
-``ksp_iterations`` column holds the Newton iterations of the step.
+The ``ksp_iterations`` column holds the Newton iterations of the step.
 """
 
 from __future__ import annotations
@@ -34,28 +38,21 @@ from rdgraph.discretization.model import Model
 from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
 from rdgraph.discretization.operators import BlockOperators
 
-__all__ = ["UPWIND_SMOOTHING", "UpwindStepper", "smoothed_upwind_flux"]
+__all__ = ["UpwindStepper", "upwind_flux"]
 
-UPWIND_SMOOTHING = 1e-3  # ε / β of the smoothed positive part
-
-
-def _sigma(z: np.ndarray, eps: float) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(z / (2.0 * eps)))  # logistic 1/(1+exp(−z/ε)), overflow-free
-
-
-def smoothed_upwind_flux(weight: float, phi_g: np.ndarray, phi_h: np.ndarray,
-                         rho_g: np.ndarray, rho_h: np.ndarray, eps: float):
-    """Net exchange g → h, ``w (Φ_g − Φ_h) u_gh``, and its derivatives by ``Φ_g``, ``Φ_h``.
+def upwind_flux(weight: float, phi_g: np.ndarray, phi_h: np.ndarray,
+                rho_g: np.ndarray, rho_h: np.ndarray):
+    """Net exchange g → h, ``w (ρ_g [Φ_g − Φ_h]_+ − ρ_h [Φ_h − Φ_g]_+)``, and its derivatives.
 
     ``ρ`` depends on ``Φ`` through ``dρ/dΦ = ρ/β``, which the caller applies: the
-    derivatives returned are ``(∂/∂Φ_g, ∂/∂Φ_h, ∂/∂ρ_g, ∂/∂ρ_h)``.
+    derivatives returned are ``(∂/∂Φ_g, ∂/∂Φ_h, ∂/∂ρ_g, ∂/∂ρ_h)``, one-sided where
+    ``Φ_g ≠ Φ_h`` and the mean of the two sides where they are equal.
     """
     z = phi_g - phi_h
-    s = _sigma(z, eps)
-    upwind = s * rho_g + (1.0 - s) * rho_h
-    ds = s * (1.0 - s) / eps
-    d_z = weight * (upwind + z * ds * (rho_g - rho_h))
-    return weight * z * upwind, d_z, -d_z, weight * z * s, weight * z * (1.0 - s)
+    side = np.where(z > 0, 1.0, np.where(z < 0, 0.0, 0.5))  # 1: g upwind, 0: h upwind
+    upwind = side * rho_g + (1.0 - side) * rho_h
+    d_z = weight * upwind
+    return weight * z * upwind, d_z, -d_z, weight * z * side, weight * z * (1.0 - side)
 
 
 class UpwindStepper:
@@ -89,8 +86,7 @@ class UpwindStepper:
         self._overrides = overrides
         self._previous = None
         self.steps_taken = 0
-        self.beta = beta = model.settings.beta
-        self.eps = UPWIND_SMOOTHING * beta
+        self.beta = model.settings.beta
         graph = model.graph
         self._n = n = layout.size_local
         model.check_positive_initial("model.coupling = 'upwind'")
@@ -138,7 +134,7 @@ class UpwindStepper:
             out[g * n:(g + 1) * n] += tau * b.array[:n]
         for g, h, w in graph.edges:
             sg, sh = slice(g * n, (g + 1) * n), slice(h * n, (h + 1) * n)
-            flux = smoothed_upwind_flux(w, phi[sg], phi[sh], rho[sg], rho[sh], self.eps)[0]
+            flux = upwind_flux(w, phi[sg], phi[sh], rho[sg], rho[sh])[0]
             out[sg] += tau * self._lumped_mass[sg] * flux
             out[sh] -= tau * self._lumped_mass[sh] * flux
         f.array[:] = out
@@ -155,8 +151,8 @@ class UpwindStepper:
             blocks[g, g][positions] += mass[g * n:(g + 1) * n] * rho[g * n:(g + 1) * n] / beta
         for g, h, w in graph.edges:
             sg, sh = slice(g * n, (g + 1) * n), slice(h * n, (h + 1) * n)
-            _, d_phi_g, d_phi_h, d_rho_g, d_rho_h = smoothed_upwind_flux(
-                w, phi[sg], phi[sh], rho[sg], rho[sh], self.eps)
+            _, d_phi_g, d_phi_h, d_rho_g, d_rho_h = upwind_flux(
+                w, phi[sg], phi[sh], rho[sg], rho[sh])
             by_g = tau * mass[sg] * (d_phi_g + d_rho_g * rho[sg] / beta)
             by_h = tau * mass[sg] * (d_phi_h + d_rho_h * rho[sh] / beta)
             # Row g gets +flux, row h −flux (the lumped masses of g and h rows coincide).
@@ -179,12 +175,17 @@ class UpwindStepper:
         with np.errstate(divide="ignore"):
             potential.array[:] = self.beta * np.log(x.array_r) + self._potential
         try:
-            newton, _ = self.solver.solve(potential)
+            newton, _ = self.solver.solve(potential, scale=self._mass_scale())
             x.array[:] = self._density(potential.array_r)
         finally:
             potential.destroy()
         self.steps_taken += 1
         return newton
+
+    def _mass_scale(self) -> float:
+        """``‖M ρ^n‖``: the residual's part that does not depend on Φ (collective)."""
+        local = float(np.sum((self._lumped_mass * self._rho_old.array_r) ** 2))
+        return float(np.sqrt(self.layout.comm.allreduce(local)))
 
     def destroy(self) -> None:
         self.solver.destroy()
