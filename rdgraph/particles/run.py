@@ -48,7 +48,7 @@ from rdgraph.particles.accelerated import (
 from rdgraph.particles.plot import plot_comparison
 from rdgraph.particles.result import Z_LIMIT, Comparison, ParticleResult
 from rdgraph.particles.sampler import ParticleProblem, ParticleSystem, fraction_standard_errors
-from rdgraph.problem.config import Settings
+from rdgraph.problem.config import Scheme, Settings
 from rdgraph.simulation import run
 
 __all__ = [
@@ -264,7 +264,7 @@ def run_particles(
         raise InputError(f"--dynamics {dynamics}: must be one of {', '.join(DYNAMICS)}")
     if dynamics == "accelerated":
         check_accelerated(settings)
-        if compare and settings.time.scheme != "accelerated":
+        if compare and settings.time.method is not Scheme.ACCELERATED:
             raise InputError(
                 f"--dynamics accelerated --compare needs time.scheme = 'accelerated' (the FEM "
                 f"run would solve the gradient flow with {settings.time.scheme!r}); add "

@@ -26,6 +26,7 @@ from rdgraph.problem.config import Settings, settings_from_dict
 from rdgraph.problem.expressions import parse
 from rdgraph.simulation import Simulation
 from rdgraph.studies.jko_study import jko_vs_implicit_euler
+from rdgraph.timestepping.linear import SCHEME_COEFFICIENTS
 
 __all__ = [
     "DOC_HEAD",
@@ -294,7 +295,7 @@ def space_study(sol: ExactSolution, degree: int, cells: list[int], *, t_end: flo
     return study
 
 
-_ORDER = {"implicit-euler": 1, "crank-nicolson": 2, "bdf2": 2}
+_ORDER = {scheme.value: c.order for scheme, c in SCHEME_COEFFICIENTS.items()}
 
 
 def time_study(sol: ExactSolution, scheme: str, steps: list[int], *, cells: int = 256,

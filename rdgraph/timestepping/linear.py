@@ -26,10 +26,11 @@ class _Scheme:
     order: int
 
 
+# Keyed by Scheme, a str enum: the plain names of the config find them too.
 SCHEME_COEFFICIENTS = {
-    "implicit-euler": _Scheme(1.0, 1.0, 1),
-    "crank-nicolson": _Scheme(1.0, 0.5, 2),
-    "bdf2": _Scheme(1.5, 1.0, 2),
+    Scheme.IMPLICIT_EULER: _Scheme(1.0, 1.0, 1),
+    Scheme.CRANK_NICOLSON: _Scheme(1.0, 0.5, 2),
+    Scheme.BDF2: _Scheme(1.5, 1.0, 2),
 }
 
 
