@@ -4,14 +4,14 @@
 #   docker run IMAGE mpirun -n 4 rdgraph run ...  -> mpirun -n 4 rdgraph run ...
 #   docker run -it IMAGE bash                     -> a shell
 set -e
-# rdgraph's subcommands ("info" is also a program in the image), read from rdgraph/cli/__init__.py's
-# SUBCOMMANDS table without importing rdgraph (which would load DOLFINx on every start).
+# rdgraph's subcommands ("info" is also a program in the image), read from the SUBCOMMANDS
+# table of rdgraph/cli/__init__.py without importing rdgraph (fast on every start).
 commands="$(python3 - <<'EOF'
 import ast
 import importlib.util
 from pathlib import Path
 
-cli = Path(importlib.util.find_spec("rdgraph").submodule_search_locations[0]) / "cli.py"
+cli = Path(importlib.util.find_spec("rdgraph").submodule_search_locations[0]) / "cli" / "__init__.py"
 for node in ast.parse(cli.read_text()).body:
     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SUBCOMMANDS":
         print("run", *ast.literal_eval(node.value))

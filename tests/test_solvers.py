@@ -187,6 +187,7 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
     ``resolve_solver`` (its 3-D and memory limits depend on it)."""
     import inspect
 
+    import rdgraph.info as info
     import rdgraph.solvers.block as solvers
     from rdgraph.info import describe
 
@@ -199,6 +200,7 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(solvers, "resolve_solver", spy)
+    monkeypatch.setattr(info, "resolve_solver", spy)
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
                        model={**SHIFTED_GIBBS, "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
                        time={"dt": 1e-3, "t_end": 2e-3}, solver={"type": "spectral"})

@@ -3,8 +3,9 @@
 ``parse`` reads a string with Python's ``ast`` parser (which runs nothing), accepts only
 numbers, ``+ - * / **``, unary signs, parentheses, ``pi``, ``e``, the variables ``x[0..2]``,
 ``g`` (vertex index), ``t`` and the one-argument functions in :data:`FUNCTIONS`, and turns
-the tree into small immutable nodes. Those nodes evaluate to UFL (for forms) or NumPy (for
-nodal values and particles). Nothing is ever passed to ``eval``, ``exec`` or ``compile``.
+the tree into small immutable nodes. Those nodes evaluate to NumPy (nodal values and
+particles) here, and to UFL through :func:`rdgraph.discretization.ufl_expressions.to_ufl`
+(for forms; this module does not import UFL). Nothing is ever passed to ``eval``, ``exec`` or ``compile``.
 """
 
 from __future__ import annotations
@@ -50,29 +51,39 @@ _CONSTRUCTS = {ast.IfExp: "a conditional expression", ast.Compare: "a comparison
 _ALIASES = {"ln": "log", "fabs": "abs", "pow": "**", "arctan": None, "atan": None}
 
 
-# -- the validated tree -----------------------------------------------------------------------
+# -- the validated tree (public: rdgraph.problem.separable rewrites it) ------------------------
 @dataclass(frozen=True)
 class Num:
+    """A number."""
+
     value: float
 
 
 @dataclass(frozen=True)
 class Var:
+    """The variable ``g`` or ``t``."""
+
     name: str  # "g" or "t"
 
 
 @dataclass(frozen=True)
 class X:
+    """A coordinate ``x[index]``."""
+
     index: int
 
 
 @dataclass(frozen=True)
 class Neg:
+    """``-operand``."""
+
     operand: Node
 
 
 @dataclass(frozen=True)
 class Bin:
+    """``left op right`` for ``op`` in ``+ - * / **``."""
+
     op: str  # a key of _OPERATORS
     left: Node
     right: Node
@@ -80,6 +91,8 @@ class Bin:
 
 @dataclass(frozen=True)
 class Call:
+    """``name(arg)`` for ``name`` in :data:`FUNCTIONS`."""
+
     name: str  # one of FUNCTIONS
     arg: Node
 
@@ -97,6 +110,7 @@ class Expression:
 
     Attributes:
         source: The expression text (stripped of surrounding blanks).
+        tree: The validated tree (:data:`Node`).
         variables: The variables it uses, a subset of ``{"x0", "x1", "x2", "g", "t"}``.
     """
 

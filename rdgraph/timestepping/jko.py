@@ -80,8 +80,8 @@ def mobilities(weight: float, beta: float, log_rho_g: np.ndarray, log_rho_h: np.
 class JKOStepper(Stepper):
     """Advances the densities by one linearized JKO step (Newton on the potentials Φ).
 
-    Has the interface of :class:`rdgraph.timestepping.linear.TimeStepper` (``step``, ``dt``,
-    ``scheme``, ``solver``, ``destroy``), so retries with halved steps and checkpoints apply.
+    A one-step :class:`~rdgraph.timestepping.base.Stepper` (no history), so retries with halved
+    steps and checkpoints apply.
 
     Args:
         model: Forms and potentials.

@@ -62,7 +62,7 @@ def smoothed_upwind_flux(weight: float, phi_g: np.ndarray, phi_h: np.ndarray,
 class UpwindStepper(Stepper):
     """Implicit Euler for the upwind coupling, Newton (PETSc SNES) on the potentials Φ.
 
-    Has the interface of :class:`rdgraph.timestepping.linear.TimeStepper`, so retries with halved
+    A one-step :class:`~rdgraph.timestepping.base.Stepper` (no history), so retries with halved
     steps, checkpoints and diagnostics apply unchanged.
 
     Args:
