@@ -5,7 +5,8 @@ numbers, ``+ - * / **``, unary signs, parentheses, ``pi``, ``e``, the variables 
 ``g`` (vertex index), ``t`` and the one-argument functions in :data:`FUNCTIONS`, and turns
 the tree into small immutable nodes. Those nodes evaluate to NumPy (nodal values and
 particles) here, and to UFL through :func:`rdgraph.discretization.ufl_expressions.to_ufl`
-(for forms; this module does not import UFL). Nothing is ever passed to ``eval``, ``exec`` or ``compile``.
+(for forms; this module does not import UFL). Nothing is ever passed to ``eval``, ``exec``
+or ``compile``.
 """
 
 from __future__ import annotations
