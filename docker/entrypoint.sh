@@ -4,8 +4,8 @@
 #   docker run IMAGE mpirun -n 4 rdgraph run ...  -> mpirun -n 4 rdgraph run ...
 #   docker run -it IMAGE bash                     -> a shell
 set -e
-# rdgraph's subcommands ("info" is also a program in the image), read from rdgraph/cli/__init__.py's
-# SUBCOMMANDS table without importing rdgraph (which would load DOLFINx on every start).
+# rdgraph's subcommands ("info" is also a program in the image), read from the SUBCOMMANDS
+# table of rdgraph/cli/__init__.py without importing rdgraph (fast on every start).
 commands="$(python3 - <<'EOF'
 import ast
 import importlib.util

@@ -5,7 +5,7 @@ each drifting in its own potential on one shared mesh and coupled through the gr
 
 Example:
     >>> import rdgraph
-    >>> settings = rdgraph.load_settings("examples/nas.toml", ["time.dt=1e-2"])
+    >>> settings = rdgraph.load_settings("examples/nas_toy.toml", ["time.dt=1e-2"])
     >>> result = rdgraph.run(settings, out_dir="results/nas")
 """
 
@@ -17,11 +17,26 @@ import os as _os
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     _os.environ.setdefault(_name, "1")
 
-__version__ = "0.1.0"
+import importlib as _importlib  # noqa: E402
 
-from rdgraph.problem.config import Settings, load_settings, settings_from_dict  # noqa: E402
 from rdgraph.errors import InputError, SolverError  # noqa: E402
-from rdgraph.simulation import RunResult, Simulation, run  # noqa: E402
+from rdgraph.problem.config import Settings, load_settings, settings_from_dict  # noqa: E402
+from rdgraph.version import __version__  # noqa: E402
+
+# The simulation imports DOLFINx and PETSc; it is loaded on first use of these names, so that
+# ``import rdgraph.problem`` (pure Python: configs, graphs, expressions) works without them.
+_SIMULATION_NAMES = ("RunResult", "Simulation", "run")
+
+
+def __getattr__(name: str):
+    if name in _SIMULATION_NAMES:
+        return getattr(_importlib.import_module("rdgraph.simulation"), name)
+    raise AttributeError(f"module 'rdgraph' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SIMULATION_NAMES])
+
 
 __all__ = [
     "InputError",

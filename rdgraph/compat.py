@@ -11,10 +11,12 @@ except ImportError:  # pragma: no cover
     pass
 
 from mpi4py import MPI  # noqa: E402
+from petsc4py import PETSc  # noqa: E402
 
 import dolfinx  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402,F401
-from petsc4py import PETSc  # noqa: E402
+
+from rdgraph.version import __version__  # noqa: E402
 
 __all__ = ["MPI", "PETSc", "dolfinx", "versions"]
 
@@ -25,11 +27,9 @@ def versions() -> dict[str, str]:
 
     import numpy
 
-    import rdgraph
-
     major, minor, patch = PETSc.Sys.getVersion()
     return {
-        "rdgraph": rdgraph.__version__,
+        "rdgraph": __version__,
         "dolfinx": dolfinx.__version__,
         "petsc": f"{major}.{minor}.{patch}",
         "mpi": MPI.Get_library_version().splitlines()[0].strip(),

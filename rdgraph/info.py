@@ -11,15 +11,20 @@ mass between vertices (laplacian: vertex masses obey ``m' = -L m`` exactly).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from rdgraph.compat import MPI, versions
+from rdgraph.discretization.meshes import build_mesh
+from rdgraph.discretization.model import Model
 from rdgraph.problem.config import Settings
-from rdgraph.solvers.precision import SINGLE_PRECISION_MAX_CONDITION
+from rdgraph.problem.validation import MESH_GDIM, check_expressions, graph_from_settings
+from rdgraph.solvers.block import resolve_solver, spectral_per_rank
+from rdgraph.solvers.petsc import direct_package
+from rdgraph.solvers.precision import SINGLE_PRECISION_MAX_CONDITION, mumps_single_precision_on
+from rdgraph.solvers.spectral import coupling_modes, factorization_count
+from rdgraph.timestepping.linear import SCHEME_COEFFICIENTS
 
-__all__ = ["add_arguments", "describe", "format_info", "run_from_args"]
+__all__ = ["describe", "format_info"]
 
 
 def _spectral_gap(values: np.ndarray, components: int) -> float:
@@ -36,18 +41,10 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     """
     import petsc4py
 
-    from rdgraph.discretization.meshes import build_mesh
-    from rdgraph.discretization.model import Model
-    from rdgraph.solvers.precision import mumps_single_precision_on
-    from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
-    from rdgraph.solvers.block import _direct_package, resolve_solver, spectral_per_rank
-    from rdgraph.solvers.spectral import coupling_modes, factorization_count
-    from rdgraph.timestepping.linear import SCHEME_COEFFICIENTS
-
     graph = graph_from_settings(settings)
-    if settings.mesh.shape in _MESH_GDIM:
+    if settings.mesh.shape in MESH_GDIM:
         # Expression errors before the first collective, as in Simulation.
-        _check_expressions(settings, graph, _MESH_GDIM[settings.mesh.shape])
+        check_expressions(settings, graph, MESH_GDIM[settings.mesh.shape])
     mesh = build_mesh(settings.mesh, comm)
     model = Model(mesh, graph, settings.model, settings.space)
     tdim = mesh.topology.dim
@@ -67,7 +64,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
                                  factorizations)
     solver = {"type": kind, "configured": settings.solver.type}
     if kind == "direct":
-        solver["package"] = _direct_package()
+        solver["package"] = direct_package()
     if kind == "spectral":
         per_rank = spectral_per_rank(settings.solver.scalar_layout, inner, comm.size)
         solver.update(inner=inner, exact=exact,
@@ -180,22 +177,3 @@ def format_info(info: dict, max_values: int = 16) -> str:
             f"Gibbs vertex fractions: {_numbers(info['gibbs_vertex_fractions'], max_values)}",
         ]
     return "\n".join(lines)
-
-
-def add_arguments(parser) -> None:
-    """Arguments of ``rdgraph info``."""
-    from rdgraph.problem.config import add_config_arguments
-
-    add_config_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def run_from_args(args) -> int:
-    """Run ``rdgraph info``; prints on rank 0 only."""
-    from rdgraph.problem.config import load_settings
-
-    settings = load_settings(args.config, args.overrides)
-    info = describe(settings, MPI.COMM_WORLD)
-    if MPI.COMM_WORLD.rank == 0:
-        print(json.dumps(info, indent=2) if args.json else format_info(info), flush=True)
-    return 0

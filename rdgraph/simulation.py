@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rdgraph.output import checkpoint
-from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.compat import MPI, dolfinx, versions
-from rdgraph.problem.config import Settings
+from rdgraph.discretization.blocks import BlockLayout
+from rdgraph.discretization.meshes import build_mesh
+from rdgraph.discretization.model import Model
+from rdgraph.discretization.operators import BlockOperators
 from rdgraph.errors import Interrupted, SolverError
+from rdgraph.output import checkpoint
 from rdgraph.output.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
-from rdgraph.problem.graph import Graph, build_graph
 from rdgraph.output.io import (
     DiagnosticsCSV,
     FieldWriter,
@@ -31,34 +32,13 @@ from rdgraph.output.io import (
     write_config,
     write_json,
 )
-from rdgraph.timestepping.jko import JKOStepper
-from rdgraph.discretization.meshes import build_mesh
-from rdgraph.discretization.model import Model, _parse_per_vertex
-from rdgraph.discretization.operators import BlockOperators
+from rdgraph.output.plots import plot_run
 from rdgraph.output.progress import Progress
-from rdgraph.timestepping.recovery import RobustStepper
-from rdgraph.timestepping.linear import TimeStepper
-from rdgraph.timestepping.upwind import UpwindStepper
+from rdgraph.problem.config import Settings
+from rdgraph.problem.validation import MESH_GDIM, check_expressions, graph_from_settings
+from rdgraph.timestepping.factory import make_stepper
 
-__all__ = ["RunResult", "Simulation", "graph_from_settings", "run"]
-
-_MESH_GDIM = {"interval": 1, "rectangle": 2, "box": 3}
-
-
-def graph_from_settings(settings: Settings) -> Graph:
-    """The graph described by ``[graph]`` (pure Python, identical on every rank)."""
-    s = settings.graph
-    return build_graph(
-        s.kind, n=s.n, dim=s.dim, shape=s.shape, weight=s.weight, p=s.p, edges=s.edges,
-        file=s.file, seed=s.seed,
-    )
-
-
-def _check_expressions(settings: Settings, graph: Graph, gdim: int) -> None:
-    model = settings.model
-    _parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0")
-    _parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1")
-    _parse_per_vertex(model, "source", graph.n, ("x", "g", "t"), gdim, None)
+__all__ = ["RunResult", "Simulation", "run"]
 
 
 class Simulation:
@@ -81,9 +61,9 @@ class Simulation:
         self.settings = settings
         self.comm = comm
         self.graph = graph_from_settings(settings)
-        if settings.mesh.shape in _MESH_GDIM:
+        if settings.mesh.shape in MESH_GDIM:
             # Catch expression errors before the first collective operation.
-            _check_expressions(settings, self.graph, _MESH_GDIM[settings.mesh.shape])
+            check_expressions(settings, self.graph, MESH_GDIM[settings.mesh.shape])
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
@@ -98,24 +78,11 @@ class Simulation:
             self.functions.append(u)
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
-        if settings.time.scheme == "accelerated":
-            from rdgraph.timestepping.accelerated import ACCELERATED_COLUMNS, AcceleratedStepper
-
-            # Its own state (log ρ, S) and Newton solver; it retries failed steps itself.
-            self.stepper = AcceleratedStepper(self.model, settings, solver_overrides)
-            self.guard = self.stepper
-            self.solver_options = dict(self.stepper.options)
-            self.extra_columns = list(ACCELERATED_COLUMNS)
-        else:
-            stepper_class = (JKOStepper if settings.time.scheme == "jko" else
-                             UpwindStepper if settings.model.coupling == "upwind" else TimeStepper)
-            self.stepper = stepper_class(
-                self.model, self.operators, settings.time.scheme, settings.time.dt,
-                settings.solver, solver_overrides,
-            )
-            self.solver_options = {**self.stepper.solver.options, **(solver_overrides or {})}
-            self.guard = RobustStepper(self.stepper, settings.solver.max_retries)
-            self.extra_columns = []
+        # The scheme's stepper, and the retry loop (halved steps) that every step goes through.
+        self.stepper, self.guard = make_stepper(self.model, self.operators, settings,
+                                                solver_overrides)
+        self.solver_options = self.stepper.solver_options
+        self.extra_columns = list(self.stepper.extra_columns)
         self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
         self.step_index = 0
         self.t = 0.0
@@ -136,7 +103,8 @@ class Simulation:
         """Diagnostics of the current state (collective)."""
         d = self.recorder(self.step_index, self.t, self.functions, ksp_iterations)
         if self.extra_columns:
-            d = dataclasses.replace(d, extra=tuple(self.stepper.extra_diagnostics()))
+            extra = self.stepper.extra_diagnostics(self.guard.last_step_stats)
+            d = dataclasses.replace(d, extra=tuple(extra))
         return d
 
     def advance(self) -> int:
@@ -373,8 +341,6 @@ def run(
 
 def _write_plots(out: Path, quiet: bool) -> None:
     """The run's PNG figures (rank 0, after every file they read is complete)."""
-    from rdgraph.output.plots import plot_run
-
     try:
         plot_run(out)
     except Exception as e:  # noqa: BLE001

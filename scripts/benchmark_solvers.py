@@ -99,14 +99,14 @@ def _run_lower_bound(case: dict, comm) -> dict:
     """N independent scalar solves of M + τ K_g: CG+GAMG and cached MUMPS."""
     import numpy as np
 
-    from rdgraph.discretization.blocks import BlockLayout
     from rdgraph.compat import PETSc
-    from rdgraph.problem.config import settings_from_dict
+    from rdgraph.discretization.blocks import BlockLayout
     from rdgraph.discretization.meshes import build_mesh
     from rdgraph.discretization.model import Model
     from rdgraph.discretization.operators import BlockOperators
-    from rdgraph.simulation import graph_from_settings
-    from rdgraph.solvers.block import _direct_package
+    from rdgraph.problem.config import settings_from_dict
+    from rdgraph.problem.validation import graph_from_settings
+    from rdgraph.solvers.petsc import direct_package
 
     settings = settings_from_dict(_config({**case, "solver": {"type": "direct"}}))
     graph = graph_from_settings(settings)
@@ -123,7 +123,7 @@ def _run_lower_bound(case: dict, comm) -> dict:
     for name, options in (
         ("cg_gamg", {"ksp_type": "cg", "pc_type": "gamg", "ksp_rtol": rtol}),
         ("mumps", {"ksp_type": "preonly", "pc_type": "lu",
-                   "pc_factor_mat_solver_type": _direct_package()}),
+                   "pc_factor_mat_solver_type": direct_package()}),
     ):
         solvers = {}
         comm.Barrier()
@@ -169,8 +169,8 @@ def _dealt_lower_bound(ops, stiffness: list, dt: float, comm) -> dict:
     import numpy as np
 
     from rdgraph.compat import PETSc
-    from rdgraph.solvers.mode_exchange import deal_groups, whole_matrices
     from rdgraph.solvers.block import _serial_lu, configure_ksp
+    from rdgraph.solvers.mode_exchange import deal_groups, whole_matrices
 
     mine = deal_groups([1] * len(stiffness), comm.size)[comm.rank]
     comm.Barrier()

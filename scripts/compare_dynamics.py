@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from rdgraph.compat import MPI
+from rdgraph.errors import SolverError
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.problem.defaults import default_config
-from rdgraph.errors import SolverError
 from rdgraph.simulation import Simulation
 
 COMM = MPI.COMM_WORLD

@@ -6,7 +6,7 @@
 
 import sys
 
-from rdgraph.studies.verification import main
+from rdgraph.cli.convergence import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,11 +15,12 @@ from conftest import make_config
 from scipy.integrate import solve_ivp
 from scipy.special import j1
 
-from rdgraph.timestepping.accelerated import AcceleratedStepper
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError, SolverError
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation, run
+from rdgraph.timestepping.accelerated import AcceleratedStepper
+from rdgraph.timestepping.recovery import RobustStepper
 
 BETA = LAMBDA = 0.04  # test 1 and 2 of the issue
 GAUSSIAN = "exp(-(x[0] - 1)**2 / (2*0.25)) / sqrt(2*pi*0.25)"  # N(1, 0.5²)
@@ -81,8 +82,10 @@ def simulate(data, observe=None, **stepper_options):
     settings = settings_from_dict(data)
     sim = Simulation(settings, MPI.COMM_WORLD)
     if stepper_options:
+        sim.guard.destroy()
         sim.stepper.destroy()
-        sim.stepper = sim.guard = AcceleratedStepper(sim.model, settings, **stepper_options)
+        sim.stepper = AcceleratedStepper(sim.model, settings, **stepper_options)
+        sim.guard = RobustStepper(sim.stepper, settings.solver.max_retries)
     records = [observe(sim)] if observe else []
     while sim.step_index < sim.num_steps:
         sim.advance()

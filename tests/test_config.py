@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rdgraph.problem.config import apply_overrides, load_settings, parse_override, settings_from_dict
 from rdgraph.errors import InputError
+from rdgraph.problem.config import (
+    apply_overrides,
+    load_settings,
+    parse_override,
+    settings_from_dict,
+)
 
 
 def test_default_problem_is_valid():

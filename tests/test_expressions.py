@@ -236,6 +236,8 @@ def coordinate():
 def test_to_ufl_matches_evaluate(coordinate):
     import ufl
 
+    from rdgraph.discretization.ufl_expressions import to_ufl
+
     mesh, x = coordinate
     sources = [
         "x[0]**2 + g*sin(x[1])",
@@ -246,24 +248,26 @@ def test_to_ufl_matches_evaluate(coordinate):
     point = (0.3, -0.4)
     for source in sources:
         e = parse(source, gdim=2)
-        value = e.to_ufl(x, g=2, t=0.5)
+        value = to_ufl(e, x, g=2, t=0.5)
         assert isinstance(value, ufl.core.expr.Expr)
         expected = e.evaluate(np.array([[point[0]], [point[1]]]), g=2, t=0.5)[0]
         assert value(point) == pytest.approx(expected)  # UFL's own point evaluation
         # g and t as UFL objects (as fem.Constant is), valued at evaluation.
         g, t = ufl.Constant(mesh), ufl.Constant(mesh)
-        assert e.to_ufl(x, g=g, t=t)(point, {g: 2.0, t: 0.5}) == pytest.approx(expected)
+        assert to_ufl(e, x, g=g, t=t)(point, {g: 2.0, t: 0.5}) == pytest.approx(expected)
 
 
 def test_to_ufl_numbers_and_missing_values(coordinate):
+    from rdgraph.discretization.ufl_expressions import to_ufl
+
     _, x = coordinate
     e = parse("x[0]**2 + g*sin(x[1])")
     with pytest.raises(InputError, match="'g' has no value"):
-        e.to_ufl(x)
+        to_ufl(e, x)
     with pytest.raises(InputError, match="'t' has no value"):
-        parse("t*x[0]").to_ufl(x, g=1)
-    assert parse("x[0]").to_ufl(x) is not None  # g and t only needed when used
-    assert parse("2*pi").to_ufl(x) == pytest.approx(2 * np.pi)  # plain numbers fold to floats
-    assert isinstance(parse("sin(1)**2").to_ufl(x), float)
-    assert parse("1/g").to_ufl(x, g=0) == np.inf  # folded with IEEE semantics, no exception
-    assert np.isnan(parse("(-8)**(1/3)").to_ufl(x))
+        to_ufl(parse("t*x[0]"), x, g=1)
+    assert to_ufl(parse("x[0]"), x) is not None  # g and t only needed when used
+    assert to_ufl(parse("2*pi"), x) == pytest.approx(2 * np.pi)  # plain numbers fold to floats
+    assert isinstance(to_ufl(parse("sin(1)**2"), x), float)
+    assert to_ufl(parse("1/g"), x, g=0) == np.inf  # folded with IEEE semantics, no exception
+    assert np.isnan(to_ufl(parse("(-8)**(1/3)"), x))

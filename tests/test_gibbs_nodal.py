@@ -7,8 +7,8 @@ import pytest
 from conftest import make_config, shell_mismatch
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
 
 # Potentials that differ in shape (not only by constants), so that M[k] and M diag(k) differ.

@@ -7,8 +7,8 @@ from math import comb
 import numpy as np
 import pytest
 
-from rdgraph.problem import graph as gr
 from rdgraph.errors import InputError
+from rdgraph.problem import graph as gr
 
 
 # -- generators -------------------------------------------------------------------------------

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
-from rdgraph.timestepping.jko import log_mean, mobilities
-from rdgraph.studies.jko_study import jko_vs_implicit_euler
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
-
-from conftest import make_config
+from rdgraph.studies.jko_study import jko_vs_implicit_euler
+from rdgraph.timestepping.jko import log_mean, mobilities
 
 POTENTIALS = ["(x[0] - 0.3)**2 + x[1]", "2*(x[1] - 0.6)**2", "x[0]*x[1]"]
 
@@ -134,7 +133,8 @@ def test_jko_and_implicit_euler_agree_at_first_order(shared_tmp):
 
 def test_failed_newton_is_retried_with_halved_steps():
     # The first step of dt = 0.4 takes 6 Newton iterations, smaller steps fewer: with a cap of
-    # 5 the step fails and succeeds as smaller steps (rdgraph.timestepping.recovery), keeping the mass.
+    # 5 the step fails and succeeds as smaller steps (rdgraph.timestepping.recovery), keeping
+    # the mass.
     config = make_config(
         model={"coupling": "gibbs", "beta": 0.2, "potentials": POTENTIALS,
                "initial": "1 + 0.9*cos(pi*x[0])"},

@@ -7,8 +7,8 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
 
 

@@ -18,11 +18,11 @@ from conftest import make_config, write_config
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
 from rdgraph.particles.plot import bin_fractions
 from rdgraph.particles.run import EXIT_DISAGREE, compare_fractions, simulate, z_limit
 from rdgraph.particles.sampler import ParticleProblem, ParticleSystem, reflect
+from rdgraph.problem.config import settings_from_dict
 
 Z = 3.0
 

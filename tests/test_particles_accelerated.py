@@ -22,9 +22,6 @@ from test_accelerated import two_layer_mass_ode
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
-from rdgraph.particles.run import simulate, z_limit
-from rdgraph.particles.sampler import ParticleProblem
 from rdgraph.particles.accelerated import (
     AcceleratedParticleSystem,
     KernelDensity,
@@ -32,6 +29,9 @@ from rdgraph.particles.accelerated import (
     log_mean_ratio,
     log_mean_slope_elasticity,
 )
+from rdgraph.particles.run import simulate, z_limit
+from rdgraph.particles.sampler import ParticleProblem
+from rdgraph.problem.config import settings_from_dict
 
 BETA = LAMBDA = 0.04
 GAUSSIAN = "exp(-(x[0] - 1)**2 / (2*0.25)) / sqrt(2*pi*0.25)"  # N(1, 0.5²)

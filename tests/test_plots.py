@@ -10,9 +10,9 @@ from PIL import Image
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
-from rdgraph.problem.config import load_settings
 from rdgraph.errors import InputError
 from rdgraph.output.plots import MAX_PANELS, PLOT_FILES, plot_density, plot_run
+from rdgraph.problem.config import load_settings
 
 comm = MPI.COMM_WORLD
 

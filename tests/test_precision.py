@@ -7,15 +7,15 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI, PETSc
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.simulation import Simulation
 from rdgraph.solvers.precision import (
     SINGLE_PRECISION_MAX_CONDITION,
     condition_estimate,
     factorization_precision,
     mumps_single_precision,
 )
-from rdgraph.simulation import Simulation
 
 UNEQUAL = {"coupling": "laplacian", "beta": 0.5,
            "potential": "(g + 1)/4*((x[0] - 0.5)**2 + (x[1] - 0.5)**2)"}

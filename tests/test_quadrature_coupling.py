@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from conftest import make_config, shell_mismatch
 
-from rdgraph.problem import graph as graphs
-from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.compat import MPI, dolfinx
-from rdgraph.problem.config import ModelSettings, SpaceSettings, settings_from_dict
-from rdgraph.errors import InputError
+from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.discretization.quadrature_coupling import QuadratureCoupling, QuadratureNotApplicable
+from rdgraph.errors import InputError
+from rdgraph.problem import graph as graphs
+from rdgraph.problem.config import ModelSettings, SpaceSettings, settings_from_dict
 
 COMM = MPI.COMM_WORLD
 # Potentials that differ in shape, so that every M[k_gh] is a different matrix.

@@ -11,10 +11,10 @@ import tomli_w
 from conftest import make_config
 
 from rdgraph import Simulation, settings_from_dict
-from rdgraph.output.checkpoint import latest_checkpoint
 from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.errors import SolverError
+from rdgraph.output.checkpoint import latest_checkpoint
 
 COMM = MPI.COMM_WORLD
 

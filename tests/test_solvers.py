@@ -84,10 +84,9 @@ def test_spectral_preconditioner_is_exact_for_constant_potential_offsets():
 
 
 def test_auto_factorizes_small_systems_only():
+    import rdgraph.solvers.block as solvers
     from rdgraph.discretization.operators import BlockOperators
     from rdgraph.solvers.block import AUTO_DIRECT_MAX, BlockSolver
-
-    import rdgraph.solvers.block as solvers
 
     data = make_config(mesh={"cells": [6, 6]}, model={"coupling": "laplacian"},
                        solver={"type": "auto"})
@@ -188,6 +187,7 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
     ``resolve_solver`` (its 3-D and memory limits depend on it)."""
     import inspect
 
+    import rdgraph.info as info
     import rdgraph.solvers.block as solvers
     from rdgraph.info import describe
 
@@ -200,6 +200,7 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(solvers, "resolve_solver", spy)
+    monkeypatch.setattr(info, "resolve_solver", spy)
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": 6},
                        model={**SHIFTED_GIBBS, "initial": "1 + 0.5*cos(pi*x[0])*(g - 2.5)"},
                        time={"dt": 1e-3, "t_end": 2e-3}, solver={"type": "spectral"})
@@ -220,7 +221,7 @@ def test_auto_counts_the_factorizations_the_preconditioner_keeps(monkeypatch):
 def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
     """Modes that share a factorization are one batched solve (MUMPS's, unless a package is
     asked for), which gives what solving them one at a time gives, and the direct answer."""
-    from rdgraph.solvers.block import _direct_package
+    from rdgraph.solvers.petsc import direct_package
     from rdgraph.solvers.spectral import BATCHED_FACTORIZATION_MIN_MODES
 
     if package == "petsc" and layout == "distributed" and MPI.COMM_WORLD.size > 1:
@@ -239,7 +240,7 @@ def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
     assert len(local_modes) >= BATCHED_FACTORIZATION_MIN_MODES
     [(ksp, modes)] = preconditioner.batches  # tau*lambda_max << 1: one shared factorization
     assert sorted(modes) == local_modes
-    expected = package or _direct_package()
+    expected = package or direct_package()
     assert ksp.getPC().getFactorSolverType() == expected
 
     r, batched, alone = (sim.state.duplicate() for _ in range(3))
@@ -259,7 +260,7 @@ def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
     ``I ⊗ A⁻¹`` with ``A`` at the geometric mean of all shifts, on every rank: apply skips the
     modal transforms and gives what the transforms give, and each vertex's block is A⁻¹ of it."""
     from rdgraph.compat import PETSc
-    from rdgraph.solvers.block import _direct_package
+    from rdgraph.solvers.petsc import direct_package
     from rdgraph.solvers.spectral import graph_modes
 
     comm = MPI.COMM_WORLD
@@ -294,7 +295,7 @@ def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
         ksp.setOperators(A)
         ksp.setType("preonly")
         ksp.getPC().setType("lu")
-        ksp.getPC().setFactorSolverType(_direct_package())
+        ksp.getPC().setFactorSolverType(direct_package())
         b, x = A.createVecs()
         n = operators.layout.size_local
         for g in range(N):
@@ -736,9 +737,9 @@ def test_newton_options_reach_the_factorization_and_leave_no_trace(scheme):
     """The SNES sets its linear solver up in its first solve: options read only then (MUMPS
     ICNTLs) must reach it, and none may stay in PETSc's database for the next simulation."""
     from rdgraph.compat import PETSc
-    from rdgraph.solvers.block import _direct_package
+    from rdgraph.solvers.petsc import direct_package
 
-    if _direct_package() != "mumps":
+    if direct_package() != "mumps":
         pytest.skip("needs MUMPS")
     database = PETSc.Options()
     before = database.getAll()
@@ -764,9 +765,9 @@ def test_newton_solvers_alive_together_keep_their_own_options():
     """Two simulations built before either solves: each factorization gets its own ICNTL, and
     an option already in the database (as from the command line) is kept."""
     from rdgraph.compat import PETSc
-    from rdgraph.solvers.block import _direct_package
+    from rdgraph.solvers.petsc import direct_package
 
-    if _direct_package() != "mumps":
+    if direct_package() != "mumps":
         pytest.skip("needs MUMPS")
     database = PETSc.Options()
     database.setValue("rd_mat_mumps_icntl_14", "33")

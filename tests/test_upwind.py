@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_config
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import settings_from_dict
 from rdgraph.errors import InputError
+from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
-
-from conftest import make_config
 
 POTENTIALS = ["(x[0] - 0.3)**2 + x[1]", "2*(x[1] - 0.6)**2", "x[0]*x[1]"]
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from rdgraph.studies import verification as v
-from rdgraph.problem.config import settings_from_dict
-from rdgraph.errors import InputError
-
 from conftest import make_config
+
+from rdgraph.errors import InputError
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.studies import verification as v
 
 
 @pytest.mark.parametrize("coupling", ["laplacian", "gibbs"])
@@ -121,10 +120,12 @@ def test_lumping_keeps_2d_p1_density_positive():
 def test_only_option_names_known_families():
     import argparse
 
+    from rdgraph.cli import convergence
+
     parser = argparse.ArgumentParser()
-    v.add_arguments(parser)
+    convergence.add_arguments(parser)
     assert parser.parse_args(["--only", "space,gibbs-state"]).only == ("space", "gibbs-state")
     with pytest.raises(SystemExit):
         parser.parse_args(["--only", "space,nonsense"])
     with pytest.raises(InputError, match="--docs"):
-        v.run_from_args(parser.parse_args(["--only", "space", "--docs"]))
+        convergence.run_from_args(parser.parse_args(["--only", "space", "--docs"]))

@@ -24,11 +24,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER = 0, 1, 2, 3
 # ``add_arguments(parser)`` and ``run_from_args(args) -> int``; the modules are imported
 # lazily so that ``rdgraph --help`` stays cheap and a new command touches one line here.
 SUBCOMMANDS = {
-    "convergence": ("rdgraph.studies.verification", "verification and convergence studies"),
-    "info": ("rdgraph.info", "versions, problem size, solver choice and graph spectrum of a config"),
-    "plot": ("rdgraph.output.plots", "PNG figures of a run directory (RUN_DIR/plots)"),
-    "sweep": ("rdgraph.studies.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
-    "particles": ("rdgraph.particles.run", "Monte Carlo particles of the same flow (vs FEM)"),
+    "convergence": ("rdgraph.cli.convergence", "verification and convergence studies"),
+    "info": ("rdgraph.cli.info",
+             "versions, problem size, solver choice and graph spectrum of a config"),
+    "plot": ("rdgraph.cli.plot", "PNG figures of a run directory (RUN_DIR/plots)"),
+    "sweep": ("rdgraph.cli.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
+    "particles": ("rdgraph.cli.particles", "Monte Carlo particles of the same flow (vs FEM)"),
 }
 
 
@@ -85,7 +86,7 @@ def _looks_like_option(token: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from rdgraph.problem.config import add_config_arguments
+    from rdgraph.cli.common import add_config_arguments
 
     parser = argparse.ArgumentParser(
         prog="rdgraph",
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rdgraph`` command; returns the exit status."""
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    from rdgraph.solvers.block import OPTIONS_PREFIX
+    from rdgraph.solvers.petsc import OPTIONS_PREFIX
 
     solver_options, global_options, unknown = _split_petsc_options(rest, OPTIONS_PREFIX)
     if unknown:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 import numpy as np
 
 from rdgraph.compat import MPI, dolfinx
-from rdgraph.problem.config import MeshSettings
 from rdgraph.errors import InputError, on_root
+from rdgraph.problem.config import MeshSettings
 
 __all__ = ["build_mesh", "check_mesh_file"]
 

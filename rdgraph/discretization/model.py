@@ -12,11 +12,13 @@ import numpy as np
 import ufl
 
 from rdgraph.compat import MPI, dolfinx
-from rdgraph.problem.config import ModelSettings, SpaceSettings
+from rdgraph.discretization.ufl_expressions import to_ufl
 from rdgraph.errors import InputError
-from rdgraph.problem.expressions import Expression, parse
+from rdgraph.problem.config import ModelSettings, SpaceSettings
+from rdgraph.problem.expressions import Expression
 from rdgraph.problem.graph import Graph
 from rdgraph.problem.separable import Separation, separate
+from rdgraph.problem.validation import parse_per_vertex
 
 __all__ = ["Model"]
 
@@ -26,26 +28,8 @@ fem = dolfinx.fem
 _MAX_EXPONENT = 700.0
 
 
-def _parse_per_vertex(
-    settings: ModelSettings, key: str, n: int, variables: tuple[str, ...], gdim: int, default
-) -> list[Expression] | Expression | None:
-    """One expression in ``g`` or a list of ``n`` expressions, from ``model.key(s)``."""
-    single, many = getattr(settings, key), getattr(settings, key + "s")
-    if many is not None:
-        if len(many) != n:
-            raise InputError(f"model.{key}s has {len(many)} entries but the graph has {n} vertices")
-        return [
-            parse(s, variables=tuple(v for v in variables if v != "g"), gdim=gdim,
-                  what=f"model.{key}s[{i}]")
-            for i, s in enumerate(many)
-        ]
-    if single is None:
-        return None if default is None else parse(default, variables=variables, gdim=gdim)
-    return parse(single, variables=variables, gdim=gdim, what=f"model.{key}")
-
-
 class Model:
-    """Forms and coefficients of the model in MODEL.md for one mesh, graph and coupling.
+    """Forms and coefficients of the model (docs/model.md) for one mesh, graph and coupling.
 
     Args:
         mesh: The shared mesh.
@@ -64,9 +48,9 @@ class Model:
         self.degree = space.degree
         gdim = mesh.geometry.dim
         n = graph.n
-        self.potentials = _parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0")
-        self.initials = _parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1")
-        self.sources = _parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
+        self.potentials = parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0")
+        self.initials = parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1")
+        self.sources = parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
 
         self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
         self._dof_points = None  # dof coordinates, tabulated once for nodal values
@@ -121,12 +105,13 @@ class Model:
         """A UFL expression equal to vertex ``index``'s expression, compiled once for all."""
         t = self.time
         if isinstance(exprs, Expression):
-            value = exprs.to_ufl(self.x, g=index, t=t)
+            value = to_ufl(exprs, self.x, g=index, t=t)
         else:
             # A list: select by the index constant (one compiled form for all vertices).
-            value = ufl.as_ufl(exprs[-1].to_ufl(self.x, t=t))
+            value = ufl.as_ufl(to_ufl(exprs[-1], self.x, t=t))
             for i in range(len(exprs) - 2, -1, -1):
-                value = ufl.conditional(ufl.lt(index, i + 0.5), exprs[i].to_ufl(self.x, t=t), value)
+                value = ufl.conditional(ufl.lt(index, i + 0.5), to_ufl(exprs[i], self.x, t=t),
+                                        value)
         value = ufl.as_ufl(value)
         if not ufl.domain.extract_domains(value):
             # A plain number has no mesh: UFL cannot differentiate or compile it alone.

@@ -1,12 +1,13 @@
-"""The global operator ``A = blockdiag(K_g) + C`` of MODEL.md, assembled without N² forms.
+"""The global operator ``A = blockdiag(K_g) + C`` of the model page (docs/model.md), assembled
+without N² forms.
 
 ``M`` and the vertex operators ``K_g`` come from two compiled forms (one ``K`` for all
 vertices when the potential does not depend on ``g``; ``β S + Σ_k c_k(g) D[φ_k]`` from
 ``1 + r`` assemblies, formed per vertex only on demand, when the potentials are a sum of
-``r < N`` shared functions, see :mod:`rdgraph.problem.separable`); the gibbs coupling from one more
-weighted-mass form assembled per directed edge, or, where that stores less, applied from
-the quadrature points (:mod:`rdgraph.discretization.quadrature_coupling`). Everything else lives as value
-arrays on the shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored:
+``r < N`` shared functions, see :mod:`rdgraph.problem.separable`); the gibbs coupling from one
+more weighted-mass form assembled per directed edge, or, where that stores less, applied from
+the quadrature points (:mod:`rdgraph.discretization.quadrature_coupling`). Everything else lives
+as value arrays on the shared scalar pattern. The laplacian coupling ``C = L ⊗ M`` is never stored:
 it is applied from ``M`` and the graph's weights. From these pieces :class:`BlockOperators`
 builds either an assembled monolithic matrix (for direct solvers and PETSc preconditioners
 that need entries) or a matrix-free PETSc shell (memory linear in N, for every coupling but
@@ -28,12 +29,15 @@ from __future__ import annotations
 import basix
 import numpy as np
 
-from rdgraph.discretization.blocks import BlockLayout, ScalarPattern, dense_columns
 from rdgraph.compat import PETSc
-from rdgraph.errors import InputError
+from rdgraph.discretization.blocks import BlockLayout, ScalarPattern, dense_columns
 from rdgraph.discretization.model import Model
-from rdgraph.discretization.quadrature_coupling import (QuadratureCoupling, QuadratureNotApplicable,
-                                         quadrature_is_smaller)
+from rdgraph.discretization.quadrature_coupling import (
+    QuadratureCoupling,
+    QuadratureNotApplicable,
+    quadrature_is_smaller,
+)
+from rdgraph.errors import InputError
 
 __all__ = ["BlockOperators", "BlockShell"]
 
@@ -54,8 +58,8 @@ class BlockOperators:
         lumping: Replace the mass and weighted-mass matrices by their row-sum diagonals.
         gibbs_coupling: gibbs with weighted-mass rates: one matrix per directed edge
             (``"per-edge"``), the coupling applied from the quadrature points
-            (``"quadrature"``, :mod:`rdgraph.discretization.quadrature_coupling`), or whichever stores
-            less (``"auto"``).
+            (``"quadrature"``, :mod:`rdgraph.discretization.quadrature_coupling`), or whichever
+            stores less (``"auto"``).
     """
 
     def __init__(self, model: Model, layout: BlockLayout, lumping: bool = False,
@@ -104,7 +108,8 @@ class BlockOperators:
                     shared[key] = self.stiffness[g] + degrees[g] * self.mass
                 self.diagonal.append(shared[key])
         elif self.coupling == "upwind":
-            # Nonlinear: rdgraph.timestepping.upwind assembles its coupling itself; no linear C here.
+            # Nonlinear: rdgraph.timestepping.upwind assembles its coupling itself; no linear C
+            # here.
             self.diagonal = list(self.stiffness)
         elif model.settings.gibbs_rates == "nodal":
             # C_gg = M diag(Σ_h w_gh k_gh),  C_gh = -M diag(w_gh k_hg), rates at the nodes: only
@@ -115,8 +120,8 @@ class BlockOperators:
                 self.leaving_rates[g] += rate
             self.diagonal = _PerVertex(self._nodal_gibbs_diagonal, n)
         elif (quadrature := self._quadrature_coupling(gibbs_coupling)) is not None:
-            # C applied from the quadrature points (rdgraph.discretization.quadrature_coupling): no per-edge
-            # matrices; the diagonal blocks left are the K_g.
+            # C applied from the quadrature points (rdgraph.discretization.quadrature_coupling): no
+            # per-edge matrices; the diagonal blocks left are the K_g.
             self.quadrature_coupling = quadrature
             self.diagonal = self.stiffness
         else:

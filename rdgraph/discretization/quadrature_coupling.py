@@ -1,6 +1,7 @@
 """The gibbs coupling with weighted-mass rates, applied at the quadrature points.
 
-MODEL.md's gibbs blocks are ``C_gh = −w_gh M[k_hg]`` and ``C_gg = Σ_h w_gh M[k_gh]`` with
+The gibbs blocks of the model page (docs/model.md) are ``C_gh = −w_gh M[k_hg]`` and
+``C_gg = Σ_h w_gh M[k_gh]`` with
 ``k_gh = exp((V_g − V_h)/2β) = a_g / a_h``, ``a_g = exp(V_g/2β)``. With ``B`` the basis
 functions at the quadrature points of the owned cells and ``W`` the quadrature weights times
 ``|det J|``, ``M[k] = Bᵀ W diag(k) B``, so for a block vector ``X``
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rdgraph.discretization.blocks import dense_columns
 from rdgraph.compat import MPI, PETSc
+from rdgraph.discretization.blocks import dense_columns
 from rdgraph.errors import InputError
 
 __all__ = ["QuadratureCoupling", "QuadratureNotApplicable", "quadrature_is_smaller"]
@@ -55,7 +56,8 @@ class QuadratureCoupling:
     """``X ↦ C X`` for the gibbs weighted-mass coupling, from the quadrature points.
 
     Args:
-        model: The model (:class:`rdgraph.discretization.model.Model`), gibbs with weighted-mass rates.
+        model: The model (:class:`rdgraph.discretization.model.Model`), gibbs with
+            weighted-mass rates.
         layout: The block layout of the unknowns.
 
     Raises:

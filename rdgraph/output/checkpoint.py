@@ -1,10 +1,11 @@
 """Checkpoints that do not depend on the number of ranks, resume, and stopping on signals.
 
-A checkpoint is one ``.npz`` file written by rank 0 (atomically: temporary name, then rename):
-the owned dof values of every vertex gathered from all ranks and keyed by their dof
-coordinates, together with the step, the time, the BDF2 history ρ^{n-1} and a fingerprint of
-the settings that define the discrete problem. On resume every rank picks its own dofs out of
-it by coordinates, so a run written on 2 ranks resumes on 1 and the reverse. The last
+A checkpoint is one ``.npz`` file written by rank 0 (atomically: temporary name, then rename): the
+owned dof values of every vertex gathered from all ranks and keyed by their dof coordinates,
+together with the step, the time, the stepper's history
+(:meth:`rdgraph.timestepping.base.Stepper.history`: e.g. BDF2's ρ^{n-1}, stored under its names) and
+a fingerprint of the settings that define the discrete problem. On resume every rank picks its own
+dofs out of it by coordinates, so a run written on 2 ranks resumes on 1 and the reverse. The last
 :data:`KEEP` checkpoints are kept: a crash while writing one leaves the previous one intact.
 """
 
@@ -19,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import Settings
 from rdgraph.errors import InputError, on_root
 from rdgraph.output.io import atomic_write_text, save_npz
+from rdgraph.problem.config import Settings
+from rdgraph.timestepping.base import History
 
 __all__ = [
     "KEEP",
@@ -55,9 +57,9 @@ def fingerprint(settings: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _blocks(sim, vec) -> np.ndarray:
+def _blocks(sim, values: np.ndarray) -> np.ndarray:
     n = sim.layout.size_local
-    return vec.array_r.reshape(sim.graph.n, n).copy()
+    return np.asarray(values).reshape(sim.graph.n, n).copy()
 
 
 def _keys(x: np.ndarray, scale: float) -> np.ndarray:
@@ -75,9 +77,10 @@ def write_checkpoint(sim, directory: Path) -> Path:
     comm = sim.comm
     owned = sim.layout.size_local
     coords = sim.model.V.tabulate_dof_coordinates()[:owned]
-    previous = sim.stepper._previous
+    history = sim.stepper.history()
     parts = comm.gather(
-        (coords, _blocks(sim, sim.state), None if previous is None else _blocks(sim, previous)),
+        (coords, _blocks(sim, sim.state.array_r),
+         {name: _blocks(sim, v) for name, v in history.vectors.items()}),
         root=0,
     )
     path = Path(directory) / f"checkpoint-{sim.step_index:08d}.npz"
@@ -97,10 +100,11 @@ def write_checkpoint(sim, directory: Path) -> Path:
             "scheme": np.array(sim.settings.time.scheme),
             "fingerprint": np.array(fingerprint(sim.settings)),
         }
-        if previous is not None:
-            arrays["previous"] = np.concatenate([p[2] for p in parts], axis=1)[:, order]
-        if sim.settings.time.scheme == "accelerated":  # "previous" holds S; the 3/t clock
-            arrays["clock"] = np.array(sim.stepper.clock)
+        for name in history.vectors:
+            arrays[name] = np.concatenate([p[2][name] for p in parts], axis=1)[:, order]
+        for name, value in history.values.items():
+            arrays[name] = np.array(value)
+        arrays["history"] = np.array([*history.vectors, *history.values], dtype=str)
         save_npz(path, **arrays)
         for old in sorted(Path(directory).glob(_PATTERN))[:-KEEP]:
             old.unlink(missing_ok=True)
@@ -154,7 +158,7 @@ def load_checkpoint(directory: Path, settings: Settings, comm: MPI.Comm) -> dict
 
 
 def restore(sim, data: dict) -> None:
-    """Set the state, step and BDF2 history of ``sim`` from checkpoint ``data`` (collective).
+    """Set the state, step and stepper history of ``sim`` from checkpoint ``data`` (collective).
 
     Raises:
         InputError: The checkpoint's points are not this mesh's dofs (on every rank).
@@ -168,17 +172,17 @@ def restore(sim, data: dict) -> None:
     if not sim.comm.allreduce(ok, op=MPI.LAND):
         raise InputError(f"checkpoint {data['path']!r} does not match this mesh's dofs")
     sim.state.array[:] = data["rho"][:, index].ravel()
-    stepper = sim.stepper
-    if "previous" in data and stepper.scheme == "bdf2":
-        if stepper._previous is None:
-            stepper._previous = sim.state.duplicate()
-        stepper._previous.array[:] = data["previous"][:, index].ravel()
-    if stepper.scheme == "accelerated":
-        stepper.set_state(data["rho"][:, index], data["previous"][:, index],
-                          float(data["clock"]))
+    # Checkpoints of older versions name no history: theirs was "previous" (and "clock").
+    names = [str(k) for k in data["history"]] if "history" in data else ["previous", "clock"]
+    history = History(float(data.get("dt", sim.settings.time.dt)))
+    for name in (k for k in names if k in data):
+        if np.ndim(data[name]) == 0:
+            history.values[name] = float(data[name])
+        else:
+            history.vectors[name] = data[name][:, index].ravel()
+    sim.stepper.restore(sim.state, history)
     sim.step_index = int(data["step"])
     sim.t = sim.step_index * sim.settings.time.dt
-    stepper.steps_taken = sim.step_index
     sim.layout.to_functions(sim.state, sim.functions)
 
 

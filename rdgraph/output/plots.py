@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from rdgraph.errors import InputError
+from rdgraph.problem.config import load_settings
+from rdgraph.problem.validation import graph_from_settings
 
 __all__ = [
     "MAX_PANELS",
     "PLOT_FILES",
-    "add_arguments",
     "plot_density",
     "plot_energy",
     "plot_graph",
     "plot_masses",
     "plot_run",
     "read_diagnostics",
-    "run_from_args",
 ]
 
 #: The figures :func:`plot_run` can write into ``RUN_DIR/plots``.
@@ -230,9 +230,6 @@ def plot_graph(graph, masses: np.ndarray, path: Path) -> None:
 
 
 def _graph_of_run(run_dir: Path):
-    from rdgraph.problem.config import load_settings
-    from rdgraph.simulation import graph_from_settings
-
     return graph_from_settings(load_settings(run_dir / "config.toml"))
 
 
@@ -274,22 +271,3 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         written.append(out / "graph.png")
         plot_graph(graph, masses, written[-1])
     return written
-
-
-def add_arguments(parser) -> None:
-    """The options of ``rdgraph plot``."""
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
-                        help="a run directory (writes RUN_DIR/plots/*.png)")
-    parser.add_argument("--quiet", action="store_true", help="print only errors")
-
-
-def run_from_args(args) -> int:
-    """``rdgraph plot RUN_DIR``: rank 0 draws; an invalid RUN_DIR fails on every rank."""
-    from rdgraph.compat import MPI
-    from rdgraph.errors import on_root
-
-    comm = MPI.COMM_WORLD
-    written = on_root(comm, lambda: [str(p) for p in plot_run(args.run_dir)])
-    if comm.rank == 0 and not args.quiet:
-        print("\n".join(f"wrote {p}" for p in written), flush=True)
-    return 0

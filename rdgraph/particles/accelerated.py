@@ -63,9 +63,9 @@ import math
 import numpy as np
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import Settings
 from rdgraph.errors import InputError
 from rdgraph.particles.sampler import ParticleProblem, ParticleSystem, reflect, sample_jumps
+from rdgraph.problem.config import Settings
 
 __all__ = [
     "DYNAMICS",

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from rdgraph.particles.run import ParticleResult
+from rdgraph.particles.result import ParticleResult
 
 __all__ = ["bin_fractions", "chi_square", "plot_comparison"]
 

@@ -25,16 +25,13 @@ would otherwise exceed 3 somewhere in a third of correct runs at K·N = 168).
 from __future__ import annotations
 
 import copy
-import sys
 import time
-from dataclasses import dataclass, field
-from statistics import NormalDist
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
 from rdgraph.compat import MPI
-from rdgraph.problem.config import Settings
 from rdgraph.errors import InputError
 from rdgraph.output.io import (
     atomic_write_text,
@@ -43,30 +40,32 @@ from rdgraph.output.io import (
     write_config,
     write_json,
 )
-from rdgraph.particles.sampler import ParticleProblem, ParticleSystem, fraction_standard_errors
 from rdgraph.particles.accelerated import (
     DYNAMICS,
     AcceleratedParticleSystem,
     check_accelerated,
 )
+from rdgraph.particles.plot import plot_comparison
+from rdgraph.particles.result import Z_LIMIT, Comparison, ParticleResult
+from rdgraph.particles.sampler import ParticleProblem, ParticleSystem, fraction_standard_errors
+from rdgraph.problem.config import Scheme, Settings
+from rdgraph.simulation import run
 
 __all__ = [
     "EXIT_DISAGREE",
     "Comparison",
     "ParticleResult",
-    "add_arguments",
     "compare_fractions",
     "output_steps",
-    "run_from_args",
     "run_particles",
     "simulate",
     "z_limit",
+    "Z_LIMIT",
 ]
 
 # Exit status when the particles and the FEM solution disagree (0/1/2/3 are taken).
 EXIT_DISAGREE = 4
-# Standard errors allowed per (time, vertex) pair, and the chance of refusing a correct run.
-Z_LIMIT = 3.0
+# The chance of refusing a correct run (the z limit per pair is Z_LIMIT or more).
 FAMILY_ERROR = 0.01
 
 
@@ -76,78 +75,6 @@ def z_limit(tests: int, family_error: float = FAMILY_ERROR) -> float:
     Two-sided: P(some |z| > limit) ≤ ``family_error`` for independent standard normal z's.
     """
     return max(Z_LIMIT, NormalDist().inv_cdf(1 - family_error / (2 * max(tests, 1))))
-
-
-@dataclass
-class ParticleResult:
-    """Vertex fractions over time (identical on every rank) and, on rank 0, the snapshots.
-
-    Attributes:
-        steps: Output steps (multiples of the config's dt), shape ``(K,)``.
-        times: Output times, shape ``(K,)``.
-        fractions: Fraction of particles per vertex, shape ``(K, N)``.
-        standard_errors: Their binomial standard errors, shape ``(K, N)``.
-        particles: Total number of particles.
-        snapshot_times: Times of the position snapshots, shape ``(S,)``.
-        positions: ``(S, P, d)`` positions on rank 0 (None elsewhere).
-        labels: ``(S, P)`` vertex labels on rank 0 (None elsewhere).
-        acceptance: Acceptance rate of the rejection sampling of the initial positions.
-        out_dir: The run directory, if one was written.
-        comparison: The FEM comparison, if asked for.
-        summary: What summary.json holds.
-        accelerated: With ``dynamics = "accelerated"``: ``free_energy``, ``kinetic_energy``,
-            ``restarts``, ``jumps`` at the output times (arrays of shape ``(K,)``).
-    """
-
-    steps: np.ndarray
-    times: np.ndarray
-    fractions: np.ndarray
-    standard_errors: np.ndarray
-    particles: int
-    snapshot_times: np.ndarray
-    positions: np.ndarray | None
-    labels: np.ndarray | None
-    acceptance: float = 1.0
-    out_dir: Path | None = None
-    comparison: Comparison | None = None
-    summary: dict = field(default_factory=dict)
-    accelerated: dict | None = None
-
-
-@dataclass
-class Comparison:
-    """Particle fractions against the FEM vertex masses at the output times.
-
-    Attributes:
-        fem_fractions: FEM vertex masses over the total mass, shape ``(K, N)``.
-        z: ``(p̂ − p) / sqrt(p(1 − p)/P)``, shape ``(K, N)``.
-        limit: The largest |z| accepted.
-        fem_dir: The FEM run directory.
-    """
-
-    fem_fractions: np.ndarray
-    z: np.ndarray
-    limit: float
-    fem_dir: Path | None = None
-
-    @property
-    def max_abs_z(self) -> float:
-        return float(np.max(np.abs(self.z)))
-
-    @property
-    def worst(self) -> tuple[int, int]:
-        """(output index, vertex) of the largest ``|z|``."""
-        k, g = np.unravel_index(int(np.argmax(np.abs(self.z))), self.z.shape)
-        return int(k), int(g)
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_z <= self.limit
-
-    @property
-    def beyond_3(self) -> int:
-        """How many |z| exceed 3 (about 0.27 % of them by chance)."""
-        return int(np.sum(np.abs(self.z) > Z_LIMIT))
 
 
 def output_steps(num_steps: int, outputs: int) -> np.ndarray:
@@ -275,13 +202,11 @@ def _record_accelerated(system: AcceleratedParticleSystem, table: dict, comm: MP
 def _fem_fractions(settings: Settings, out: Path, steps: np.ndarray,
                    comm: MPI.Comm) -> np.ndarray:
     """Run the FEM solver on the same config into ``out`` and read its vertex fractions."""
-    import rdgraph
-
     fem_settings = copy.deepcopy(settings)
     # Only final.npz (for the density plot) is needed from the fields.
     fem_settings.output.fields_every = 0
     fem_settings.output.npz = True
-    result = rdgraph.run(fem_settings, out_dir=out, comm=comm, quiet=True, config_name="fem")
+    result = run(fem_settings, out_dir=out, comm=comm, quiet=True, config_name="fem")
     masses = np.array([result.history[s].vertex_masses for s in steps])
     return masses / masses.sum(axis=1, keepdims=True)
 
@@ -339,7 +264,7 @@ def run_particles(
         raise InputError(f"--dynamics {dynamics}: must be one of {', '.join(DYNAMICS)}")
     if dynamics == "accelerated":
         check_accelerated(settings)
-        if compare and settings.time.scheme != "accelerated":
+        if compare and settings.time.method is not Scheme.ACCELERATED:
             raise InputError(
                 f"--dynamics accelerated --compare needs time.scheme = 'accelerated' (the FEM "
                 f"run would solve the gradient flow with {settings.time.scheme!r}); add "
@@ -423,8 +348,6 @@ def run_particles(
                          + [f"particles_{g}" for g in range(n)] + [f"z_{g}" for g in range(n)],
                          [result.steps, result.times, *fem.T, *result.fractions.T,
                           *comparison.z.T])
-            from rdgraph.particles.plot import plot_comparison
-
             chi2 = plot_comparison(out / "comparison.png", result, out / "fem")
         # Informative, not part of the pass/fail decision (the FEM density is the nodal
         # interpolant, and bins with few particles are left out).
@@ -466,72 +389,4 @@ def _report(result: ParticleResult) -> str:
                      f"({c.z.size * 2 * NormalDist().cdf(-Z_LIMIT):.2g} expected by chance)")
     return "\n".join(lines)
 
-
-def add_arguments(parser) -> None:
-    """The options of ``rdgraph particles``."""
-    from rdgraph.problem.config import add_config_arguments
-
-    add_config_arguments(parser, default="the built-in NAS toy")
-    parser.add_argument("--out", type=Path,
-                        help="run directory (default: results/NAME-particles)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing non-empty run directory")
-    parser.add_argument("--particles", type=int, default=100_000,
-                        help="total number of particles, split across ranks (default 100000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--substeps", type=int, default=1,
-                        help="particle steps per config time step (default 1)")
-    parser.add_argument("--outputs", type=int, default=20,
-                        help="output intervals for the vertex fractions (default 20)")
-    parser.add_argument("--snapshots", type=int, default=3,
-                        help="position snapshot intervals (default 3: 4 snapshots)")
-    parser.add_argument("--compare", action="store_true",
-                        help="also run the FEM solver and compare (exit 4 if some |z| is "
-                        "beyond the limit)")
-    parser.add_argument("--z-limit", type=float, default=None, metavar="Z",
-                        help="largest |z| accepted (default: 3, raised for many tests to a "
-                        "1%% chance of refusing a correct run)")
-    parser.add_argument("--dynamics", choices=DYNAMICS, default="langevin",
-                        help="langevin: the gradient flow (default); accelerated: damped "
-                        "Hamiltonian particles with a kernel density estimate, damping and "
-                        "restart from [time]")
-    parser.add_argument("--quiet", action="store_true", help="print only errors")
-
-
-def _check_arguments(args) -> None:
-    for name, low, high in (("particles", 1, 10**9), ("seed", 0, 2**63 - 1),
-                            ("substeps", 1, 10**6), ("outputs", 1, 10**6),
-                            ("snapshots", 1, 1000)):
-        value = getattr(args, name)
-        if not low <= value <= high:
-            raise InputError(f"--{name} {value}: must be in {low}..{high}")
-    if args.z_limit is not None and not args.z_limit > 0:
-        raise InputError(f"--z-limit {args.z_limit}: must be > 0")
-
-
-def run_from_args(args) -> int:
-    """``rdgraph particles``: returns 0, or ``EXIT_DISAGREE`` when ``--compare`` fails."""
-    from rdgraph.problem.config import load_settings
-
-    _check_arguments(args)
-    settings = load_settings(args.config, args.overrides)
-    result = run_particles(
-        settings, particles=args.particles, seed=args.seed, substeps=args.substeps,
-        outputs=args.outputs, snapshots=args.snapshots, compare=args.compare,
-        limit=args.z_limit,
-        out_dir=args.out, overwrite=args.overwrite,
-        config_name=args.config.stem if args.config is not None else "default",
-        quiet=args.quiet, dynamics=args.dynamics,
-    )
-    c = result.comparison
-    if c is not None and not c.passed:
-        k, g = c.worst
-        if MPI.COMM_WORLD.rank == 0:
-            print(f"rdgraph: particles and FEM disagree: |z| = {c.max_abs_z:.3g} > {c.limit:.3g} "
-                  f"for vertex {g} at t = {result.times[k]:.6g} (particles "
-                  f"{result.fractions[k, g]:.5f}, FEM {c.fem_fractions[k, g]:.5f}); the FEM or "
-                  "particle time step may be too coarse (try --substeps or a smaller time.dt), "
-                  f"see {result.out_dir / 'comparison.png'}", file=sys.stderr, flush=True)
-        return EXIT_DISAGREE
-    return 0
 

@@ -1,7 +1,7 @@
 """A Monte Carlo sampler of the flow: particles ``(x, g)`` whose law solves the PDE.
 
-The PDE of MODEL.md is the forward (Fokker–Planck) equation of a Markov process on
-``Ω × G``. Write ``∂_t ρ_g = ∇·(β∇ρ_g + ρ_g∇V_g) + R_g(ρ)``:
+The PDE of the model page (docs/model.md) is the forward (Fokker–Planck) equation of a Markov
+process on ``Ω × G``. Write ``∂_t ρ_g = ∇·(β∇ρ_g + ρ_g∇V_g) + R_g(ρ)``:
 
 * the drift–diffusion part is the law of the reflected Langevin diffusion
   ``dx = −∇V_g(x) dt + sqrt(2β) dW`` (no-flux walls are reflecting walls);
@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rdgraph.problem.config import Settings
 from rdgraph.errors import InputError
+from rdgraph.problem.config import Settings
 from rdgraph.problem.expressions import Expression
 from rdgraph.problem.graph import Graph
+from rdgraph.problem.validation import graph_from_settings, parse_per_vertex
 
 __all__ = [
     "BOX_SHAPES",
@@ -138,10 +139,6 @@ class ParticleProblem:
                 initial densities, zero initial mass, non-finite potentials or gibbs rates
                 that overflow.
         """
-        # Imported here: simulation imports DOLFINx, which the sampler itself never needs.
-        from rdgraph.discretization.model import _parse_per_vertex
-        from rdgraph.simulation import graph_from_settings
-
         mesh = settings.mesh
         if mesh.shape not in BOX_SHAPES:
             raise InputError(
@@ -160,8 +157,8 @@ class ParticleProblem:
             upper=np.array(mesh.upper, dtype=np.float64),
             coupling=model.coupling,
             beta=float(model.beta),
-            potentials=_parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0"),
-            initials=_parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1"),
+            potentials=parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0"),
+            initials=parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1"),
             cells=list(mesh.cells),
         )
         problem._check()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -15,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from rdgraph.errors import InputError
+from rdgraph.problem.defaults import default_config
 
 __all__ = [
-    "add_config_arguments",
     "COUPLINGS",
     "GRAPH_KINDS",
     "MESH_SHAPES",
     "SCHEMES",
     "SOLVER_TYPES",
+    "Scheme",
     "GraphSettings",
     "MeshSettings",
     "ModelSettings",
@@ -33,6 +35,9 @@ __all__ = [
     "TimeSettings",
     "apply_overrides",
     "load_settings",
+    "parse_override",
+    "read_config",
+    "resolve_paths",
     "settings_from_dict",
 ]
 
@@ -41,6 +46,38 @@ GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random
 COUPLINGS = ("laplacian", "gibbs", "upwind")
 GIBBS_RATES = ("weighted-mass", "nodal")
 SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
+
+
+class Scheme(enum.StrEnum):
+    """``[time] scheme``: what the time steppers and the checks ask of a scheme by name.
+
+    The settings keep the plain string (``TimeSettings.scheme``, as in the config file);
+    :attr:`TimeSettings.method` gives this enum, so that no other module compares names.
+    """
+
+    IMPLICIT_EULER = "implicit-euler"
+    CRANK_NICOLSON = "crank-nicolson"
+    BDF2 = "bdf2"
+    JKO = "jko"
+    ACCELERATED = "accelerated"
+
+    @property
+    def linear(self) -> bool:
+        """One linear block solve per step (implicit Euler, Crank–Nicolson, BDF2)."""
+        return self in (Scheme.IMPLICIT_EULER, Scheme.CRANK_NICOLSON, Scheme.BDF2)
+
+    @property
+    def multistep(self) -> bool:
+        """The step needs ρ^{n-1} besides ρ^n (BDF2)."""
+        return self is Scheme.BDF2
+
+    @property
+    def nonlinear_unknowns(self) -> bool:
+        """Newton on nodal potentials or log densities: P1 only, no source term."""
+        return self in (Scheme.JKO, Scheme.ACCELERATED)
+
+
+assert tuple(Scheme) == SCHEMES
 SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
 SCALAR_LAYOUTS = ("auto", "per-rank", "distributed")
@@ -89,7 +126,7 @@ class ModelSettings:
     initials: list[str] | None = None
     source: str | None = None
     sources: list[str] | None = None
-    # gibbs only: the rate-weighted mass matrices M[k] of MODEL.md ("weighted-mass"), or
+    # gibbs only: the rate-weighted mass matrices M[k] of docs/model.md ("weighted-mass"), or
     # M diag(k) with the rates at the nodes ("nodal": the coupling is applied from M alone,
     # memory linear in N, and the nodal Gibbs state is exactly in detailed balance).
     gibbs_rates: str = "weighted-mass"
@@ -100,12 +137,17 @@ class TimeSettings:
     scheme: str = "implicit-euler"
     dt: float = 1e-3
     t_end: float = 0.1
-    # scheme = "accelerated" only (see rdgraph/timestepping/accelerated.py): γ = 3/t or a constant γ >= 0,
-    # function-value restart, and the viscosity ν0 ρc/(ρ + ρc) in the S equation.
+    # scheme = "accelerated" only (see rdgraph/timestepping/accelerated.py): γ = 3/t or a
+    # constant γ >= 0, function-value restart, and the viscosity ν0 ρc/(ρ + ρc) in the S equation.
     damping: str | float = "nesterov"
     restart: bool = False
     viscosity: float = 0.01
     viscosity_density: float = 1e-6
+
+    @property
+    def method(self) -> Scheme:
+        """:attr:`scheme` as a :class:`Scheme`."""
+        return Scheme(self.scheme)
 
 
 @dataclass
@@ -323,7 +365,7 @@ def _check_time(s: TimeSettings) -> None:
 
 def _check_accelerated(settings: Settings) -> None:
     """What the accelerated scheme needs beyond the per-section checks."""
-    if settings.time.scheme != "accelerated":
+    if settings.time.method is not Scheme.ACCELERATED:
         return
     if settings.space.degree != 1:
         raise InputError(f"time.scheme = 'accelerated' needs space.degree = 1 (P1 with vertex "
@@ -417,8 +459,9 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "config") -> Setti
 def _check_combinations(s: Settings) -> None:
     """Checks that involve more than one section."""
     if s.model.coupling == "upwind":
-        # Nonlinear coupling (rdgraph.timestepping.upwind): implicit Euler with Newton, P1, no forcing.
-        if s.time.scheme != "implicit-euler":
+        # Nonlinear coupling (rdgraph.timestepping.upwind): implicit Euler with Newton, P1,
+        # no forcing.
+        if s.time.method is not Scheme.IMPLICIT_EULER:
             raise InputError(f"model.coupling = 'upwind' needs time.scheme = 'implicit-euler', "
                              f"got {s.time.scheme!r}")
         if s.space.degree != 1:
@@ -427,7 +470,7 @@ def _check_combinations(s: Settings) -> None:
         if s.model.source is not None or s.model.sources is not None:
             raise InputError("model.coupling = 'upwind' does not take model.source(s)")
     if s.model.gibbs_rates != "weighted-mass" and (
-            s.model.coupling != "gibbs" or s.time.scheme in ("jko", "accelerated")):
+            s.model.coupling != "gibbs" or s.time.method.nonlinear_unknowns):
         raise InputError(
             f"model.gibbs_rates = {s.model.gibbs_rates!r} applies to coupling = 'gibbs' with "
             f"the linear schemes only (got coupling = {s.model.coupling!r}, "
@@ -441,8 +484,9 @@ def _check_combinations(s: Settings) -> None:
     if s.solver.gibbs_coupling == "quadrature" and s.space.lumping:
         raise InputError("solver.gibbs_coupling = 'quadrature' does not take space.lumping = "
                          "true (lumped rates are row sums, stored per node)")
-    if s.time.scheme == "jko":
-        # The JKO step (rdgraph.timestepping.jko) is a P1 vertex-quadrature scheme for the unforced flow.
+    if s.time.method is Scheme.JKO:
+        # The JKO step (rdgraph.timestepping.jko) is a P1 vertex-quadrature scheme for the
+        # unforced flow.
         if s.space.degree != 1:
             raise InputError(f"time.scheme = 'jko' needs space.degree = 1, got {s.space.degree}")
         if s.model.source is not None or s.model.sources is not None:
@@ -450,7 +494,7 @@ def _check_combinations(s: Settings) -> None:
                              "is the gradient flow of F, without forcing")
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+def resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative file paths in a config file relative to the file's folder."""
     for section in ("mesh", "graph"):
         value = data.get(section, {}).get("file") if isinstance(data.get(section), dict) else None
@@ -503,7 +547,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"config file {str(path)!r} is not valid TOML: {e}") from None
-    _resolve_paths(data, path.resolve().parent)
+    resolve_paths(data, path.resolve().parent)
     return data
 
 
@@ -512,23 +556,9 @@ def load_settings(
 ) -> Settings:
     """Read, override and validate a config; ``path=None`` gives the built-in default problem."""
     if path is None:
-        from rdgraph.problem.defaults import default_config
-
         data, source = default_config(), "built-in default"
     else:
         data, source = read_config(path), str(path)
     data = apply_overrides(data, overrides or [])
     return settings_from_dict(data, source=source)
 
-
-def add_config_arguments(parser, default: str = "the built-in default problem") -> None:
-    """The ``[CONFIG] [--set SECTION.KEY=VALUE ...]`` arguments every command reads a config by.
-
-    Args:
-        parser: An ``argparse`` parser.
-        default: What runs without ``CONFIG``.
-    """
-    parser.add_argument("config", nargs="?", type=Path,
-                        help=f"TOML config file (default: {default})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")

@@ -3,8 +3,10 @@
 ``parse`` reads a string with Python's ``ast`` parser (which runs nothing), accepts only
 numbers, ``+ - * / **``, unary signs, parentheses, ``pi``, ``e``, the variables ``x[0..2]``,
 ``g`` (vertex index), ``t`` and the one-argument functions in :data:`FUNCTIONS`, and turns
-the tree into small immutable nodes. Those nodes evaluate to UFL (for forms) or NumPy (for
-nodal values and particles). Nothing is ever passed to ``eval``, ``exec`` or ``compile``.
+the tree into small immutable nodes. Those nodes evaluate to NumPy (nodal values and
+particles) here, and to UFL through :func:`rdgraph.discretization.ufl_expressions.to_ufl`
+(for forms; this module does not import UFL). Nothing is ever passed to ``eval``, ``exec``
+or ``compile``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from rdgraph.errors import InputError
 
-__all__ = ["FUNCTIONS", "Expression", "parse"]
+__all__ = ["FUNCTIONS", "Bin", "Call", "Expression", "Neg", "Node", "Num", "Var", "X", "parse"]
 
 FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "abs")
 CONSTANTS = {"pi": math.pi, "e": math.e}
@@ -50,48 +52,53 @@ _CONSTRUCTS = {ast.IfExp: "a conditional expression", ast.Compare: "a comparison
 _ALIASES = {"ln": "log", "fabs": "abs", "pow": "**", "arctan": None, "atan": None}
 
 
-# -- the validated tree -----------------------------------------------------------------------
+# -- the validated tree (public: rdgraph.problem.separable rewrites it) ------------------------
 @dataclass(frozen=True)
-class _Num:
+class Num:
+    """A number."""
+
     value: float
 
 
 @dataclass(frozen=True)
-class _Var:
+class Var:
+    """The variable ``g`` or ``t``."""
+
     name: str  # "g" or "t"
 
 
 @dataclass(frozen=True)
-class _X:
+class X:
+    """A coordinate ``x[index]``."""
+
     index: int
 
 
 @dataclass(frozen=True)
-class _Neg:
-    operand: _Node
+class Neg:
+    """``-operand``."""
+
+    operand: Node
 
 
 @dataclass(frozen=True)
-class _Bin:
+class Bin:
+    """``left op right`` for ``op`` in ``+ - * / **``."""
+
     op: str  # a key of _OPERATORS
-    left: _Node
-    right: _Node
+    left: Node
+    right: Node
 
 
 @dataclass(frozen=True)
-class _Call:
+class Call:
+    """``name(arg)`` for ``name`` in :data:`FUNCTIONS`."""
+
     name: str  # one of FUNCTIONS
-    arg: _Node
+    arg: Node
 
 
-_Node = _Num | _Var | _X | _Neg | _Bin | _Call
-
-
-def _ufl_function(name: str) -> Callable:
-    import ufl
-
-    return {"sin": ufl.sin, "cos": ufl.cos, "tan": ufl.tan, "exp": ufl.exp, "log": ufl.ln,
-            "sqrt": ufl.sqrt, "tanh": ufl.tanh, "abs": abs}[name]
+Node = Num | Var | X | Neg | Bin | Call
 
 
 def _numpy_function(name: str) -> Callable:
@@ -104,11 +111,12 @@ class Expression:
 
     Attributes:
         source: The expression text (stripped of surrounding blanks).
+        tree: The validated tree (:data:`Node`).
         variables: The variables it uses, a subset of ``{"x0", "x1", "x2", "g", "t"}``.
     """
 
     source: str
-    _tree: _Node = field(repr=False)
+    tree: Node = field(repr=False)
     variables: frozenset[str] = frozenset()
 
     def depends_on(self, name: str) -> bool:
@@ -120,16 +128,20 @@ class Expression:
     def __str__(self) -> str:
         return self.source
 
-    def to_ufl(self, x, g=None, t=None):
-        """The expression in UFL.
+    def substitute(self, x, g=None, t=None, *, functions: Callable[[str], Callable]):
+        """The expression built from other objects than NumPy arrays, e.g. UFL.
+
+        ``rdgraph.discretization.forms.to_ufl`` calls this with UFL's functions; this layer
+        stays free of UFL.
 
         Args:
-            x: The mesh's ``ufl.SpatialCoordinate`` (anything indexable by ``0..2``).
-            g: The vertex index: a UFL object (e.g. a ``fem.Constant``) or a number.
-            t: The time: a UFL object or a number.
+            x: The coordinates (anything indexable by ``0..2``).
+            g: The vertex index: an object of that algebra or a number.
+            t: The time: an object of that algebra or a number.
+            functions: Maps a name of :data:`FUNCTIONS` to the function to apply.
 
         Returns:
-            A UFL expression, or a float when the expression is a plain number.
+            The built object, or a float when the expression is a plain number.
 
         Raises:
             InputError: The expression uses ``g`` or ``t`` and no value was given.
@@ -140,7 +152,7 @@ class Expression:
                 raise InputError(f"'{self.source}': '{name}' has no value here")
             # Python numbers as floats, so constant parts fold with float (not int) semantics.
             values[name] = float(value) if isinstance(value, int | float | np.number) else value
-        return self._visit(self._tree, lambda i: x[i], values, _ufl_function)
+        return self._visit(self.tree, lambda i: x[i], values, functions)
 
     def evaluate(self, x: np.ndarray, g=0, t: float = 0.0) -> np.ndarray:
         """Values at points.
@@ -158,21 +170,21 @@ class Expression:
         points = x.shape[1] if x.ndim == 2 else 1
         values = {"g": np.asarray(g, dtype=np.float64), "t": np.asarray(t, dtype=np.float64)}
         with np.errstate(all="ignore"):
-            value = self._visit(self._tree, lambda i: x[i], values, _numpy_function)
+            value = self._visit(self.tree, lambda i: x[i], values, _numpy_function)
             return np.broadcast_to(np.asarray(value, dtype=np.float64), (points,)).copy()
 
-    def _visit(self, node: _Node, coordinate: Callable, values: dict, function: Callable):
+    def _visit(self, node: Node, coordinate: Callable, values: dict, function: Callable):
         # Plain floats fold through NumPy scalars (IEEE: 1/0 -> inf, log(-1) -> nan, no raise);
         # anything else (UFL, arrays) goes through ``function`` and the Python operators.
-        if isinstance(node, _Num):
+        if isinstance(node, Num):
             return node.value
-        if isinstance(node, _X):
+        if isinstance(node, X):
             return coordinate(node.index)
-        if isinstance(node, _Var):
+        if isinstance(node, Var):
             return values[node.name]
-        if isinstance(node, _Neg):
+        if isinstance(node, Neg):
             return -self._visit(node.operand, coordinate, values, function)
-        if isinstance(node, _Call):
+        if isinstance(node, Call):
             arg = self._visit(node.arg, coordinate, values, function)
             if isinstance(arg, float):
                 with np.errstate(all="ignore"):
@@ -188,7 +200,7 @@ class Expression:
 
 # -- parsing ----------------------------------------------------------------------------------
 class _Builder:
-    """Turns a parsed ``ast`` tree into ``_Node``s, refusing everything off the whitelist."""
+    """Turns a parsed ``ast`` tree into ``Node``s, refusing everything off the whitelist."""
 
     def __init__(self, source: str, allowed: frozenset[str], gdim: int, what: str):
         self.source, self.allowed, self.gdim, self.what = source, allowed, gdim, what
@@ -209,7 +221,7 @@ class _Builder:
         names = [self.allowed_variables()] if self.allowed else []
         return ", ".join(names + list(CONSTANTS) + [f"{f}()" for f in FUNCTIONS])
 
-    def build(self, node: ast.AST, depth: int = 0) -> _Node:
+    def build(self, node: ast.AST, depth: int = 0) -> Node:
         if depth > MAX_DEPTH:
             raise self.fail(f"nested too deeply (more than {MAX_DEPTH} levels of operators, "
                             "signs and calls; a sum of n terms counts n)")
@@ -218,11 +230,11 @@ class _Builder:
         if isinstance(node, ast.Constant):
             return self.constant(node)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            return _Bin(_BINARY[type(node.op)], self.build(node.left, depth + 1),
+            return Bin(_BINARY[type(node.op)], self.build(node.left, depth + 1),
                         self.build(node.right, depth + 1))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
             operand = self.build(node.operand, depth + 1)
-            return operand if isinstance(node.op, ast.UAdd) else _Neg(operand)
+            return operand if isinstance(node.op, ast.UAdd) else Neg(operand)
         if isinstance(node, ast.Name):
             return self.name(node.id)
         if isinstance(node, ast.Subscript):
@@ -242,7 +254,7 @@ class _Builder:
         return self.fail(f"{what} ('{self.segment(node)}') is not allowed; allowed: numbers, "
                          f"+ - * / **, parentheses, {self.allowed_everything()}")
 
-    def constant(self, node: ast.Constant) -> _Num:
+    def constant(self, node: ast.Constant) -> Num:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(f"{value!r} is not a number")
@@ -252,17 +264,17 @@ class _Builder:
             number = math.inf
         if not math.isfinite(number):
             raise self.fail(f"the number {self.segment(node)} is too large")
-        return _Num(number)
+        return Num(number)
 
-    def name(self, name: str) -> _Node:
+    def name(self, name: str) -> Node:
         if name in CONSTANTS:
-            return _Num(CONSTANTS[name])
+            return Num(CONSTANTS[name])
         if name in VARIABLES and name not in self.allowed:
             shown = "x[i]" if name == "x" else name
             raise self.fail(f"'{shown}' is not allowed here (allowed: {self.allowed_variables()})")
         if name in ("g", "t"):
             self.used.add(name)
-            return _Var(name)
+            return Var(name)
         if name == "x":
             raise self.fail("'x' needs a component, e.g. x[0]")
         if name in FUNCTIONS:
@@ -272,7 +284,7 @@ class _Builder:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise self.fail(f"unknown name '{name}'{hint}; allowed: {self.allowed_everything()}")
 
-    def subscript(self, node: ast.Subscript) -> _X:
+    def subscript(self, node: ast.Subscript) -> X:
         if not (isinstance(node.value, ast.Name) and node.value.id == "x"):
             raise self.fail(f"'{self.segment(node)}' is not allowed: only x is indexed, "
                             "as x[0], x[1], x[2]")
@@ -287,9 +299,9 @@ class _Builder:
             last = "x[0]" if self.gdim == 1 else f"x[0]..x[{self.gdim - 1}]"
             raise self.fail(f"x[{i}] does not exist on a {self.gdim}-D mesh (use {last})")
         self.used.add(f"x{i}")
-        return _X(i)
+        return X(i)
 
-    def call(self, node: ast.Call, depth: int) -> _Call:
+    def call(self, node: ast.Call, depth: int) -> Call:
         functions = ", ".join(FUNCTIONS)
         if not isinstance(node.func, ast.Name):
             raise self.fail(f"'{self.segment(node.func)}' cannot be called "
@@ -306,7 +318,7 @@ class _Builder:
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
             raise self.fail(f"{name}() takes exactly one positional argument, "
                             f"got '{self.segment(node)}'")
-        return _Call(name, self.build(node.args[0], depth + 1))
+        return Call(name, self.build(node.args[0], depth + 1))
 
 
 def parse(

@@ -14,16 +14,17 @@ rewrites of the user's expression.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
-from rdgraph.problem.expressions import Expression, _Bin, _Call, _Neg, _Node, _Num, _Var, _X
+from rdgraph.problem.expressions import Bin, Call, Expression, Neg, Node, Num, Var, X
 
 __all__ = ["Separation", "separate"]
 
 # Expansion of products and powers is capped: a longer sum would not save assemblies.
 _MAX_TERMS = 32
 _MAX_POWER = 4
-_ONE = _Num(1.0)
+_ONE = Num(1.0)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def _separation(exprs, n: int, fine: bool) -> Separation | None:
     per_vertex = [exprs] * n if isinstance(exprs, Expression) else list(exprs)
     split = {}
     for expr in dict.fromkeys(per_vertex):
-        terms = _split(expr._tree, fine)
+        terms = _split(expr.tree, fine)
         if terms is None:
             return None
         split[expr] = terms
@@ -92,47 +93,47 @@ def _separation(exprs, n: int, fine: bool) -> Separation | None:
     return Separation(tuple(_expression(key) for key in basis), coefficients, constants)
 
 
-def _expression(node: _Node) -> Expression:
+def _expression(node: Node) -> Expression:
     variables = frozenset(v for v in ("x0", "x1", "x2", "g", "t") if _uses(node, v))
     return Expression(_source(node), node, variables)
 
 
-def _uses(node: _Node, name: str) -> bool:
+def _uses(node: Node, name: str) -> bool:
     """Whether ``node`` contains variable ``name`` ("x0".."x2", "g" or "t")."""
-    if isinstance(node, _X):
+    if isinstance(node, X):
         return name == f"x{node.index}"
-    if isinstance(node, _Var):
+    if isinstance(node, Var):
         return name == node.name
-    if isinstance(node, _Neg | _Call):
-        return _uses(node.operand if isinstance(node, _Neg) else node.arg, name)
-    if isinstance(node, _Bin):
+    if isinstance(node, Neg | Call):
+        return _uses(node.operand if isinstance(node, Neg) else node.arg, name)
+    if isinstance(node, Bin):
         return _uses(node.left, name) or _uses(node.right, name)
     return False
 
 
-def _has_x(node: _Node) -> bool:
+def _has_x(node: Node) -> bool:
     return any(_uses(node, f"x{i}") for i in range(3))
 
 
-def _has_parameters(node: _Node) -> bool:
+def _has_parameters(node: Node) -> bool:
     return _uses(node, "g") or _uses(node, "t")
 
 
-def _split(node: _Node, fine: bool) -> dict | None:
+def _split(node: Node, fine: bool) -> dict | None:
     """``{φ: c}`` with ``node = Σ c φ`` (key ``None`` for the x-free part), or ``None``."""
     if not _has_x(node):
         return {None: node}
     # fine: sums and numeric multiples of x-only terms are split too. Other x-only subtrees
     # stay whole, so that nothing is expanded into a cancelling sum.
     if not _has_parameters(node) and not (fine and (
-            isinstance(node, _Neg) or isinstance(node, _Bin) and (
+            isinstance(node, Neg) or isinstance(node, Bin) and (
                 node.op in "+-" or node.op in "*/" and not (
                     _has_x(node.left) and _has_x(node.right))))):
         return {node: _ONE}
-    if isinstance(node, _Neg):
+    if isinstance(node, Neg):
         inner = _split(node.operand, fine)
-        return None if inner is None else {k: _Neg(c) for k, c in inner.items()}
-    if not isinstance(node, _Bin):
+        return None if inner is None else {k: Neg(c) for k, c in inner.items()}
+    if not isinstance(node, Bin):
         return None  # a function of an argument mixing x and g
     if node.op in "+-":
         left, right = _split(node.left, fine), _split(node.right, fine)
@@ -140,8 +141,8 @@ def _split(node: _Node, fine: bool) -> dict | None:
             return None
         out = dict(left)
         for key, c in right.items():
-            c = c if node.op == "+" else _Neg(c)
-            out[key] = _Bin("+", out[key], c) if key in out else c
+            c = c if node.op == "+" else Neg(c)
+            out[key] = Bin("+", out[key], c) if key in out else c
         return _capped(out)
     if node.op == "*":
         return _product(_split(node.left, fine), _split(node.right, fine))
@@ -152,12 +153,12 @@ def _split(node: _Node, fine: bool) -> dict | None:
             # A pure-x denominator belongs to every basis function.
             inner = _split(node.left, fine)
             return None if inner is None else {
-                _Bin("/", _ONE if k is None else k, node.right): c for k, c in inner.items()}
+                Bin("/", _ONE if k is None else k, node.right): c for k, c in inner.items()}
         inner = _split(node.left, fine)
-        return None if inner is None else {k: _Bin("/", c, node.right) for k, c in inner.items()}
+        return None if inner is None else {k: Bin("/", c, node.right) for k, c in inner.items()}
     # "**": integer powers of a separable base expand into products.
     exponent = node.right
-    if not (isinstance(exponent, _Num) and float(exponent.value).is_integer()
+    if not (isinstance(exponent, Num) and float(exponent.value).is_integer()
             and 1 <= exponent.value <= _MAX_POWER):
         return None
     base = _split(node.left, fine)
@@ -180,14 +181,14 @@ def _product(left: dict | None, right: dict | None) -> dict | None:
                 factors = sorted(_factors(k1) + _factors(k2), key=repr)
                 key = factors[0]
                 for factor in factors[1:]:
-                    key = _Bin("*", key, factor)
-            c = _Bin("*", c1, c2)
-            out[key] = _Bin("+", out[key], c) if key in out else c
+                    key = Bin("*", key, factor)
+            c = Bin("*", c1, c2)
+            out[key] = Bin("+", out[key], c) if key in out else c
     return _capped(out)
 
 
-def _factors(node: _Node) -> list[_Node]:
-    if isinstance(node, _Bin) and node.op == "*":
+def _factors(node: Node) -> list[Node]:
+    if isinstance(node, Bin) and node.op == "*":
         return _factors(node.left) + _factors(node.right)
     return [node]
 
@@ -196,16 +197,16 @@ def _capped(terms: dict) -> dict | None:
     return terms if len(terms) <= _MAX_TERMS else None
 
 
-def _source(node: _Node) -> str:
+def _source(node: Node) -> str:
     """Readable text of a node (for messages and ``str``), fully parenthesized."""
-    if isinstance(node, _Num):
+    if isinstance(node, Num):
         return repr(node.value)
-    if isinstance(node, _X):
+    if isinstance(node, X):
         return f"x[{node.index}]"
-    if isinstance(node, _Var):
+    if isinstance(node, Var):
         return node.name
-    if isinstance(node, _Neg):
+    if isinstance(node, Neg):
         return f"-({_source(node.operand)})"
-    if isinstance(node, _Call):
+    if isinstance(node, Call):
         return f"{node.name}({_source(node.arg)})"
     return f"({_source(node.left)} {node.op} {_source(node.right)})"

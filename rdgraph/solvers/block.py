@@ -5,9 +5,9 @@ Types (``[solver] type``):
 * ``direct``: MUMPS LU of the assembled monolithic matrix.
 * ``krylov``: a PETSc KSP/PC of your choice on the assembled monolithic matrix.
 * ``fieldsplit``: GMRES with PETSc ``fieldsplit`` over vertices (one split per vertex).
-* ``spectral``: the graph-spectral (Kronecker) solver of :mod:`rdgraph.solvers.spectral`, matrix-free:
-  exact when the vertex operators are equal (laplacian coupling, potential independent of
-  ``g``), otherwise a preconditioner for GMRES on the true operator.
+* ``spectral``: the graph-spectral (Kronecker) solver of :mod:`rdgraph.solvers.spectral`,
+  matrix-free: exact when the vertex operators are equal (laplacian coupling, potential
+  independent of ``g``), otherwise a preconditioner for GMRES on the true operator.
 * ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all, where one
   factorization is cheap and exact, ``spectral`` above.
 
@@ -23,20 +23,32 @@ the spectral scalar solves ``rd_spectral_``, fieldsplit's splits ``rd_fieldsplit
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 from typing import Any
 
 from rdgraph.compat import MPI, PETSc
-from rdgraph.problem.config import SolverSettings
 from rdgraph.errors import SolverError
+from rdgraph.problem.config import SolverSettings
+from rdgraph.solvers.petsc import (
+    OPTIONS_PREFIX,
+    configure_ksp,
+    direct_package,
+    options_in_database,
+    reason_name,
+)
+from rdgraph.solvers.precision import (
+    condition_estimate,
+    factorization_precision,
+    mumps_single_precision_on,
+)
+from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count, graph_modes
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "options_in_database",
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "direct_package",
+           "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
-OPTIONS_PREFIX = "rd_"
 SPECTRAL_PREFIX = "spectral_"
 # Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
 # When the spectral solve is exact the factorizations are the whole solve, and pay off on
@@ -74,17 +86,9 @@ SPECTRAL_AMG_SMOOTHER = {"mg_levels_ksp_type": "richardson", "mg_levels_pc_type"
 AUTO_DIRECT_MAX = 100_000
 
 
-def _direct_package() -> str:
-    # MUMPS is in the wheel and in the official images; fall back to PETSc's own LU.
-    for package in ("mumps", "superlu_dist"):
-        if PETSc.Sys.hasExternalPackage(package):
-            return package
-    return "petsc"
-
-
 def _lu() -> dict:
     return {"ksp_type": "preonly", "pc_type": "lu",
-            "pc_factor_mat_solver_type": _direct_package()}
+            "pc_factor_mat_solver_type": direct_package()}
 
 
 def _serial_lu(tdim: int) -> dict:
@@ -94,7 +98,7 @@ def _serial_lu(tdim: int) -> dict:
     problem, it factorized in 0.42 s against MUMPS's 0.41 s but solved in 5 ms against 15 ms.
     In 3-D its row-by-row factorization falls far behind MUMPS (0.51 s against 0.13 s at 9k).
     """
-    return {**_lu(), "pc_factor_mat_solver_type": "petsc" if tdim <= 2 else _direct_package()}
+    return {**_lu(), "pc_factor_mat_solver_type": "petsc" if tdim <= 2 else direct_package()}
 
 
 def _whole_if_factorized(layout: str, num_ranks: int) -> bool:
@@ -195,57 +199,6 @@ def solver_options(settings: SolverSettings, overrides: dict[str, Any] | None = 
     return options
 
 
-def _option_value(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return None if value is None or value == "" else str(value)
-
-
-@contextlib.contextmanager
-def options_in_database(options: dict, prefix: str):
-    """``options`` under ``prefix`` in PETSc's global database for the ``with`` block only.
-
-    PETSc reads some options only when a preconditioner is set up (those of multigrid levels,
-    ``mg_levels_*``, of a factorization, ``mat_mumps_*``, and of fieldsplit blocks), which for
-    a SNES happens inside a solve: callers hold them around ``setFromOptions`` and around
-    each solve. Afterwards every name has its previous value again (a command-line option
-    stays), so solvers alive at the same time, and later simulations in the same process,
-    never see each other's options.
-    """
-    database = PETSc.Options()
-    names = [f"{prefix}{key}" for key in options]
-    previous = {name: database.getString(name) for name in names if database.hasName(name)}
-    for name, value in zip(names, options.values()):
-        database.setValue(name, _option_value(value))
-    try:
-        yield
-    finally:
-        for name in names:
-            if name in previous:
-                database.setValue(name, _option_value(previous[name]))
-            else:
-                database.delValue(name)
-
-
-def configure_ksp(ksp: PETSc.KSP, options: dict, prefix: str, *, set_up: bool = False) -> None:
-    """Apply ``options`` to ``ksp`` under ``prefix``, leaving the global database as found.
-
-    With ``set_up`` the KSP (its operators set) is set up while ``options`` are in the
-    database (see :func:`options_in_database`); without, options read only at set-up are lost.
-    """
-    ksp.setOptionsPrefix(prefix)
-    with options_in_database(options, prefix):
-        ksp.setFromOptions()
-        if set_up:
-            ksp.setUp()
-
-
-def reason_name(enum, value: int) -> str:
-    """The name of a PETSc enum value, e.g. ``reason_name(PETSc.KSP.ConvergedReason, -3)``."""
-    names = {v: k for k, v in vars(enum).items() if k.isupper()}
-    return names.get(value, str(value))
-
-
 class LinearSolver:
     """A KSP for one fixed matrix, set up once and applied every step.
 
@@ -327,8 +280,6 @@ class BlockSolver:
         a, b = mass_coefficient, operator_coefficient
         factorizations = None
         if settings.type in ("auto", "spectral") and settings.inner == "auto":
-            from rdgraph.solvers.spectral import factorization_count, graph_modes
-
             factorizations = factorization_count(graph_modes(operators)[0], a, b,
                                                  operators.same_stiffness)
         self.kind, inner = resolve_solver(
@@ -410,7 +361,7 @@ class BlockSolver:
         inner = {"ksp_type": "preonly", "pc_type": "lu" if layout.size_global <= limit
                  else "gamg"}
         if inner["pc_type"] == "lu":
-            inner["pc_factor_mat_solver_type"] = _direct_package()
+            inner["pc_factor_mat_solver_type"] = direct_package()
         for g, sub in enumerate(pc.getFieldSplitSubKSP()):
             # The user's options of this block (fieldsplit_v<g>_*) win over the defaults.
             split = f"fieldsplit_v{g}_"
@@ -419,8 +370,6 @@ class BlockSolver:
         return LinearSolver.from_ksp(ksp, self.name)
 
     def _spectral(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
-        from rdgraph.solvers.spectral import SpectralPreconditioner
-
         exact = self.exact
         inner_kind = settings.inner  # resolved by resolve_solver
         comm = operators.layout.comm
@@ -463,7 +412,7 @@ class BlockSolver:
                               if exact and inner.get("ksp_type") != "preonly" else None),
             # Modes sharing a factorization are solved at once: MUMPS's batched solve wins
             # there, unless a package was asked for.
-            batched_package=("mumps" if inner_kind == "lu" and _direct_package() == "mumps"
+            batched_package=("mumps" if inner_kind == "lu" and direct_package() == "mumps"
                              and "pc_factor_mat_solver_type" not in inner_overrides else None),
             single_precision=(self.factorization_precision == "single"
                               and "pc_precision" not in inner_overrides))
@@ -479,12 +428,6 @@ class BlockSolver:
                                  inner_overrides: dict) -> str:
         """The precision of the spectral solver's MUMPS factorizations (a PETSc option
         ``-rd_spectral_pc_precision`` wins, as everywhere)."""
-        from rdgraph.solvers.precision import (
-            condition_estimate,
-            factorization_precision,
-            mumps_single_precision_on,
-        )
-
         if "pc_precision" in inner_overrides:
             return str(inner_overrides["pc_precision"])
         setting = settings.factorization_precision

@@ -1,8 +1,8 @@
 """PETSc SNES for block problems ``F(x) = 0`` whose residual and Jacobian come from Python.
 
 The JKO step (:mod:`rdgraph.timestepping.jko`) assembles its residual and Jacobian from value arrays
-on the shared scalar pattern (:mod:`rdgraph.discretization.blocks`), so no mixed element and no N² forms are
-needed. This module only owns the SNES: options under the caller's prefix (``rd_`` by
+on the shared scalar pattern (:mod:`rdgraph.discretization.blocks`), so no mixed element and no N²
+forms are needed. This module only owns the SNES: options under the caller's prefix (``rd_`` by
 default, so ``-rd_snes_monitor`` works), Newton with a backtracking line search, MUMPS for the
 linearized solves, and a collective :class:`~rdgraph.errors.SolverError` when Newton fails.
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from rdgraph.compat import PETSc
 from rdgraph.errors import SolverError
-from rdgraph.solvers.block import OPTIONS_PREFIX, _direct_package, options_in_database, reason_name
+from rdgraph.solvers.petsc import OPTIONS_PREFIX, direct_package, options_in_database, reason_name
 
 __all__ = ["ROUNDOFF_FACTOR", "STAGNATION_RATIO", "NewtonSolver", "newton_options"]
 
@@ -53,7 +53,7 @@ def newton_options(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "snes_max_it": 50,
         "ksp_type": "preonly",
         "pc_type": "lu",
-        "pc_factor_mat_solver_type": _direct_package(),
+        "pc_factor_mat_solver_type": direct_package(),
     }
     options.update(overrides or {})
     return options

@@ -19,6 +19,7 @@ import numpy as np
 
 from rdgraph.compat import MPI, PETSc
 from rdgraph.errors import InputError
+from rdgraph.solvers.petsc import configure_ksp
 
 __all__ = ["SINGLE_PRECISION_MAX_CONDITION", "condition_estimate", "factorization_precision",
            "mumps_single_precision", "mumps_single_precision_on"]
@@ -72,8 +73,6 @@ def mumps_single_precision() -> bool:
     with ``-pc_precision single``: a single-precision solve misses by about 1e-2, a double one
     (an older PETSc ignores the option) by 1e-11. Once per process.
     """
-    from rdgraph.solvers.block import configure_ksp
-
     if not PETSc.Sys.hasExternalPackage("mumps") or not _links_single_precision_mumps():
         return False
     A = PETSc.Mat().createAIJ(size=(2, 2), nnz=2, comm=PETSc.COMM_SELF)

@@ -19,8 +19,10 @@ import math
 import numpy as np
 
 from rdgraph.compat import MPI, PETSc
-from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.discretization.operators import BlockOperators
+from rdgraph.errors import SolverError
+from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
+from rdgraph.solvers.petsc import configure_ksp, reason_name
 
 __all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "SHARED_FACTORIZATION_SPAN",
            "SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes",
@@ -174,8 +176,6 @@ class SpectralPreconditioner:
                  per_rank: bool = False,
                  block_tolerances: tuple[float, float] | None = None,
                  batched_package: str | None = None, single_precision: bool = False):
-        from rdgraph.solvers.block import configure_ksp
-
         self.layout = operators.layout
         a, b = mass_coefficient, operator_coefficient
         values, self.P, self.P_inverse = graph_modes(operators)
@@ -297,8 +297,6 @@ class SpectralPreconditioner:
                 for block in (self._rhs_block, self._solution_block))
 
     def apply(self, pc, r: PETSc.Vec, x: PETSc.Vec) -> None:
-        from rdgraph.errors import SolverError
-
         N, n = self.layout.num_blocks, self.layout.size_local
         R, out = r.array_r.reshape(N, n), x.array.reshape(N, n)
         transform = not (self.identity or self.uniform)
@@ -349,8 +347,6 @@ class SpectralPreconditioner:
             iterations = comm.allreduce(iterations, op=MPI.MAX)
             exchange.receive(solved if transform else out)
         if failed is not None:
-            from rdgraph.solvers.block import reason_name
-
             raise SolverError(
                 f"spectral block solver: scalar mode {failed[0]} did not converge "
                 f"(reason {reason_name(PETSc.KSP.ConvergedReason, failed[1])})"

@@ -1,12 +1,12 @@
 """JKO against implicit Euler: both are first-order in τ approximations of one flow.
 
-:func:`jko_vs_implicit_euler` runs the linearized JKO step (:mod:`rdgraph.timestepping.jko`) and implicit
-Euler (with mass lumping, the same vertex quadrature as the JKO step's time derivative) on the
-same problem, mesh and time step, refining ``τ`` and ``h`` together (``h ∝ τ``, so the
-``O(h²)`` difference between the two spatial discretizations is of higher order), and reports
-the lumped-L² distance of the final states, ``sqrt(Σ_g mᵀ (ρ_jko − ρ_IE)²)``, with the observed
-order ``log(e_k/e_{k+1}) / log(τ_k/τ_{k+1})``; it should tend to 1. The lead wires it into
-``rdgraph convergence``.
+:func:`jko_vs_implicit_euler` runs the linearized JKO step (:mod:`rdgraph.timestepping.jko`) and
+implicit Euler (with mass lumping, the same vertex quadrature as the JKO step's time derivative) on
+the same problem, mesh and time step, refining ``τ`` and ``h`` together (``h ∝ τ``, so the ``O(h²)``
+difference between the two spatial discretizations is of higher order), and reports the lumped-L²
+distance of the final states, ``sqrt(Σ_g mᵀ (ρ_jko − ρ_IE)²)``, with the observed order
+``log(e_k/e_{k+1}) / log(τ_k/τ_{k+1})``; it should tend to 1. ``rdgraph convergence`` runs it (study
+family ``jko``).
 """
 
 from __future__ import annotations

@@ -45,15 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from rdgraph.compat import MPI
+from rdgraph.errors import InputError, SolverError, on_root
+from rdgraph.output import checkpoint
+from rdgraph.output.io import atomic_write_text
 from rdgraph.problem.config import (
     Settings,
-    _resolve_paths,
     apply_overrides,
     parse_override,
     read_config,
+    resolve_paths,
     settings_from_dict,
 )
-from rdgraph.errors import InputError, SolverError
+from rdgraph.problem.validation import MESH_GDIM, check_expressions, graph_from_settings
+from rdgraph.simulation import run
 
 __all__ = [
     "CASE_MARKER",
@@ -61,10 +68,8 @@ __all__ = [
     "CaseResult",
     "Sweep",
     "SweepCase",
-    "add_arguments",
     "load_sweep",
     "parse_sweep",
-    "run_from_args",
     "run_sweep",
 ]
 
@@ -158,8 +163,6 @@ class Sweep:
             InputError: Some combinations are invalid (all are checked; a few are named),
                 or two combinations would share a folder.
         """
-        from rdgraph.simulation import _MESH_GDIM, _check_expressions, graph_from_settings
-
         cases, errors, seen = [], [], {}
         for name, values in self.combinations():
             if name in seen:
@@ -171,8 +174,8 @@ class Sweep:
                                               source=f"{self.source}, case {name}")
                 # The pure-Python part of building a case: graphs and expressions.
                 graph = graph_from_settings(settings)
-                if settings.mesh.shape in _MESH_GDIM:
-                    _check_expressions(settings, graph, _MESH_GDIM[settings.mesh.shape])
+                if settings.mesh.shape in MESH_GDIM:
+                    check_expressions(settings, graph, MESH_GDIM[settings.mesh.shape])
             except InputError as e:
                 errors.append(f"case {name}: {e}")
                 continue
@@ -201,8 +204,6 @@ def _label(value) -> str:
 
 
 def _toml_value(value) -> str:
-    import tomli_w
-
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 
 
@@ -249,7 +250,7 @@ def parse_sweep(data: dict[str, Any], *, source: str, base_dir: Path) -> Sweep:
         base = read_config(base_path if base_path.is_absolute() else base_dir / base_path)
     elif isinstance(base, dict):
         base = copy.deepcopy(base)
-        _resolve_paths(base, base_dir)
+        resolve_paths(base, base_dir)
     elif base is None:
         raise InputError(f"{source}: needs base = \"config.toml\" or a [base] table")
     else:
@@ -344,8 +345,6 @@ def _run_case(case: SweepCase, folder: Path, comm, solver_overrides: dict | None
     stopped by the scheduler's SIGTERM), the case continues from it when the checkpoint fits
     the case's settings, and starts afresh otherwise.
     """
-    from rdgraph.simulation import run
-
     start = time.perf_counter()
     config = _normalized(case.settings.to_dict())
     result = None
@@ -404,11 +403,6 @@ def run_sweep(
         InputError: An invalid sweep, or ``out_dir`` cannot be created.
         Interrupted: SIGTERM/SIGINT during a case (the cases before it are recorded).
     """
-    from rdgraph.output import checkpoint
-    from rdgraph.compat import MPI
-    from rdgraph.errors import on_root
-    from rdgraph.output.io import atomic_write_text
-
     comm = MPI.COMM_WORLD if comm is None else comm
     cases = sweep.cases()
     out_dir = Path(out_dir)
@@ -460,28 +454,3 @@ def _case_line(i: int, n: int, r: CaseResult) -> str:
     winner = r.vertex_masses.index(max(r.vertex_masses))
     return (f"{head} ({r.wall_time:.3g} s)  F = {r.free_energy:.6g}  "
             f"vertex {winner} holds {share:.1%}")
-
-
-def add_arguments(parser) -> None:
-    """The options of ``rdgraph sweep``."""
-    parser.add_argument("sweep", type=Path, metavar="SWEEP.toml", help="the sweep file")
-    parser.add_argument("--out", type=Path,
-                        help="the sweep's folder (default: the file's out, else "
-                        "results/<sweep name>); reused on restart")
-    parser.add_argument("--quiet", action="store_true", help="print only errors")
-
-
-def run_from_args(args) -> int:
-    """``rdgraph sweep``: 0 when every case is ok, 3 when some failed (see sweep.csv)."""
-    from rdgraph.compat import MPI
-
-    comm = MPI.COMM_WORLD
-    sweep = load_sweep(args.sweep)
-    out = args.out or (Path(sweep.out) if sweep.out else Path("results") / args.sweep.stem)
-    results = run_sweep(sweep, out, comm, solver_overrides=getattr(args, "petsc_options", None),
-                        quiet=args.quiet)
-    failed = [r for r in results if r.status != "ok"]
-    if comm.rank == 0 and not args.quiet:
-        print(f"sweep: {len(results) - len(failed)} of {len(results)} cases ok -> "
-              f"{out / 'sweep.csv'}", flush=True)
-    return 3 if failed else 0

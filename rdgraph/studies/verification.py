@@ -2,7 +2,8 @@
 
 Exact solutions are (1) manufactured ones, built with sympy so that the source ``f_g`` of
 either coupling is derived symbolically and passed to a normal :class:`Simulation` as config
-strings, and (2) the cosine-mode solution of MODEL.md (``V = 0``, laplacian). Errors at
+strings, and (2) the cosine-mode solution of the model page, docs/model.md (``V = 0``,
+laplacian). Errors at
 ``t_end`` are measured in a Lagrange space of degree ``k + 3``, summed over vertices and
 reduced over ranks. Everything is collective; only rank 0 prints and writes files.
 """
@@ -10,8 +11,8 @@ reduced over ranks. Everything is collective; only rank 0 prints and writes file
 from __future__ import annotations
 
 import csv
-import math
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,17 @@ import numpy as np
 import ufl
 
 from rdgraph.compat import MPI, dolfinx
+from rdgraph.discretization.ufl_expressions import to_ufl
 from rdgraph.problem.config import Settings, settings_from_dict
-from rdgraph.errors import InputError
 from rdgraph.problem.expressions import parse
 from rdgraph.simulation import Simulation
+from rdgraph.studies.jko_study import jko_vs_implicit_euler
+from rdgraph.timestepping.linear import SCHEME_COEFFICIENTS
 
 __all__ = [
+    "DOC_HEAD",
     "EDGES",
+    "FAMILIES",
     "ExactSolution",
     "Study",
     "cosine_mode",
@@ -38,6 +43,7 @@ __all__ = [
     "mass_study",
     "observed_orders",
     "positivity_study",
+    "run_all",
     "semidiscrete_time_studies",
     "space_study",
     "time_study",
@@ -126,7 +132,8 @@ def manufactured(coupling: str, dim: int, beta: float = 0.5, affine: bool = Fals
 
 
 def cosine_mode(dim: int, beta: float = 0.1) -> ExactSolution:
-    """MODEL.md: ``V = 0``, laplacian, ``ρ_g = 1 + a_g Π cos(k_i π x_i) e^{-(βπ²|k|²+λ)t}``."""
+    """The cosine mode of the model page (docs/model.md): ``V = 0``, laplacian,
+    ``ρ_g = 1 + a_g Π cos(k_i π x_i) e^{-(βπ²|k|²+λ)t}``."""
     lam, vecs = np.linalg.eigh(_LAPLACIAN)
     a = 0.5 * vecs[:, 1] / np.max(np.abs(vecs[:, 1]))
     k = [1, 2, 1][:dim]
@@ -174,7 +181,7 @@ def errors(sim: Simulation, sol: ExactSolution) -> tuple[float, float]:
     x = ufl.SpatialCoordinate(mesh)
     scalar = dolfinx.default_scalar_type
     t, g_index = fem.Constant(mesh, scalar(sim.t)), fem.Constant(mesh, scalar(0))
-    exact = _vertex_select([parse(s, variables=("x", "t"), gdim=sol.dim).to_ufl(x, t=t)
+    exact = _vertex_select([to_ufl(parse(s, variables=("x", "t"), gdim=sol.dim), x, t=t)
                             for s in sol.exact], g_index)
     u = fem.Function(sim.model.V)
     e = u - exact
@@ -288,7 +295,7 @@ def space_study(sol: ExactSolution, degree: int, cells: list[int], *, t_end: flo
     return study
 
 
-_ORDER = {"implicit-euler": 1, "crank-nicolson": 2, "bdf2": 2}
+_ORDER = {scheme.value: c.order for scheme, c in SCHEME_COEFFICIENTS.items()}
 
 
 def time_study(sol: ExactSolution, scheme: str, steps: list[int], *, cells: int = 256,
@@ -672,8 +679,6 @@ def run_all(out: Path, quick: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
         if root:
             _plot(studies, out / f"{name}.png", name)
     if want("jko"):
-        from rdgraph.studies.jko_study import jko_vs_implicit_euler
-
         jko = jko_vs_implicit_euler([5, 10, 20] if quick else [5, 10, 20, 40, 80], comm=comm)
         emit("\n### jko: the minimizing-movement step against implicit Euler\n\n"
              "![jko](verification/jko-vs-ie.png)\n\n"
@@ -703,7 +708,7 @@ def run_all(out: Path, quick: bool = False, comm: MPI.Comm = MPI.COMM_WORLD,
     return "\n".join(report)
 
 
-_DOC_HEAD = """# Verification
+DOC_HEAD = """# Verification
 
 Regenerate with `python scripts/convergence.py --docs` (or `rdgraph convergence --docs`;
 add `mpiexec -n 2` in front for 2 ranks: the numbers agree to solver tolerance). A full run
@@ -722,7 +727,7 @@ Crank-Nicolson 2, BDF2 2 (its first step is implicit Euler).
 * Exact solutions: manufactured `rho_g = a_g + b_g cos(t + phi_g) prod cos(pi x_i)` with
   `V_g = s_g sum cos(pi x_i)` (sources by sympy, both couplings), the same with the affine
   time profile `rho_g = a_g + (b_g + c_g t) prod cos(pi x_i)` ("mms-affine"), and the
-  cosine mode of MODEL.md (`V = 0`, laplacian, second Laplacian eigenvector).
+  cosine mode of docs/model.md (`V = 0`, laplacian, second Laplacian eigenvector).
 * `space-Nd`: BDF2 with `tau ~ h^((k+1)/2)` (so its O(tau^2) error shrinks like h^(k+1)),
   `t_end = 0.1`. h is halved 5 times in 1-D, 4 times in 2-D and 3-D (3-D P1: 2 to 32 cells
   per side; 3-D P2: 1 to 16, as 33^3 P2 dofs per vertex is the most that 2 cores solve in
@@ -770,54 +775,3 @@ Crank-Nicolson 2, BDF2 2 (its first step is implicit Euler).
   of about 30 but does not remove it, and keeps the density positive on a background of
   1e-3, where the consistent mass goes negative.
 """
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``rdgraph convergence`` / ``scripts/convergence.py``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="rdgraph convergence", description=__doc__)
-    add_arguments(parser)
-    try:
-        return run_from_args(parser.parse_args(argv))
-    except InputError as e:
-        parser.error(str(e))
-
-
-def _families(text: str) -> tuple[str, ...]:
-    """``--only``'s value: comma-separated names from :data:`FAMILIES`."""
-    import argparse
-
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = sorted(set(names) - set(FAMILIES))
-    if unknown or not names:
-        given = ", ".join(unknown) or repr(text)
-        raise argparse.ArgumentTypeError(f"unknown study families {given} "
-                                         f"(known: {', '.join(FAMILIES)})")
-    return names
-
-
-def add_arguments(parser) -> None:
-    """The options of the convergence command (shared by the CLI and the script)."""
-    parser.add_argument("--quick", action="store_true", help="small meshes, seconds")
-    parser.add_argument("--out", type=Path, default=Path("results/verification"),
-                        help="folder for CSV and PNG files")
-    parser.add_argument("--docs", action="store_true",
-                        help="write docs/verification.md and docs/verification/*")
-    parser.add_argument("--only", type=_families, default=None,
-                        metavar="FAMILY[,FAMILY]",
-                        help=f"run only these study families: {', '.join(FAMILIES)}")
-
-
-def run_from_args(args) -> int:
-    comm = MPI.COMM_WORLD
-    out = Path("docs/verification") if args.docs else args.out
-    only = getattr(args, "only", None)
-    if args.docs and only is not None:
-        raise InputError("--only and --docs exclude each other: the docs hold every study")
-    report = run_all(out, quick=args.quick, comm=comm, only=only)
-    if args.docs and comm.rank == 0:
-        Path("docs/verification.md").write_text(
-            _DOC_HEAD + f"\nMeasured on {comm.size} rank(s), "
-            f"{'quick' if args.quick else 'full'} mode.\n" + report + "\n")
-    return 0

@@ -29,15 +29,17 @@ flow of F), ``coupling = "gibbs"`` the detailed-balance one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import ufl
 
 from rdgraph.compat import MPI, PETSc, dolfinx
-from rdgraph.problem.config import Settings
 from rdgraph.errors import InputError, SolverError
-from rdgraph.solvers.block import options_in_database
+from rdgraph.problem.config import Scheme, Settings
+from rdgraph.solvers.petsc import options_in_database
+from rdgraph.timestepping.base import History, Stepper
 
 __all__ = [
     "ACCELERATED_COLUMNS",
@@ -72,7 +74,7 @@ if PETSc.Sys.hasExternalPackage("mumps"):  # parallel LU; PETSc's own LU is seri
 SCALE_FLOOR = 1e-8
 
 #: Extra ``diagnostics.csv`` columns of accelerated runs, after the common ones.
-ACCELERATED_COLUMNS = ["kinetic_energy", "hamiltonian", "restart", "newton_iterations"]
+ACCELERATED_COLUMNS = ("kinetic_energy", "hamiltonian", "restart", "newton_iterations")
 
 # Below this |y| the series of sinh(y)/y is used: its first omitted term, y⁶/5040, is then
 # under 1e-22, while sinh(y)/y itself loses digits to cancellation only for much smaller |y|.
@@ -87,13 +89,14 @@ def sinhc(y):
     return ufl.conditional(small, 1 + y2 / 6 + y2 * y2 / 120, ufl.sinh(safe) / safe)
 
 
-class AcceleratedStepper:
+class AcceleratedStepper(Stepper):
     """Implicit-midpoint steps of the damped Hamiltonian flow (see the module docstring).
 
-    It takes the place of :class:`~rdgraph.timestepping.recovery.RobustStepper` in a
-    :class:`~rdgraph.simulation.Simulation`: :meth:`step` advances the state and writes the
-    new densities into the block vector of the simulation. A step whose Newton solve fails is
-    retried as 2, 4, ... substeps (``solver.max_retries`` halvings).
+    The state is ``(log ρ, S)`` in its own blocked space: :meth:`step` advances it and writes
+    the new densities into the block vector of the simulation. Its history
+    (:meth:`history`) is ``S`` ("momentum"), ``log ρ`` ("log_density", exact where ρ
+    underflows) and the damping clock; a failed step is retried by
+    :class:`~rdgraph.timestepping.recovery.RobustStepper` like any other scheme's.
 
     Args:
         model: The model (mesh, graph, potentials, initial densities, β).
@@ -104,25 +107,31 @@ class AcceleratedStepper:
             (an ablation for tests: the flow is then no longer Hamiltonian).
     """
 
+    extra_columns = ACCELERATED_COLUMNS
+
     def __init__(self, model, settings: Settings, solver_overrides: dict | None = None, *,
                  mobility_derivative: bool = True):
         time = settings.time
+        if time.method is not Scheme.ACCELERATED:
+            raise ValueError(f"AcceleratedStepper runs scheme 'accelerated', not {time.scheme!r}")
         self.model = model
+        self._settings, self._overrides = settings, solver_overrides
+        self._mobility_derivative = mobility_derivative
         self.mesh = mesh = model.mesh
         self.comm = mesh.comm
         self.graph = graph = model.graph
-        self.scheme = "accelerated"
+        self.scheme = Scheme.ACCELERATED
         self.steps_taken = 0
-        self.retries = 0
-        self.max_retries = settings.solver.max_retries
         self.dt = time.dt
         self.nesterov = time.damping == "nesterov"
         self.gamma_constant = 0.0 if self.nesterov else float(time.damping)
         self.restart = time.restart
         self.clock = 0.0  # time since the start or the last restart, for γ = 3/t
         self.restarted = False  # the last step ended with a restart
-        self.newton_iterations = 0  # of the last step (all substeps)
-        self.linear_iterations = 0
+        self.newton_iterations = 0  # of the last step
+        self._linear_iterations = 0  # of the step in progress
+        # Over all steps, for solver_stats().
+        self._counts = {"nonlinear_iterations": 0, "linear_iterations": 0, "restarts": 0}
         self.last_gamma = 0.0
         self._destroyed = False
         n = self.n = graph.n
@@ -219,8 +228,6 @@ class AcceleratedStepper:
         self._saved = self.w.x.array.copy()
         self._energy_cache = None
         self._owned = model.V.dofmap.index_map.size_local
-        # S in the simulation's block layout, for checkpoints (see the ``_previous`` property).
-        self._momentum = PETSc.Vec().createMPI((n * self._owned, PETSc.DECIDE), comm=self.comm)
 
     def _install_row_scaling(self, v) -> None:
         """Newton on the equations divided by ``m_i`` and, for the ρ equation, by ``ρ_i^n``.
@@ -298,25 +305,49 @@ class AcceleratedStepper:
         """Nodal S_g on local dofs."""
         return [self._component(self.w.x.array, self.n + g).copy() for g in range(self.n)]
 
-    @property
-    def _previous(self) -> PETSc.Vec:
-        """S_g on the owned dofs in the block layout: checkpoints store it beside ρ."""
-        values = self.w.x.array.reshape(-1, self._bs)[: self._owned, self.n:]
-        self._momentum.array[:] = values.T.ravel()
-        return self._momentum
+    # -- the Stepper interface: history, restore, another dt ---------------------------------
+    def _owned_blocks(self, first: int) -> np.ndarray:
+        """Components ``first .. first + N`` on the owned dofs, in the block layout."""
+        return self.w.x.array.reshape(-1, self._bs)[: self._owned, first:first + self.n].T.ravel()
 
-    def set_state(self, rho: np.ndarray, S: np.ndarray, clock: float) -> None:
-        """Replace the state by ρ_g, S_g on the owned dofs (``(N, owned)``) and the clock.
+    def history(self) -> History:
+        return History(self.dt, {"momentum": self._owned_blocks(self.n),
+                                 "log_density": self._owned_blocks(0)},
+                       {"clock": self.clock})
 
-        Collective (ghost values are updated). Used to resume from a checkpoint.
+    def restore(self, x: PETSc.Vec, history: History) -> None:
+        """Continue from ρ = ``x`` with S, the clock and, if given, log ρ from ``history``.
+
+        A history without ``log_density`` (a checkpoint of an older version) takes log ρ
+        from ``x``, floored at the smallest positive double. Collective.
         """
         values = self.w.x.array.reshape(-1, self._bs)
-        values[: self._owned, : self.n] = np.log(np.maximum(rho, np.finfo(float).tiny)).T
-        values[: self._owned, self.n:] = np.asarray(S).T
+        owned, n = self._owned, self.n
+        log_rho = history.vectors.get("log_density")
+        if log_rho is None:
+            log_rho = np.log(np.maximum(x.array_r, np.finfo(float).tiny))
+        values[:owned, :n] = np.asarray(log_rho).reshape(n, owned).T
+        # "previous": the name S had in checkpoints of older versions.
+        momentum = history.vectors.get("momentum", history.vectors.get("previous"))
+        values[:owned, n:] = 0.0 if momentum is None else np.asarray(momentum).reshape(n, owned).T
         self.w.x.scatter_forward()
         self.w0.x.array[:] = self.w.x.array
-        self.clock = clock
+        self.clock = float(history.values.get("clock", 0.0))
+        self.restarted = False
         self._energy_cache = None
+
+    def with_dt(self, dt: float) -> AcceleratedStepper:
+        settings = dataclasses.replace(self._settings,
+                                       time=dataclasses.replace(self._settings.time, dt=dt))
+        return AcceleratedStepper(self.model, settings, self._overrides,
+                                  mobility_derivative=self._mobility_derivative)
+
+    def solver_stats(self) -> dict[str, int]:
+        return {"steps": self.steps_taken, **self._counts}
+
+    @property
+    def solver_options(self) -> dict:
+        return dict(self.options)
 
     # -- energies ----------------------------------------------------------------------------
     def _assemble(self, form) -> float:
@@ -352,7 +383,7 @@ class AcceleratedStepper:
         snes = self.problem.solver
         reason = snes.getConvergedReason()
         iterations = snes.getIterationNumber()
-        self.linear_iterations += snes.getLinearSolveIterations()
+        self._linear_iterations += snes.getLinearSolveIterations()
         if reason <= 0:
             raise SolverError(f"Newton (SNES) did not converge: reason {reason}, "
                               f"{iterations} iterations")
@@ -361,66 +392,56 @@ class AcceleratedStepper:
         self.clock += dt
         return iterations
 
-    def _advance(self, dt: float, pieces: int) -> int:
-        total = 0
-        for _ in range(pieces):
-            free_before = self.energies()[1] if self.restart else 0.0
-            self._energy_cache = None
-            total += self._substep(dt / pieces)
-            if self.restart and self.energies()[1] > free_before:
-                # Function-value restart: drop the momentum and restart the damping clock.
-                self.w.x.array.reshape(-1, self._bs)[:, self.n:] = 0.0
-                self.clock = 0.0
-                self.restarted = True
-                self._energy_cache = None
-        return total
-
-    def step(self, x: PETSc.Vec, t: float, index: int) -> int:
+    def step(self, x: PETSc.Vec, t: float) -> int:
         """Advance from ``t`` by ``dt``; write ρ^{n+1} into the block vector ``x``.
 
+        With ``time.restart``, a step that raises the free energy ends with S = 0 and the
+        damping clock restarted (function-value restart).
+
         Returns:
-            The Krylov iterations of all Newton iterations of the step, failed attempts
-            included (with the default LU, one per Newton iteration).
+            The Krylov iterations of the step's Newton iterations (with the default LU, one
+            per Newton iteration).
 
         Raises:
-            SolverError: The Newton solve failed also with ``max_retries`` halvings of dt;
-                the state is left at t (on every rank).
+            SolverError: The Newton solve failed or the new state holds NaN or inf (on every
+                rank); the state is then undefined until :meth:`restore`.
         """
-        self._saved[:] = self.w.x.array
-        clock, energies = self.clock, self._energy_cache
         self.restarted = False
-        self.linear_iterations = 0
-        reason = ""
-        for level in range(self.max_retries + 1):
-            try:
-                self.newton_iterations = self._advance(self.dt, 2**level)
-                if level:
-                    self.retries += 1
-                break
-            except SolverError as e:
-                reason = str(e) if not level else f"{e} (with dt / {2**level})"
-                self.w.x.array[:] = self._saved
-                self.clock, self._energy_cache = clock, energies
-                self.restarted = False
-        else:
-            raise SolverError(
-                f"step {index} (t = {t:.6g} -> {t + self.dt:.6g}) failed after "
-                f"{self.max_retries} halvings of dt = {self.dt:g}: {reason}")
+        self._linear_iterations = 0
+        free_before = self.energies()[1] if self.restart else 0.0
+        self._energy_cache = None
+        newton = self._substep(self.dt)
+        if self.restart and self.energies()[1] > free_before:
+            # Function-value restart: drop the momentum and restart the damping clock.
+            self.w.x.array.reshape(-1, self._bs)[:, self.n:] = 0.0
+            self.clock = 0.0
+            self.restarted = True
+            self._energy_cache = None
+            self._counts["restarts"] += 1
+        self.newton_iterations = newton
+        self._counts["nonlinear_iterations"] += newton
+        self._counts["linear_iterations"] += self._linear_iterations
         self.steps_taken += 1
         owned = x.getLocalSize() // self.n
         rho = self.densities()
         x.array[:] = np.concatenate([r[:owned] for r in rho])
-        return self.linear_iterations
+        return self._linear_iterations
 
-    def extra_diagnostics(self) -> list:
-        """The values of :data:`ACCELERATED_COLUMNS` for the current state (collective)."""
+    def extra_diagnostics(self, stats: dict[str, int]) -> list:
+        """The values of :data:`ACCELERATED_COLUMNS` for the current state (collective).
+
+        Args:
+            stats: The solver counts of the last step alone (of this stepper or of the
+                substeps that took it), see :meth:`solver_stats`.
+        """
         kinetic, free = self.energies()
-        return [kinetic, kinetic + free, int(self.restarted), self.newton_iterations]
+        return [kinetic, kinetic + free, int(stats.get("restarts", 0) > 0),
+                stats.get("nonlinear_iterations", 0)]
 
     def destroy(self) -> None:
         """Free the SNES and its PETSc objects (collective; safe to call twice)."""
         if not self._destroyed:
             self._destroyed = True
             for obj in (self.problem.solver, self.problem.A, self.problem.b, self.problem.x,
-                        self._row_scale, self._momentum):
+                        self._row_scale):
                 obj.destroy()

@@ -32,16 +32,16 @@ one LU solve). Time-dependent sources and degrees above 1 are refused in the con
 
 from __future__ import annotations
 
-
 import numpy as np
 import ufl
 
 from rdgraph.compat import MPI, PETSc, dolfinx
-from rdgraph.problem.config import SolverSettings
-from rdgraph.errors import InputError
 from rdgraph.discretization.model import Model
-from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
 from rdgraph.discretization.operators import BlockOperators
+from rdgraph.errors import InputError
+from rdgraph.problem.config import Scheme, SolverSettings
+from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
+from rdgraph.timestepping.base import Stepper
 
 __all__ = ["JKOStepper", "log_mean", "mobilities"]
 
@@ -77,11 +77,11 @@ def mobilities(weight: float, beta: float, log_rho_g: np.ndarray, log_rho_h: np.
     return (weight / beta) * np.exp(0.5 * (log_rho_g + log_rho_h) + _log_sinhc(s))
 
 
-class JKOStepper:
+class JKOStepper(Stepper):
     """Advances the densities by one linearized JKO step (Newton on the potentials Φ).
 
-    Has the interface of :class:`rdgraph.timestepping.linear.TimeStepper` (``step``, ``dt``,
-    ``scheme``, ``solver``, ``destroy``), so retries with halved steps and checkpoints apply.
+    A one-step :class:`~rdgraph.timestepping.base.Stepper` (no history), so retries with halved
+    steps and checkpoints apply.
 
     Args:
         model: Forms and potentials.
@@ -97,21 +97,21 @@ class JKOStepper:
             is not positive at every node.
     """
 
-    def __init__(self, model: Model, operators: BlockOperators, scheme: str, dt: float,
+    def __init__(self, model: Model, operators: BlockOperators, scheme: str | Scheme, dt: float,
                  solver: SolverSettings, overrides: dict | None = None):
-        if scheme != "jko":
+        if scheme != Scheme.JKO:
             raise ValueError(f"JKOStepper runs scheme 'jko', not {scheme!r}")
         if model.V.element.basix_element.degree != 1:
             raise InputError("time.scheme = 'jko' needs space.degree = 1 (P1)")
         self.model = model
         self.layout = operators.layout
-        self.scheme = scheme
+        self.scheme = Scheme(scheme)
         self.dt = dt
         self._operators = operators
         self._solver_settings = solver
         self._overrides = overrides
-        self._previous = None  # one-step scheme: nothing to carry (RobustStepper, checkpoints)
         self.steps_taken = 0
+        self.newton_iterations = self.linear_iterations = 0  # over all steps
         self.beta = model.settings.beta
         graph, layout = model.graph, self.layout
         self._n = n = layout.size_local
@@ -217,12 +217,26 @@ class JKOStepper:
             potential.destroy()
         self.last_iterations = (newton, krylov)
         self.steps_taken += 1
+        self.newton_iterations += newton
+        self.linear_iterations += krylov
         return newton
 
     def _mass_scale(self) -> float:
         """``‖M ρ^n‖``: the residual's part that does not depend on Φ (collective)."""
         local = float(np.sum((self._block_mass * self._rho_old.array_r) ** 2))
         return float(np.sqrt(self.layout.comm.allreduce(local)))
+
+    def with_dt(self, dt: float) -> JKOStepper:
+        return JKOStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
+                          self._overrides)
+
+    def solver_stats(self) -> dict[str, int]:
+        return {"steps": self.steps_taken, "nonlinear_iterations": self.newton_iterations,
+                "linear_iterations": self.linear_iterations}
+
+    @property
+    def solver_options(self) -> dict:
+        return {**self.solver.options, **(self._overrides or {})}
 
     def destroy(self) -> None:
         self.solver.destroy()

@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.compat import PETSc
+from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
-from rdgraph.problem.config import SolverSettings
+from rdgraph.problem.config import Scheme, SolverSettings
 from rdgraph.solvers.block import BlockSolver
+from rdgraph.timestepping.base import History, Stepper
 
 __all__ = ["SCHEME_COEFFICIENTS", "TimeStepper"]
 
@@ -25,15 +26,18 @@ class _Scheme:
     order: int
 
 
+# Keyed by Scheme, a str enum: the plain names of the config find them too.
 SCHEME_COEFFICIENTS = {
-    "implicit-euler": _Scheme(1.0, 1.0, 1),
-    "crank-nicolson": _Scheme(1.0, 0.5, 2),
-    "bdf2": _Scheme(1.5, 1.0, 2),
+    Scheme.IMPLICIT_EULER: _Scheme(1.0, 1.0, 1),
+    Scheme.CRANK_NICOLSON: _Scheme(1.0, 0.5, 2),
+    Scheme.BDF2: _Scheme(1.5, 1.0, 2),
 }
 
 
-class TimeStepper:
+class TimeStepper(Stepper):
     """Advances the block state ``x`` by one fixed step ``dt`` of the chosen scheme.
+
+    BDF2's history is ρ^{n-1} (``History.vectors["previous"]``).
 
     Args:
         model: Forms and sources.
@@ -48,14 +52,16 @@ class TimeStepper:
         self,
         model: Model,
         operators: BlockOperators,
-        scheme: str,
+        scheme: str | Scheme,
         dt: float,
         solver: SolverSettings,
         overrides: dict | None = None,
     ):
         self.model = model
         self.layout: BlockLayout = operators.layout
-        self.scheme = scheme
+        self.scheme = scheme = Scheme(scheme)
+        if not scheme.linear:
+            raise ValueError(f"TimeStepper runs the linear schemes, not {str(scheme)!r}")
         self.dt = dt
         self._solver_settings = solver
         self._overrides = overrides
@@ -63,7 +69,8 @@ class TimeStepper:
         coeffs = SCHEME_COEFFICIENTS[scheme]
         # Products with I⊗M and A are matrix-free: no assembled copy of the coupling.
         self.mass_matrix = operators.shell(1.0, 0.0)
-        self.operator_matrix = operators.shell(0.0, 1.0) if scheme == "crank-nicolson" else None
+        self.operator_matrix = (operators.shell(0.0, 1.0) if scheme is Scheme.CRANK_NICOLSON
+                                else None)
         self.solver = BlockSolver(operators, coeffs.mass, coeffs.operator * dt, solver,
                                   overrides, name=f"{scheme} step")
         self._startup = None  # implicit-Euler solver for BDF2's first step, built lazily
@@ -76,6 +83,7 @@ class TimeStepper:
         # started from (one dt back), else from ρ^n.
         self._last, self._spare, self._last_time = None, None, None
         self.steps_taken = 0
+        self.linear_iterations = 0
 
     def _assemble_sources(self, t: float, out: PETSc.Vec) -> None:
         for g in range(self.model.graph.n):
@@ -88,14 +96,15 @@ class TimeStepper:
         if has_source:
             self._assemble_sources(t + dt, self._source_new)
         solver = self.solver
-        if self.scheme == "implicit-euler" or (self.scheme == "bdf2" and self._previous is None):
+        scheme = self.scheme
+        if scheme is Scheme.IMPLICIT_EULER or (scheme.multistep and self._previous is None):
             self.mass_matrix.mult(x, rhs)
             if has_source:
                 rhs.axpy(dt, self._source_new)
-            if self.scheme == "bdf2":
+            if scheme.multistep:
                 self._previous = x.copy()
                 solver = self._startup_solver()
-        elif self.scheme == "crank-nicolson":
+        elif scheme is Scheme.CRANK_NICOLSON:
             self.mass_matrix.mult(x, rhs)
             self.operator_matrix.mult(x, self._work)
             rhs.axpy(-0.5 * dt, self._work)
@@ -113,7 +122,42 @@ class TimeStepper:
             self._predict(x, t)
         iterations = solver.solve(rhs, x)
         self.steps_taken += 1
+        self.linear_iterations += iterations
         return iterations
+
+    def with_dt(self, dt: float) -> TimeStepper:
+        return TimeStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
+                           self._overrides)
+
+    def history(self) -> History:
+        if self._previous is None:
+            return History(self.dt)
+        return History(self.dt, {"previous": self._previous.array_r.copy()})
+
+    def restore(self, x: PETSc.Vec, history: History) -> None:
+        previous = history.vectors.get("previous")
+        if previous is None or not self.scheme.multistep or not math.isclose(
+                history.dt, self.dt, rel_tol=1e-12):
+            # ρ^{n-1} of another step size is no BDF2 history: restart with implicit Euler.
+            if self._previous is not None:
+                self._previous.destroy()
+            self._previous = None
+            return
+        if self._previous is None:
+            self._previous = x.duplicate()
+        self._previous.array[:] = previous
+
+    def history_after(self, start: PETSc.Vec, substeps: History) -> History:
+        if not self.scheme.multistep:
+            return History(self.dt)
+        return History(self.dt, {"previous": start.array_r.copy()})
+
+    def solver_stats(self) -> dict[str, int]:
+        return {"steps": self.steps_taken, "linear_iterations": self.linear_iterations}
+
+    @property
+    def solver_options(self) -> dict:
+        return {**self.solver.options, **(self._overrides or {})}
 
     def _predict(self, x: PETSc.Vec, t: float) -> None:
         """Replace ``x`` = ρ^n by ``2ρ^n − ρ^{n−1}`` if ρ^{n−1} (kept from the previous call)

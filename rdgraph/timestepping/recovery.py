@@ -1,10 +1,12 @@
-"""Failed time steps: detect them collectively and retry with a halved ``dt``.
+"""Failed time steps: detect them collectively and retry with a halved ``dt``, for every scheme.
 
-A step fails when its linear solve diverges (:class:`~rdgraph.errors.SolverError`, whose
-converged reason is the same on every rank) or when the new state holds a NaN or inf (checked
-with a global norm, so every rank sees the same answer). The step is then repeated from the
-saved state as 2, 4, ... substeps of ``dt / 2``, ``dt / 4``, ..., up to ``max_retries``
-halvings; the substep steppers are built only when first needed and kept for later steps.
+A step fails when its solve diverges (:class:`~rdgraph.errors.SolverError`, whose converged
+reason is the same on every rank) or when the new state holds a NaN or inf (checked with a
+global norm, so every rank sees the same answer). The step is then repeated from the saved
+state and history as 2, 4, ... substeps of ``dt / 2``, ``dt / 4``, ..., up to ``max_retries``
+halvings. The substep steppers come from :meth:`Stepper.with_dt`, are built only when first
+needed and are kept for later steps; only the :class:`~rdgraph.timestepping.base.Stepper`
+interface is used (``history``, ``restore``, ``history_after``, ``with_dt``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 from rdgraph.compat import PETSc
 from rdgraph.errors import SolverError
-from rdgraph.timestepping.linear import TimeStepper
+from rdgraph.timestepping.base import Stepper
 
 __all__ = ["RobustStepper"]
 
@@ -23,30 +25,34 @@ def _finite(x: PETSc.Vec) -> bool:
     return math.isfinite(x.norm(PETSc.NormType.NORM_1))
 
 
+def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {key: value - before.get(key, 0) for key, value in after.items()}
+
+
 class RobustStepper:
-    """A :class:`TimeStepper` whose failed steps are retried with halved time steps.
+    """A :class:`Stepper` whose failed steps are retried with halved time steps.
 
     Args:
-        stepper: The stepper of the run (``dt``, scheme and solver options are taken from it).
+        stepper: The stepper of the run.
         max_retries: How many times a failed step may be halved (0: fail at once).
+
+    Attributes:
+        retries: Steps that needed halving, over the run.
+        last_step_stats: The :meth:`Stepper.solver_stats` counts of the last accepted step
+            alone (of the substeps when it was retried).
     """
 
-    def __init__(self, stepper: TimeStepper, max_retries: int = 3):
+    def __init__(self, stepper: Stepper, max_retries: int = 3):
         self.stepper = stepper
         self.max_retries = max_retries
-        self._substeppers: dict[int, TimeStepper] = {}
-        self._saved = None
-        self._saved_previous = None
-        self.retries = 0  # steps that needed halving, over the run
+        self._substeppers: dict[int, Stepper] = {}
+        self._saved: PETSc.Vec | None = None
+        self.retries = 0
+        self.last_step_stats: dict[str, int] = {}
 
-    def _substepper(self, level: int) -> TimeStepper:
+    def _substepper(self, level: int) -> Stepper:
         if level not in self._substeppers:
-            s = self.stepper
-            # type(s): the JKO stepper has the same constructor and retries the same way.
-            self._substeppers[level] = type(s)(
-                s.model, s._operators, s.scheme, s.dt / 2**level, s._solver_settings,
-                s._overrides,
-            )
+            self._substeppers[level] = self.stepper.with_dt(self.stepper.dt / 2**level)
         return self._substeppers[level]
 
     def _try(self, step, x: PETSc.Vec, t: float) -> tuple[int | None, str]:
@@ -59,7 +65,7 @@ class RobustStepper:
         return iterations, ""
 
     def step(self, x: PETSc.Vec, t: float, index: int) -> int:
-        """Advance ``x`` from ``t`` by ``dt``; return the Krylov iterations of all solves.
+        """Advance ``x`` from ``t`` by ``dt``; return the iterations of the accepted solves.
 
         Args:
             x: ρ^n, replaced by ρ^{n+1}.
@@ -74,55 +80,48 @@ class RobustStepper:
         if self._saved is None:
             self._saved = x.duplicate()
         x.copy(self._saved)
-        previous = main._previous
-        if previous is not None:
-            if self._saved_previous is None:
-                self._saved_previous = previous.duplicate()
-            previous.copy(self._saved_previous)
+        before = main.history()
+        counts = main.solver_stats()
         iterations, reason = self._try(main.step, x, t)
         if iterations is not None:
+            self.last_step_stats = _difference(main.solver_stats(), counts)
             return iterations
         for level in range(1, self.max_retries + 1):
-            self._restore(x, previous)
+            self._saved.copy(x)
             sub = self._substepper(level)
-            if sub._previous is not None:  # multistep schemes restart from ρ^n alone
-                sub._previous.destroy()
-                sub._previous = None
-            dt, total = sub.dt, 0
+            sub.restore(x, before)  # a multistep scheme restarts from ρ^n alone
+            counts = sub.solver_stats()
+            total = 0
             for k in range(2**level):
-                its, why = self._try(sub.step, x, t + k * dt)
+                its, why = self._try(sub.step, x, t + k * sub.dt)
                 if its is None:
                     reason = f"{why} (with dt / {2**level})"
                     break
                 total += its
             else:
                 self.retries += 1
-                if main.scheme == "bdf2":
-                    # The next full BDF2 step needs ρ^n, one full dt back.
-                    if main._previous is None:
-                        main._previous = self._saved.copy()
-                    else:
-                        self._saved.copy(main._previous)
-                main.steps_taken += 1
+                self.last_step_stats = _difference(sub.solver_stats(), counts)
+                main.restore(x, main.history_after(self._saved, sub.history()))
                 return total
-        self._restore(x, previous)
+        self._saved.copy(x)
+        main.restore(x, before)
         raise SolverError(
             f"step {index} (t = {t:.6g} -> {t + main.dt:.6g}) failed after "
             f"{self.max_retries} halvings of dt = {main.dt:g}: {reason}"
         )
 
-    def _restore(self, x: PETSc.Vec, previous: PETSc.Vec | None) -> None:
-        self._saved.copy(x)
-        if previous is not None:
-            self._saved_previous.copy(previous)
-        current = self.stepper._previous
-        if current is not None and current is not previous:
-            current.destroy()  # made by a failed BDF2 start step
-        self.stepper._previous = previous
+    def solver_stats(self) -> dict[str, int]:
+        """The counts of the stepper and of its substep steppers, summed."""
+        total = dict(self.stepper.solver_stats())
+        for sub in self._substeppers.values():
+            for key, value in sub.solver_stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def destroy(self) -> None:
         for sub in self._substeppers.values():
             sub.destroy()
-        for v in (self._saved, self._saved_previous):
-            if v is not None:
-                v.destroy()
+        self._substeppers.clear()
+        if self._saved is not None:
+            self._saved.destroy()
+            self._saved = None

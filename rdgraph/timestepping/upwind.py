@@ -33,10 +33,11 @@ import numpy as np
 import ufl
 
 from rdgraph.compat import PETSc, dolfinx
-from rdgraph.problem.config import SolverSettings
 from rdgraph.discretization.model import Model
-from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
 from rdgraph.discretization.operators import BlockOperators
+from rdgraph.problem.config import Scheme, SolverSettings
+from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
+from rdgraph.timestepping.base import Stepper
 
 __all__ = ["UpwindStepper", "upwind_flux"]
 
@@ -55,10 +56,10 @@ def upwind_flux(weight: float, phi_g: np.ndarray, phi_h: np.ndarray,
     return weight * z * upwind, d_z, -d_z, weight * z * side, weight * z * (1.0 - side)
 
 
-class UpwindStepper:
+class UpwindStepper(Stepper):
     """Implicit Euler for the upwind coupling, Newton (PETSc SNES) on the potentials Φ.
 
-    Has the interface of :class:`rdgraph.timestepping.linear.TimeStepper`, so retries with halved
+    A one-step :class:`~rdgraph.timestepping.base.Stepper` (no history), so retries with halved
     steps, checkpoints and diagnostics apply unchanged.
 
     Args:
@@ -73,19 +74,19 @@ class UpwindStepper:
         InputError: An initial density that is not positive at every node.
     """
 
-    def __init__(self, model: Model, operators: BlockOperators, scheme: str, dt: float,
+    def __init__(self, model: Model, operators: BlockOperators, scheme: str | Scheme, dt: float,
                  solver: SolverSettings, overrides: dict | None = None):
-        if scheme != "implicit-euler":
+        if scheme != Scheme.IMPLICIT_EULER:
             raise ValueError(f"UpwindStepper runs implicit Euler, not {scheme!r}")
         self.model = model
         self.layout = layout = operators.layout
-        self.scheme = scheme
+        self.scheme = Scheme(scheme)
         self.dt = dt
         self._operators = operators
         self._solver_settings = solver
         self._overrides = overrides
-        self._previous = None
         self.steps_taken = 0
+        self.newton_iterations = self.linear_iterations = 0  # over all steps
         self.beta = model.settings.beta
         graph = model.graph
         self._n = n = layout.size_local
@@ -175,17 +176,31 @@ class UpwindStepper:
         with np.errstate(divide="ignore"):
             potential.array[:] = self.beta * np.log(x.array_r) + self._potential
         try:
-            newton, _ = self.solver.solve(potential, scale=self._mass_scale())
+            newton, krylov = self.solver.solve(potential, scale=self._mass_scale())
             x.array[:] = self._density(potential.array_r)
         finally:
             potential.destroy()
         self.steps_taken += 1
+        self.newton_iterations += newton
+        self.linear_iterations += krylov
         return newton
 
     def _mass_scale(self) -> float:
         """``‖M ρ^n‖``: the residual's part that does not depend on Φ (collective)."""
         local = float(np.sum((self._lumped_mass * self._rho_old.array_r) ** 2))
         return float(np.sqrt(self.layout.comm.allreduce(local)))
+
+    def with_dt(self, dt: float) -> UpwindStepper:
+        return UpwindStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
+                          self._overrides)
+
+    def solver_stats(self) -> dict[str, int]:
+        return {"steps": self.steps_taken, "nonlinear_iterations": self.newton_iterations,
+                "linear_iterations": self.linear_iterations}
+
+    @property
+    def solver_options(self) -> dict:
+        return {**self.solver.options, **(self._overrides or {})}
 
     def destroy(self) -> None:
         self.solver.destroy()
