@@ -17,6 +17,17 @@ import os as _os
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     _os.environ.setdefault(_name, "1")
 
+import sys as _sys  # noqa: E402
+
+# The command line (``rdgraph ...``, ``python -m rdgraph ...``) answers SIGTERM/SIGINT with
+# status 143/130 from its first moment: its handlers go in before the imports below (seconds).
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "rdgraph" or (
+    getattr(_sys, "orig_argv", [])[1:3] == ["-m", "rdgraph"]
+):
+    from rdgraph.cli import _install_setup_signal_handlers
+
+    _install_setup_signal_handlers()
+
 __version__ = "0.1.0"
 
 from rdgraph.problem.config import Settings, load_settings, settings_from_dict  # noqa: E402
