@@ -396,6 +396,23 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
     progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet)
     step_start = None
+    fields_failed = False
+
+    def write_fields(t: float) -> None:
+        nonlocal fields_failed
+        code = 0
+        try:
+            fields.write(t)
+        except RuntimeError as e:
+            code = _os_failure_in(e)
+            if code is None:
+                raise
+        # ADIOS2 reports a full disk as a RuntimeError, on the ranks that write only.
+        code = comm.allreduce(code, op=MPI.MAX)
+        if code:
+            fields_failed = True
+            failure = OSError(code, os.strerror(code), str(out / fields_name))
+            raise _environment_failure(failure, "write", out, saver.last or last_good)
 
     def observe(d: Diagnostics) -> None:
         nonlocal step_start, last_good
@@ -407,7 +424,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
             raise _environment_failure(failed, "write", out, saver.last or last_good)
         last = d.step == sim.num_steps
         if fields and (d.step % fields_every == 0 or last):
-            fields.write(d.t)
+            write_fields(d.t)
         if d.step > start_step:
             saver.after_step(d.step)
             signum = signals.received()
@@ -448,18 +465,13 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         # A checkpoint that could not be written (decided on every rank), or an error of
         # this rank alone (then the command line ends every rank).
         raise _environment_failure(e, "write", out, saver.last or last_good) from None
-    except RuntimeError as e:
-        failure = _os_failure_in(e)
-        if failure is None:
-            raise
-        # ADIOS2 reports a full disk as a RuntimeError with the OS's words.
-        raise _environment_failure(OSError(failure, os.strerror(failure)),
-                                   f"write {out / fields_name}:", out,
-                                   saver.last or last_good) from None
     finally:
         progress.close()
         csv.close()
-        if fields and collective:
+        if fields_failed:
+            # Its close would throw again, or wait for a rank that already failed.
+            fields.abandon()
+        elif fields and collective:
             failing = sys.exc_info()[0] is not None
             try:
                 fields.close()

@@ -253,7 +253,14 @@ def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
 
 
 def entry_point() -> None:  # pragma: no cover - console script
-    sys.exit(main())
+    status = main()
+    if status == EXIT_ENVIRONMENT:
+        # A writer that failed on a full disk (ADIOS2) throws again from its destructor at
+        # interpreter exit: end here, the message printed and every file closed or renamed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,4 +179,17 @@ class FieldWriter:
         self._writer.write(t)
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        except RuntimeError:
+            # ADIOS2 could not flush (a full disk): its destructor would try again and throw,
+            # which ends the process with std::terminate. Keep it until the process ends.
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Keep a writer that failed (a full disk) unclosed until the process ends."""
+        _UNCLOSABLE.append(self._writer)
+
+
+_UNCLOSABLE: list = []

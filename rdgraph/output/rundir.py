@@ -287,6 +287,10 @@ def open_run_directory(
             what = "--resume directory" if resume else "output directory"
             error = f"{what} {str(target)!r} cannot be {'locked' if resume else 'created'}: {e}"
             kind = "environment" if is_environment_error(e) else "input"
+            found = sorted(target.glob("checkpoint-*.npz")) if resume else []
+            if found and kind == "environment":
+                error += (f"; nothing was changed, and the last checkpoint is {found[-1]}: "
+                          "resume once the directory is writable")
     result, error, kind = comm.bcast((result, error, kind), root=0)
     if error is not None:
         raise {"in-use": RunDirectoryInUse, "input": InputError,
