@@ -323,3 +323,24 @@ def test_a_size_that_cannot_fit_is_refused_before_it_is_allocated(shared_tmp, ca
     if COMM.rank == 0:
         assert "the problem needs at least" in err and "physical memory" in err, err
     assert not out.exists()
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused(shared_tmp, capsys):
+    config(shared_tmp)
+    sweep = put(shared_tmp / "s.toml", 'base = "c.toml"\n[parameters]\n"graph.weight" = [1.0]\n')
+    out = shared_tmp / "sweep"
+    if COMM.rank == 0:
+        out.mkdir()
+    COMM.Barrier()
+    holder = rundir.lock_directory(out) if COMM.rank == 0 else None
+    COMM.Barrier()
+    try:
+        assert main(["sweep", sweep, "--out", str(out), "--quiet"]) == 2
+        if COMM.rank == 0:
+            assert f"sweep folder {str(out)!r} is in use" in capsys.readouterr().err
+    finally:
+        if holder is not None:
+            holder.release()
+    assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK]
+    assert main(["sweep", sweep, "--out", str(out), "--quiet"]) == 0
+    assert (out / "weight=1" / rundir.MARKER).is_file()
