@@ -62,7 +62,8 @@ _HELD: list = []  # run directories locked by prepare_run_directory, for the pro
 def prepare_run_directory(
     path: str | Path, comm: MPI.Comm, *, overwrite: bool = False, explicit: bool = True
 ) -> Path:
-    """Create (or safely replace) a run directory and lock it for the rest of the process.
+    """Create (or safely replace) a run directory and lock it for the rest of the process
+    (or until this process prepares the same directory again).
 
     See :func:`rdgraph.output.rundir.open_run_directory` for the rules; :func:`rdgraph.run`
     uses that directly, to release the lock when the run ends.
@@ -79,6 +80,11 @@ def prepare_run_directory(
             is in use by another process, or its name is invalid. Raised on every rank.
         EnvironmentFailure: The file system refused to create it.
     """
+    # A directory this process locked before (an earlier run of the same script) is free
+    # for this one: only other processes are kept out.
+    for held in [d for d in _HELD if d.path.resolve() == Path(path).resolve()]:
+        held.release()
+        _HELD.remove(held)
     directory = open_run_directory(path, comm, overwrite=overwrite, explicit=explicit)
     _HELD.append(directory)
     return directory.path
