@@ -11,7 +11,20 @@ except ImportError:  # pragma: no cover
     pass
 
 from mpi4py import MPI  # noqa: E402
+import signal as _signal  # noqa: E402
+import threading as _threading  # noqa: E402
+
+# PETSc installs a handler that turns SIGTERM into MPI_Abort(59). rdgraph's command line
+# handles SIGTERM/SIGINT itself (a checkpoint in the time loop, then status 128 + signal), so
+# the handler SIGTERM had before PETSc (the command line's, or the OS's default) is put back.
+# PETSc keeps its handlers of SIGSEGV, SIGFPE, ...
+_MAIN = _threading.current_thread() is _threading.main_thread()
+_SIGTERM = _signal.getsignal(_signal.SIGTERM) if _MAIN else None
+
 from petsc4py import PETSc  # noqa: E402
+
+if _MAIN:
+    _signal.signal(_signal.SIGTERM, _SIGTERM if _SIGTERM is not None else _signal.SIG_DFL)
 
 import dolfinx  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402,F401

@@ -1,10 +1,27 @@
 """Exception types that map onto rdgraph's exit statuses."""
 
-__all__ = ["InputError", "Interrupted", "SolverError", "on_root"]
+__all__ = [
+    "EnvironmentFailure",
+    "InputError",
+    "Interrupted",
+    "RunDirectoryInUse",
+    "SolverError",
+    "on_root",
+]
 
 
 class InputError(ValueError):
     """Invalid user input: a config, mesh file, graph or expression (exit status 2)."""
+
+
+class RunDirectoryInUse(InputError):
+    """The run directory is locked by another rdgraph process (exit status 2)."""
+
+
+class EnvironmentFailure(RuntimeError):
+    """The machine refused: disk full, read-only directory, permission denied, out of memory
+    (exit status 5). The message names the file and the OS error, and the last good
+    checkpoint when there is one."""
 
 
 class SolverError(RuntimeError):
@@ -22,20 +39,24 @@ class Interrupted(RuntimeError):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
+        # What was saved, without the advice on how to continue (a sweep gives its own).
+        self.detail = message
 
 
 def on_root(comm, fn, *args):
-    """Run ``fn`` on rank 0 and give every rank its value, or raise its InputError everywhere.
+    """Run ``fn`` on rank 0 and give every rank its value, or raise its error everywhere.
 
-    For work that must happen once (reading a file) while failing identically on all ranks.
+    For work that must happen once (reading a file) while failing identically on all ranks:
+    an :class:`InputError` (or subclass) or :class:`EnvironmentFailure` of rank 0 is raised
+    on every rank with the same type and message.
     """
     result, error = None, None
     if comm.rank == 0:
         try:
             result = fn(*args)
-        except InputError as e:
-            error = str(e)
+        except (InputError, EnvironmentFailure) as e:
+            error = (type(e), str(e))
     result, error = comm.bcast((result, error), root=0)
     if error is not None:
-        raise InputError(error)
+        raise error[0](error[1])
     return result

@@ -7,6 +7,8 @@ run directory and its files (the command-line contract).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,21 +22,22 @@ from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.meshes import build_mesh
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
-from rdgraph.errors import Interrupted, SolverError
+from rdgraph.errors import EnvironmentFailure, Interrupted, SolverError
 from rdgraph.output import checkpoint
 from rdgraph.output.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
 from rdgraph.output.io import (
     DiagnosticsCSV,
     FieldWriter,
     gather_nodal_values,
-    prepare_run_directory,
     save_npz,
     write_config,
     write_json,
 )
 from rdgraph.output.plots import plot_run
 from rdgraph.output.progress import Progress
+from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import Settings
+from rdgraph.problem.size import check_memory
 from rdgraph.problem.validation import MESH_GDIM, check_expressions, graph_from_settings
 from rdgraph.timestepping.factory import make_stepper
 
@@ -60,6 +63,8 @@ class Simulation:
         start = time.perf_counter()
         self.settings = settings
         self.comm = comm
+        # Before the graph and the mesh are built: a size that cannot fit is refused at once.
+        check_memory(settings, comm)
         self.graph = graph_from_settings(settings)
         if settings.mesh.shape in MESH_GDIM:
             # Catch expression errors before the first collective operation.
@@ -78,12 +83,13 @@ class Simulation:
             self.functions.append(u)
         self.state = self.layout.create_vector()
         self.layout.from_functions(self.functions, self.state)
+        self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
+        self.model.check_initial_mass(self.recorder.vertex_masses(self.functions))
         # The scheme's stepper, and the retry loop (halved steps) that every step goes through.
         self.stepper, self.guard = make_stepper(self.model, self.operators, settings,
                                                 solver_overrides)
         self.solver_options = self.stepper.solver_options
         self.extra_columns = list(self.stepper.extra_columns)
-        self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
         self.step_index = 0
         self.t = 0.0
         self.num_steps = settings.num_steps
@@ -117,17 +123,35 @@ class Simulation:
         return iterations
 
     def run(
-        self, observer: Callable[[Diagnostics], None] | None = None
+        self,
+        observer: Callable[[Diagnostics], None] | None = None,
+        *,
+        keep_history: bool = True,
     ) -> list[Diagnostics]:
-        """Step to ``t_end``, calling ``observer`` with the diagnostics of every step from 0."""
-        history = [self.diagnostics()]
+        """Step to ``t_end``, calling ``observer`` with the diagnostics of every step from 0.
+
+        Args:
+            observer: Called with the diagnostics of every step, the current one first.
+            keep_history: Return the diagnostics of every step. If false, only the first and
+                the last are kept, and memory stays flat however many steps are taken
+                (stream the others through ``observer``).
+
+        Returns:
+            The diagnostics of every step, or of the first and the last.
+        """
+        first = current = self.diagnostics()
+        history = [first]
         if observer:
-            observer(history[-1])
+            observer(first)
         while self.step_index < self.num_steps:
             iterations = self.advance()
-            history.append(self.diagnostics(iterations))
+            current = self.diagnostics(iterations)
+            if keep_history:
+                history.append(current)
             if observer:
-                observer(history[-1])
+                observer(current)
+        if not keep_history and current is not first:
+            history.append(current)
         return history
 
     def minimum_potentials(self) -> np.ndarray:
@@ -148,7 +172,11 @@ class Simulation:
 
 @dataclass
 class RunResult:
-    """What :func:`run` produced."""
+    """What :func:`run` produced.
+
+    ``history`` holds the diagnostics of every step with ``run(..., keep_history=True)``, and
+    of the first and the last step otherwise (every row is in ``diagnostics.csv``).
+    """
 
     out_dir: Path
     history: list[Diagnostics]
@@ -164,10 +192,13 @@ def _print(comm: MPI.Comm, *args) -> None:
         print(*args, flush=True)
 
 
-def _report(sim: Simulation, history: list[Diagnostics], summary: dict) -> None:
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole else float("nan")
+
+
+def _report(sim: Simulation, first: Diagnostics, last: Diagnostics, summary: dict) -> None:
     """The end-of-run table: where the mass went, the energy decrease, the cost."""
     comm = sim.comm
-    first, last = history[0], history[-1]
     depth = sim.minimum_potentials()
     gibbs = last.mass * sim.model.gibbs_fractions
     if comm.rank != 0:
@@ -177,23 +208,54 @@ def _report(sim: Simulation, history: list[Diagnostics], summary: dict) -> None:
     for g in range(sim.graph.n):
         lines.append(
             f"{g:>6d} {depth[g]:>10.4g} {first.vertex_masses[g]:>11.5g} "
-            f"{last.vertex_masses[g]:>11.5g} {last.vertex_masses[g] / last.mass:>9.2%} "
+            f"{last.vertex_masses[g]:>11.5g} {_share(last.vertex_masses[g], last.mass):>9.2%} "
             f"{gibbs[g]:>11.5g}"
         )
     winner = int(np.argmax(last.vertex_masses))
     lines += [
         "",
-        f"winner: vertex {winner} holds {last.vertex_masses[winner] / last.mass:.1%} of the mass "
+        f"winner: vertex {winner} holds {_share(last.vertex_masses[winner], last.mass):.1%} "
+        "of the mass "
         f"at t = {last.t:.6g}",
         f"free energy: F(0) = {first.free_energy:.6g}, F(T) = {last.free_energy:.6g}, "
         f"decrease {first.free_energy - last.free_energy:.6g}",
         f"relative entropy: {first.rel_entropy:.6g} -> {last.rel_entropy:.6g}",
-        f"mass drift: {abs(last.mass - first.mass) / abs(first.mass):.3g} (relative)",
-        f"time per step: {summary['time_per_step']:.4g} s over {len(history) - 1} steps "
+        f"mass drift: {_share(abs(last.mass - first.mass), abs(first.mass)):.3g} (relative)",
+        f"time per step: {summary['time_per_step']:.4g} s over {last.step - first.step} steps "
         f"(set-up {summary['setup_time']:.3g} s, {summary['ranks']} ranks, "
         f"{summary['dofs_total']} unknowns)",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _environment_failure(error: BaseException, what: str, out: Path | None,
+                         last: str | Path | None) -> EnvironmentFailure:
+    """One message for an OS or memory failure: the file, the OS error, the last checkpoint."""
+    if isinstance(error, MemoryError):
+        text = f"out of memory while {what}"
+    else:
+        name = getattr(error, "filename", None)
+        reason = getattr(error, "strerror", None) or str(error)
+        text = f"cannot {what}" + (f" {name}" if name else "") + f": {reason}"
+        if getattr(error, "errno", None):
+            text += f" [Errno {error.errno}]"
+    if last is not None:
+        text += (f"; the last good checkpoint is {last}: once the cause is fixed, continue "
+                 f"with rdgraph run --resume {out}")
+    elif out is not None:
+        text += "; no checkpoint was written yet: run again once the cause is fixed"
+    return EnvironmentFailure(text)
+
+
+def _on_root(comm: MPI.Comm, fn: Callable[[], None]) -> BaseException | None:
+    """Run ``fn`` on rank 0; its OS or memory error is returned on every rank."""
+    error = None
+    if comm.rank == 0:
+        try:
+            fn()
+        except (OSError, MemoryError) as e:
+            error = e
+    return comm.bcast(error, root=0)
 
 
 def run(
@@ -206,64 +268,131 @@ def run(
     config_name: str = "default",
     quiet: bool = False,
     resume: str | Path | None = None,
+    keep_history: bool = False,
 ) -> RunResult:
     """Run one simulation and write its run directory.
+
+    The run directory is locked for the whole run (a second process is refused), and
+    ``overwrite`` replaces only a directory rdgraph created (see :mod:`rdgraph.output.rundir`).
 
     Args:
         settings: Validated settings.
         out_dir: The run directory; default ``output.dir``, else ``results/<config_name>``
             (then a fresh ``-2``, ``-3`` ... suffix instead of touching an existing one).
-        overwrite: Replace an existing non-empty run directory.
+        overwrite: Replace an existing non-empty run directory that rdgraph created.
         comm: The communicator.
         solver_overrides: PETSc options that override the config's (no prefix).
         config_name: Name for the default run directory.
-        quiet: Print nothing but errors.
-        resume: A run directory to continue from its newest checkpoint (``out_dir`` and
-            ``overwrite`` are then ignored); its CSV is cut back to the checkpoint's step.
+        quiet: Print nothing but errors and warnings.
+        resume: A run directory to continue from its newest valid checkpoint (``out_dir``
+            and ``overwrite`` are then ignored); its CSV is cut back to the checkpoint's step.
+        keep_history: Keep the diagnostics of every step in :attr:`RunResult.history`.
+            By default only the first and the last are kept, so memory does not grow with
+            the number of steps (every row is in ``diagnostics.csv``).
 
     Returns:
-        The run directory, the diagnostics of every step and the summary.
+        The run directory, the diagnostics (first and last, or every step) and the summary.
+
+    Raises:
+        InputError: Invalid input, a refused or busy run directory, no valid checkpoint.
+        SolverError: A step failed after every retry (a checkpoint of the last good state
+            is written first).
+        Interrupted: SIGTERM/SIGINT (a checkpoint is written first).
+        EnvironmentFailure: Disk full, read-only directory, permission denied, out of memory.
     """
     wall_start = time.perf_counter()
     sim = Simulation(settings, comm, solver_overrides)
     explicit = out_dir is not None or settings.output.dir is not None
     target = out_dir if out_dir is not None else settings.output.dir
     if resume is not None:
-        # Checked before the run directory is touched: a refused resume changes nothing.
-        state = checkpoint.load_checkpoint(Path(resume), settings, comm)
-        checkpoint.restore(sim, state)
-        out = Path(resume)
-        checkpoint.truncate_csv(out / "diagnostics.csv", sim.step_index, comm)
+        directory = open_run_directory(resume, comm, resume=True)
     else:
-        out = prepare_run_directory(
+        directory = open_run_directory(
             target if target is not None else Path("results") / config_name,
             comm, overwrite=overwrite, explicit=explicit,
         )
-    start_step = sim.step_index
+    try:
+        return _run_in(sim, directory.path, settings, wall_start, quiet=quiet,
+                       resume=resume is not None, keep_history=keep_history)
+    finally:
+        directory.release()
+
+
+def _warn(comm: MPI.Comm, message: str) -> None:
     if comm.rank == 0:
-        write_config(out / "config.toml", settings.to_dict())
+        print(f"rdgraph: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *,
+            quiet: bool, resume: bool, keep_history: bool) -> RunResult:
+    """The life of a run inside its locked run directory."""
+    comm = sim.comm
+    header = csv_header(sim.graph.n) + sim.extra_columns
+    last_good = None  # the newest checkpoint known to be complete
+    csv_backup = None
+    if resume:
+        # Checked before anything in the directory changes: a refused resume changes nothing.
+        state = checkpoint.load_checkpoint(out, settings, comm,
+                                           shape=(sim.graph.n, sim.num_dofs))
+        for reason in state["rejected"]:
+            _warn(comm, f"{reason}: passed over")
+        if state["rejected"]:
+            _warn(comm, f"resuming from the older checkpoint {state['path']} "
+                        f"(step {int(state['step'])})")
+        checkpoint.restore(sim, state)
+        last_good = state["path"]
+        try:
+            messages, csv_backup = checkpoint.truncate_csv(
+                out / "diagnostics.csv", sim.step_index, comm, header)
+        except (OSError, MemoryError) as e:
+            raise _environment_failure(e, "rewrite", out, last_good) from None
+        for message in messages:
+            _warn(comm, message)
+    start_step = sim.step_index
+    error = _on_root(comm, lambda: write_config(out / "config.toml", settings.to_dict()))
+    if error is not None:
+        raise _environment_failure(error, "write", out, last_good)
     if not quiet:
         _print(comm, f"rdgraph: {sim.graph.n} vertices x {sim.num_dofs} dofs "
                      f"({settings.model.coupling}, {settings.time.scheme}, dt = "
                      f"{settings.time.dt:g}, {sim.num_steps} steps) -> {out}")
-    header = csv_header(sim.graph.n) + sim.extra_columns
-    csv = DiagnosticsCSV(out / "diagnostics.csv", header, comm,
-                         append=resume is not None)
+    csv = DiagnosticsCSV(out / "diagnostics.csv", header, comm, append=resume)
     fields_every = settings.output.fields_every
     # VTX cannot append: a resumed run writes its fields to a new file.
-    fields_name = f"fields-from-{start_step}.bp" if resume is not None else "fields.bp"
+    fields_name = f"fields-from-{start_step}.bp" if resume else "fields.bp"
     fields = FieldWriter(out / fields_name, sim.functions, comm) if fields_every else None
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
     progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet)
     step_start = None
+    fields_failed = False
+
+    def write_fields(t: float) -> None:
+        nonlocal fields_failed
+        code = 0
+        try:
+            fields.write(t)
+        except RuntimeError as e:
+            code = _os_failure_in(e)
+            if code is None:
+                raise
+        # ADIOS2 reports a full disk as a RuntimeError, on the ranks that write only.
+        code = comm.allreduce(code, op=MPI.MAX)
+        if code:
+            fields_failed = True
+            failure = OSError(code, os.strerror(code), str(out / fields_name))
+            raise _environment_failure(failure, "write", out, saver.last or last_good)
 
     def observe(d: Diagnostics) -> None:
-        nonlocal step_start
-        if resume is None or d.step > start_step:  # the checkpoint's row is in the CSV
+        nonlocal step_start, last_good
+        if not resume or d.step > start_step:  # the checkpoint's row is in the CSV
             csv.write(d.row())
+        # Rank 0 alone writes the CSV: its error (a full disk) ends every rank alike.
+        failed = csv.check()
+        if failed is not None:
+            raise _environment_failure(failed, "write", out, saver.last or last_good)
         last = d.step == sim.num_steps
         if fields and (d.step % fields_every == 0 or last):
-            fields.write(d.t)
+            write_fields(d.t)
         if d.step > start_step:
             saver.after_step(d.step)
             signum = signals.received()
@@ -281,7 +410,7 @@ def run(
     collective = False
     try:
         with checkpoint.SignalWatch(comm) as signals:
-            history = sim.run(observe)
+            history = sim.run(observe, keep_history=keep_history)
         collective = True
         saver.write()
     except Interrupted:
@@ -290,18 +419,37 @@ def run(
     except SolverError as e:
         collective = True
         # The stepper left the last good state in place: save it for a resume.
-        path = saver.write()
+        try:
+            path = saver.write()
+        except (OSError, MemoryError) as failure:
+            raise _environment_failure(failure, "write a checkpoint into", out,
+                                       last_good) from None
         raise SolverError(f"{e}; last good state (step {sim.step_index}, t = {sim.t:.6g}) "
                           f"saved in {path}") from None
+    except EnvironmentFailure:
+        collective = True
+        raise
+    except (OSError, MemoryError) as e:
+        # A checkpoint that could not be written (decided on every rank), or an error of
+        # this rank alone (then the command line ends every rank).
+        raise _environment_failure(e, "write", out, saver.last or last_good) from None
     finally:
         progress.close()
         csv.close()
-        if fields and collective:
-            fields.close()
+        if fields_failed:
+            # Its close would throw again, or wait for a rank that already failed.
+            fields.abandon()
+        elif fields and collective:
+            failing = sys.exc_info()[0] is not None
+            try:
+                fields.close()
+            except RuntimeError:
+                if not failing:  # else the error being raised says more (a full disk)
+                    raise
     step_time = time.perf_counter() - step_start
+    last_good = saver.last
     x, rho = gather_nodal_values(sim.functions)
-    if settings.output.npz and comm.rank == 0:
-        save_npz(out / "final.npz", x=x, rho=rho, t=np.array(sim.t))
+    first, final = history[0], history[-1]
     summary = {
         "versions": versions(),
         "ranks": comm.size,
@@ -321,22 +469,44 @@ def run(
         "wall_time": time.perf_counter() - wall_start,
         "time_per_step": step_time / max(1, sim.step_index - start_step),
         "solver_options": {k: v for k, v in sim.solver_options.items()},
-        "final_vertex_masses": [float(m) for m in history[-1].vertex_masses],
+        "final_vertex_masses": [float(m) for m in final.vertex_masses],
         "gibbs_vertex_fractions": [float(f) for f in sim.model.gibbs_fractions],
-        "initial_mass": history[0].mass,
-        "final_mass": history[-1].mass,
-        "initial_free_energy": history[0].free_energy,
-        "final_free_energy": history[-1].free_energy,
+        "initial_mass": first.mass,
+        "final_mass": final.mass,
+        "initial_free_energy": first.free_energy,
+        "final_free_energy": final.free_energy,
     }
     if not quiet:
-        _report(sim, history, summary)
+        _report(sim, first, final, summary)
     summary["wall_time"] = time.perf_counter() - wall_start
-    if comm.rank == 0:
+
+    def write_final() -> None:
+        if settings.output.npz:
+            save_npz(out / "final.npz", x=x, rho=rho, t=np.array(sim.t))
         write_json(out / "summary.json", summary)
+        if csv.error is not None:
+            raise csv.error
+        if csv_backup is not None:
+            # The resumed run has rewritten every row the copy held beyond its checkpoint.
+            csv_backup.unlink(missing_ok=True)
+
+    error = _on_root(comm, write_final)
     sim.destroy()
+    if error is not None:
+        raise _environment_failure(error, "write", out, last_good)
     if settings.output.plots and comm.rank == 0:
         _write_plots(out, quiet)
     return RunResult(out_dir=out, history=history, summary=summary)
+
+
+# Words of OS errors as C++ libraries (ADIOS2) put them into their exception messages.
+_OS_WORDS = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+             errno.EACCES: "Permission denied", errno.EDQUOT: "Disk quota exceeded"}
+
+
+def _os_failure_in(error: RuntimeError) -> int | None:
+    text = str(error)
+    return next((code for code, words in _OS_WORDS.items() if words in text), None)
 
 
 def _write_plots(out: Path, quiet: bool) -> None:

@@ -358,7 +358,8 @@ def test_restart_resets_momentum_when_free_energy_rises(shared_tmp):
     for restart in (False, True):
         data = {**base, "time": {**base["time"], "restart": restart}}
         out = shared_tmp / f"restart-{restart}"
-        result = run(settings_from_dict(data), out_dir=out, comm=MPI.COMM_WORLD, quiet=True)
+        result = run(settings_from_dict(data), out_dir=out, comm=MPI.COMM_WORLD, quiet=True,
+                     keep_history=True)
         with open(out / "diagnostics.csv") as f:
             rows = list(csv.DictReader(f))
         assert list(rows[0])[-4:] == ["kinetic_energy", "hamiltonian", "restart",

@@ -229,6 +229,8 @@ def test_a_sweep_stopped_by_sigterm_resumes_where_it_stopped(tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
+    # The way to continue is the sweep itself, not a resume of the case alone.
+    assert "run the same rdgraph sweep command again" in err and "--resume" not in err, err
     assert not (out / "weight=1" / CASE_MARKER).exists()
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

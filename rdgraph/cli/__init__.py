@@ -1,9 +1,19 @@
 """The ``rdgraph`` command: a thin shell over the public API.
 
-Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure
-(4: ``rdgraph particles --compare`` ran but particles and FEM disagree),
-130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an
-unexpected exception on any rank aborts every rank.
+Exit status, the same on every rank:
+
+* 0 success;
+* 2 invalid input: config, ``--set``, mesh, graph, expression, a size whose memory estimate
+  exceeds the machines', a refused ``--out``/``--overwrite`` (not a run directory rdgraph
+  created, the current directory or an ancestor, home, ``/``, a mount point, a symlink), a run
+  directory in use by another process, a ``--resume`` directory without a valid checkpoint;
+* 3 a solver failure (a checkpoint of the last good state is written);
+* 4 ``rdgraph particles --compare`` ran, but particles and FEM disagree;
+* 5 the environment failed: disk full, read-only directory, permission denied, out of memory
+  (one message naming the file, the OS error and the last good checkpoint);
+* 130 / 143 stopped by SIGINT / SIGTERM (during the time loop after writing a checkpoint;
+  during set-up or the final output at once);
+* 1 anything else: a bug. Under MPI an unexpected exception on any rank aborts every rank.
 """
 
 from __future__ import annotations
@@ -12,13 +22,14 @@ import argparse
 import importlib
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOLVER, EXIT_ENVIRONMENT = 0, 1, 2, 3, 5
 
 # Subcommands besides ``run``: name -> (module, help). Each module provides
 # ``add_arguments(parser)`` and ``run_from_args(args) -> int``; the modules are imported
@@ -50,6 +61,32 @@ def _install_mpi_excepthook() -> None:
         sys.exit(EXIT_FAILURE)
 
     sys.excepthook = hook
+
+
+def _install_setup_signal_handlers() -> dict:
+    """SIGTERM/SIGINT outside the time loop end the process with 128 + signal at once.
+
+    During set-up (imports, mesh, assembly, factorization) and the final output there is
+    nothing new to save: the time loop installs its own handlers, which checkpoint first.
+    These replace PETSc's handler (which turns SIGTERM into an MPI abort with status 59) and
+    Python's KeyboardInterrupt. Every rank gets the signal from the scheduler and leaves by
+    itself; one that waits in a collective for a rank already gone is ended by ``mpiexec``.
+    """
+    import signal
+
+    def handler(signum, frame):
+        try:
+            rank = int(os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK")
+                       or 0)
+        except ValueError:
+            rank = 0
+        if rank == 0:
+            os.write(2, f"rdgraph: stopped by signal {signum} outside the time loop (set-up or "
+                        "final output): no new checkpoint was written; run the command again, "
+                        "or --resume the run directory if it holds a checkpoint\n".encode())
+        os._exit(128 + signum)
+
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _split_petsc_options(tokens: list[str], prefix: str) -> tuple[dict, dict, list[str]]:
@@ -130,6 +167,21 @@ def _run(args, solver_options: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rdgraph`` command; returns the exit status."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # signals are the main thread's
+    previous = _install_setup_signal_handlers()
+    try:
+        return _main(argv)
+    finally:
+        # main() may be called in a process that goes on (tests, scripts): give it back the
+        # handlers it had (Python's only; a C handler such as PETSc's reads as None).
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     from rdgraph.solvers.petsc import OPTIONS_PREFIX
@@ -140,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _install_mpi_excepthook()
     from rdgraph.compat import MPI, PETSc
-    from rdgraph.errors import InputError, Interrupted, SolverError
+    from rdgraph.errors import EnvironmentFailure, InputError, Interrupted, SolverError
+    from rdgraph.output.rundir import is_environment_error
+
+    if threading.current_thread() is threading.main_thread():
+        _install_setup_signal_handlers()  # again, in case importing PETSc installed its own
 
     database = PETSc.Options()
     for key, value in global_options.items():
@@ -163,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(consensus, EXIT_SOLVER, f"rdgraph: solver failure: {e}")
     except Interrupted as e:
         return _fail(consensus, 128 + e.signum, f"rdgraph: {e}")
+    except EnvironmentFailure as e:
+        return _fail(consensus, EXIT_ENVIRONMENT, f"rdgraph: environment failure: {e}")
+    except (OSError, MemoryError) as e:
+        # Not turned into an EnvironmentFailure where it happened (maybe on this rank only:
+        # then _fail aborts every rank with the status).
+        if not is_environment_error(e):
+            raise
+        what = "out of memory" if isinstance(e, MemoryError) else str(e)
+        return _fail(consensus, EXIT_ENVIRONMENT, f"rdgraph: environment failure: {what}")
 
 
 def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
@@ -189,7 +254,14 @@ def _fail(consensus, status: int, message: str, timeout: float = 20.0) -> int:
 
 
 def entry_point() -> None:  # pragma: no cover - console script
-    sys.exit(main())
+    status = main()
+    if status == EXIT_ENVIRONMENT:
+        # A writer that failed on a full disk (ADIOS2) throws again from its destructor at
+        # interpreter exit: end here, the message printed and every file closed or renamed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

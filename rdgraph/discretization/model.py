@@ -93,6 +93,7 @@ class Model:
         self._initial_nodal = self._nodal_all(self.initials, separate(self.initials, n))
         # NaN/inf expressions first: they would otherwise surface as overflowing rates.
         self.check_finite()
+        self.check_finite_at_points()
         self._check_rates()
         self._energy_setup()
 
@@ -213,6 +214,74 @@ class Model:
                     f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
                     f"for vertex g = {g}"
                 )
+
+    def check_finite_at_points(self, t_end: float | None = None) -> None:
+        """Refuse potentials, initial densities and sources that are NaN/inf at a node or at
+        a quadrature point (collective).
+
+        The nodes are taken at their coordinates rounded to 1e-12 of the domain's size: a
+        node meant to lie on a singularity (``log(x[0]**2)`` at ``x[0] = 0``) often sits
+        1e-17 away from it in floating point, where the value is finite but meaningless.
+        Sources are checked at ``t = 0`` (and at ``t_end`` when given).
+        """
+        nodes = self._dof_coordinates()
+        scale = max(float(np.abs(nodes).max(initial=0.0)), 1e-300)
+        rounded = np.round(nodes / scale, 12) * scale
+        _, quadrature, _ = self.quadrature_points()
+        items = [("potential", self.potentials, self.potential_separation, (0.0,)),
+                 ("initial", self.initials, None, (0.0,))]
+        if self.sources is not None:
+            items.append(("source", self.sources, None,
+                          (0.0,) if t_end is None else (0.0, float(t_end))))
+        local = np.array([self._finite_at((rounded, quadrature), exprs, separation, times)
+                          for _, exprs, separation, times in items], dtype=np.int32)
+        finite = np.empty_like(local)
+        self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)
+        for (what, exprs, _, _), ok in zip(items, finite, strict=True):
+            if not ok:
+                text = (f"'{exprs}'" if isinstance(exprs, Expression)
+                        else "[" + ", ".join(f"'{e}'" for e in exprs) + "]")
+                key = f"model.{what}" if isinstance(exprs, Expression) else f"model.{what}s"
+                raise InputError(f"{key} {text} is not finite (NaN or inf) at a node or a "
+                                 "quadrature point of the mesh")
+
+    def _finite_at(self, point_sets, exprs, separation: Separation | None,
+                   times: tuple[float, ...]) -> bool:
+        """Whether every vertex's expression is finite at every point (this rank)."""
+        for points in point_sets:
+            if separation is not None:
+                # c0(g) + Σ c_k(g) φ_k(x): finite where every φ_k with a coefficient is.
+                used = np.any(separation.coefficients != 0, axis=0)
+                if not (np.isfinite(separation.coefficients).all()
+                        and np.isfinite(separation.constants).all()):
+                    return False
+                for k, phi in enumerate(separation.basis):
+                    if used[k] and not np.isfinite(phi.evaluate(points)).all():
+                        return False
+                continue
+            shared = isinstance(exprs, Expression) and not exprs.depends_on("g")
+            for g in range(1 if shared else self.graph.n):
+                for t in times:
+                    if not np.isfinite(self._values(exprs, g, points, t)).all():
+                        return False
+        return True
+
+    def check_initial_mass(self, masses: np.ndarray) -> None:
+        """Refuse an initial density that is negative at a node or has no mass (collective).
+
+        Args:
+            masses: The initial mass of every vertex (the same on every rank).
+        """
+        local = min(float(np.min(values, initial=np.inf)) for values in self._initial_nodal)
+        lowest = self.mesh.comm.allreduce(local, op=MPI.MIN)
+        source = "model.initials" if self.settings.initials is not None else "model.initial"
+        if lowest < 0:
+            raise InputError(f"{source} is negative at a node (down to {lowest:.4g}): give a "
+                             "density >= 0 everywhere, with positive total mass")
+        total = float(np.sum(masses))
+        if not total > 0:
+            raise InputError(f"{source} has total mass {total:.4g}: the flow needs an initial "
+                             "density with positive mass")
 
     def check_positive_initial(self, what: str) -> None:
         """Refuse initial densities that are not > 0 at every node (collective).

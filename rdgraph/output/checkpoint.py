@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,12 @@ __all__ = [
     "Checkpointer",
     "SignalWatch",
     "fingerprint",
+    "checkpoints",
     "latest_checkpoint",
     "load_checkpoint",
     "restore",
     "truncate_csv",
+    "BACKUP_SUFFIX",
     "write_checkpoint",
 ]
 
@@ -105,56 +109,123 @@ def write_checkpoint(sim, directory: Path) -> Path:
         for name, value in history.values.items():
             arrays[name] = np.array(value)
         arrays["history"] = np.array([*history.vectors, *history.values], dtype=str)
-        save_npz(path, **arrays)
-        for old in sorted(Path(directory).glob(_PATTERN))[:-KEEP]:
-            old.unlink(missing_ok=True)
-    comm.Barrier()
+        error = None
+        try:
+            save_npz(path, **arrays)
+            for old in sorted(Path(directory).glob(_PATTERN))[:-KEEP]:
+                old.unlink(missing_ok=True)
+        except OSError as e:
+            error = e
+    # Rank 0 alone writes: its error (a full disk) is raised on every rank.
+    error = comm.bcast(error if comm.rank == 0 else None, root=0)
+    if error is not None:
+        raise error
     return path
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
     """The newest checkpoint in ``directory`` (call on one rank), or ``None``."""
-    found = sorted(Path(directory).glob(_PATTERN))
+    found = checkpoints(directory)
     return found[-1] if found else None
 
 
-def _read(directory: Path, settings: Settings) -> dict:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"--resume {str(directory)!r}: no such run directory")
-    path = latest_checkpoint(directory)
-    if path is None:
-        raise InputError(f"--resume {str(directory)!r}: the run directory holds no checkpoint "
-                         f"({_PATTERN})")
+def checkpoints(directory: Path) -> list[Path]:
+    """The checkpoints of ``directory``, oldest first (call on one rank)."""
+    return sorted(Path(directory).glob(_PATTERN))
+
+
+def _check(path: Path, settings: Settings, shape: tuple[int, int] | None) -> dict:
+    """Read and validate one checkpoint; raise :class:`InputError` saying what is wrong."""
     try:
+        # allow_pickle stays False: a checkpoint holds numbers and strings only.
         with np.load(path) as f:
             data = {k: f[k] for k in f.files}
-    except Exception as e:  # a damaged file: zipfile, pickle or OS errors
-        raise InputError(f"checkpoint {str(path)!r} cannot be read: {e}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        reason = ("it is not an .npz archive" if "pickle" in str(e) else
+                  f"{type(e).__name__}: {e}")
+        raise InputError(f"is damaged or truncated ({reason})") from None
+    except Exception as e:  # noqa: BLE001 - any decoding failure means a damaged file
+        raise InputError(f"is damaged or truncated ({type(e).__name__}: {e})") from None
     missing = {"x", "rho", "step", "t", "scale", "fingerprint"} - set(data)
     if missing:
-        raise InputError(f"checkpoint {str(path)!r} lacks {', '.join(sorted(missing))}")
+        raise InputError(f"lacks {', '.join(sorted(missing))}")
     if str(data["fingerprint"]) != fingerprint(settings):
-        raise InputError(
-            f"checkpoint {str(path)!r} was written for other settings (mesh, space, graph, "
-            "model, time.scheme or time.dt differ); resume with the run's config.toml"
-        )
-    step = int(data["step"])
-    if step > settings.num_steps:
-        raise InputError(f"checkpoint {str(path)!r} is at step {step}, beyond time.t_end = "
-                         f"{settings.time.t_end} ({settings.num_steps} steps)")
-    data["path"] = str(path)
+        raise InputError("was written for other settings (mesh, space, graph, model, "
+                         "time.scheme or time.dt differ); resume with the run's config.toml")
+    try:
+        step = int(data["step"])
+        scale = float(data["scale"])
+    except (TypeError, ValueError):
+        raise InputError("has a step or scale that is not a number") from None
+    if not 0 <= step <= settings.num_steps:
+        raise InputError(f"is at step {step}, outside 0..{settings.num_steps} "
+                         f"(time.t_end = {settings.time.t_end}, {settings.num_steps} steps)")
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"has an invalid coordinate scale {scale}")
+    rho, x = data["rho"], data["x"]
+    if shape is not None:
+        n, points = shape
+        if rho.shape != (n, points):
+            raise InputError(f"holds rho of shape {rho.shape}, but this problem has {n} "
+                             f"vertices x {points} dofs")
+        if x.shape != (points, 3):
+            raise InputError(f"holds x of shape {x.shape}, expected ({points}, 3)")
+    # The stepper's history: the names the checkpoint lists (older versions: "previous" and
+    # the accelerated flow's "clock").
+    if "history" in data:
+        names = [str(name) for name in np.atleast_1d(data["history"])]
+    else:
+        names = [name for name in ("previous", "clock") if name in data]
+    scheme = settings.time.scheme
+    needed = {"bdf2": ["previous"] if step > 0 else [], "accelerated": ["clock"]}.get(scheme, [])
+    for key in [*needed, *names]:
+        if key not in data:
+            raise InputError(f"lacks {key} (needed by time.scheme = {scheme!r})")
+    for name in names:
+        if data[name].ndim == 2 and data[name].shape != rho.shape:
+            raise InputError(f"holds {name} of shape {data[name].shape}, expected {rho.shape}")
+    for key in ("x", "rho", "t", *names):
+        if not (np.issubdtype(data[key].dtype, np.number) and np.isfinite(data[key]).all()):
+            raise InputError(f"holds {key} values that are not finite numbers")
     return data
 
 
-def load_checkpoint(directory: Path, settings: Settings, comm: MPI.Comm) -> dict:
-    """Read the newest checkpoint of a run directory on rank 0 and give it to every rank.
+def _read(directory: Path, settings: Settings, shape: tuple[int, int] | None = None) -> dict:
+    """The newest valid checkpoint; older ones are tried when newer ones are invalid."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"--resume {str(directory)!r}: no such run directory")
+    found = checkpoints(directory)
+    if not found:
+        raise InputError(f"--resume {str(directory)!r}: the run directory holds no checkpoint "
+                         f"({_PATTERN})")
+    rejected = []
+    for path in reversed(found):
+        try:
+            data = _check(path, settings, shape)
+        except InputError as e:
+            rejected.append(f"checkpoint {str(path)!r} {e}")
+            continue
+        data["path"] = str(path)
+        data["rejected"] = rejected
+        return data
+    raise InputError("; ".join(rejected) + ("" if len(found) == 1 else
+                                            f"; no usable checkpoint in {str(directory)!r}"))
+
+
+def load_checkpoint(directory: Path, settings: Settings, comm: MPI.Comm,
+                    shape: tuple[int, int] | None = None) -> dict:
+    """Read the newest valid checkpoint of a run directory on rank 0 and give it to every rank.
+
+    A checkpoint is valid when it can be read, was written for these settings, has its step
+    in ``0..num_steps``, arrays of ``shape`` (vertices, global dofs) and finite values. An
+    invalid one is passed over for the next older one: ``data["rejected"]`` lists those
+    passed over and why (printed by the caller).
 
     Raises:
-        InputError: No checkpoint, an unreadable one, or one written for other settings.
-            Raised on every rank.
+        InputError: No valid checkpoint (the reasons of each). Raised on every rank.
     """
-    return on_root(comm, _read, directory, settings)
+    return on_root(comm, _read, directory, settings, shape)
 
 
 def restore(sim, data: dict) -> None:
@@ -186,21 +257,111 @@ def restore(sim, data: dict) -> None:
     sim.layout.to_functions(sim.state, sim.functions)
 
 
-def truncate_csv(path: Path, step: int, comm: MPI.Comm) -> None:
-    """Keep the header and the rows up to ``step`` of a diagnostics CSV (rank 0, atomically)."""
+BACKUP_SUFFIX = ".before-resume"
+
+
+def _parse_row(line: str, columns: int) -> int | None:
+    """The step of a complete CSV row, or ``None`` if the row cannot be parsed."""
+    fields = line.split(",")
+    if len(fields) != columns:
+        return None
+    try:
+        step = int(fields[0])
+        for value in fields[1:]:
+            float(value)
+    except ValueError:
+        return None
+    return step if step >= 0 else None
+
+
+def truncate_csv(path: Path, step: int, comm: MPI.Comm,
+                 header: list[str] | None = None) -> tuple[list[str], Path | None]:
+    """Keep the header and the rows of steps ``0..step`` of a diagnostics CSV (collective).
+
+    Rows are chosen by their ``step`` column, not by their position: a row that cannot be
+    parsed is left out and reported, and the good rows after it are kept; a second row for a
+    step already kept is left out too. A missing file, or one without its header, gets
+    ``header`` back. Before a row is dropped the original is kept as
+    ``diagnostics.csv.before-resume`` (an existing copy, from an earlier attempt, is kept
+    as it is); the new file replaces the old one atomically.
+
+    Args:
+        path: The CSV.
+        step: The checkpoint's step.
+        comm: The communicator (rank 0 does the work).
+        header: The expected header (default: the file's own first line).
+
+    Returns:
+        On rank 0: messages for the user, and the copy of the original to remove once the
+        resumed run is complete (``None`` when there is none, or when it holds unparseable
+        rows the user should see). Elsewhere ``([], None)``.
+    """
+    messages: list[str] = []
+    remove: Path | None = None
+    error = None
     if comm.rank == 0:
-        text = Path(path).read_text() if Path(path).exists() else ""
-        # Rows are written whole, each with its newline: text after the last newline is a row
-        # torn by a kill during a write, and goes.
-        lines = text.split("\n")[:-1]
-        kept = lines[:1]
-        for line in lines[1:]:
-            head = line.split(",", 1)[0]
-            if not head.isdigit() or int(head) > step or line.count(",") != lines[0].count(","):
-                break
+        try:
+            messages, remove = _truncate(Path(path), step, header)
+        except OSError as e:
+            error = e
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        raise error
+    return messages, remove
+
+
+def _truncate(path: Path, step: int, header: list[str] | None) -> tuple[list[str], Path | None]:
+    messages = []
+    exists = path.exists()
+    text = path.read_bytes().decode("utf-8", "replace") if exists else ""
+    # Rows are written whole, each with its newline: text after the last newline is a row
+    # torn by a kill during a write, and goes.
+    lines = text.split("\n")[:-1]
+    expected = ",".join(header) if header is not None else (lines[0] if lines else "")
+    columns = expected.count(",") + 1
+    if not exists:
+        messages.append(f"{path} was missing: its header is written back, and the rows up to "
+                        f"step {step} are lost; rows from step {step + 1} on follow")
+    first = 1  # the file's line number of lines[0]
+    if exists and (not lines or lines[0] != expected):
+        if lines and _parse_row(lines[0], columns) is None and lines[0].startswith("step"):
+            messages.append(f"{path}: its header was not rdgraph's; it is written back")
+            lines, first = lines[1:], 2
+        else:
+            messages.append(f"{path} had no header; it is written back")
+    elif exists:
+        lines, first = lines[1:], 2
+    kept, seen, bad, later = [expected], set(), [], 0
+    for number, line in enumerate(lines, first):
+        row_step = _parse_row(line, columns)
+        if row_step is None:
+            bad.append((number, line))
+        elif row_step > step:
+            later += 1
+        elif row_step in seen:
+            bad.append((number, line))
+        else:
+            seen.add(row_step)
             kept.append(line)
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
-    comm.Barrier()
+    missing = sorted(set(range(step + 1)) - seen)
+    if missing and exists:
+        messages.append(f"{path} lacks the rows of {len(missing)} step(s) up to {step} "
+                        f"(first: {missing[0]}); they are not recomputed")
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    created = False
+    if exists and (bad or later) and not backup.exists():
+        shutil.copy2(path, backup)
+        created = True
+    if bad:
+        shown = "; ".join(f"line {n}: {line[:60]!r}" for n, line in bad[:3])
+        messages.append(
+            f"{path}: {len(bad)} row(s) cannot be parsed or repeat a step and are left out "
+            f"({shown}{'; ...' if len(bad) > 3 else ''}); the original file is kept as "
+            f"{backup}")
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    # The copy goes once the resumed run has rewritten the dropped rows, unless it holds
+    # rows the user should look at, or comes from an earlier attempt.
+    return messages, (backup if created and not bad else None)
 
 
 class SignalWatch:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import tomli_w
 
 from rdgraph.compat import MPI, dolfinx
-from rdgraph.errors import InputError
+from rdgraph.output.rundir import open_run_directory, unique_suffix
 
 __all__ = [
     "DiagnosticsCSV",
@@ -30,14 +29,22 @@ __all__ = [
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    The temporary name is unique to this process (PID and a random token), so two processes
+    never write through the same one; it is removed again if the write fails (a full disk).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # ours: created just above
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -49,81 +56,84 @@ def write_config(path: Path, data: dict) -> None:
     atomic_write_text(path, tomli_w.dumps(data))
 
 
-def _unique_default(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``, ... : the first that does not exist yet."""
-    candidate, k = path, 1
-    while candidate.exists():
-        k += 1
-        candidate = path.with_name(f"{path.name}-{k}")
-    return candidate
+_HELD: list = []  # run directories locked by prepare_run_directory, for the process's life
 
 
 def prepare_run_directory(
     path: str | Path, comm: MPI.Comm, *, overwrite: bool = False, explicit: bool = True
 ) -> Path:
-    """Create the run directory on rank 0 and return its path on every rank.
+    """Create (or safely replace) a run directory and lock it for the rest of the process
+    (or until this process prepares the same directory again).
+
+    See :func:`rdgraph.output.rundir.open_run_directory` for the rules; :func:`rdgraph.run`
+    uses that directly, to release the lock when the run ends.
 
     Args:
         path: The requested directory.
         comm: The run's communicator.
-        overwrite: Replace an existing non-empty directory.
+        overwrite: Replace an existing non-empty run directory (one rdgraph created).
         explicit: The user named the directory. If not, an existing one is never touched:
             a fresh sibling name is chosen instead.
 
     Raises:
-        InputError: ``path`` exists, is not empty and ``overwrite`` is false, or it cannot
-            be created. Raised on every rank.
+        InputError: ``path`` exists, is not empty and ``overwrite`` is false or refused, it
+            is in use by another process, or its name is invalid. Raised on every rank.
+        EnvironmentFailure: The file system refused to create it.
     """
-    result, error = None, None
-    if comm.rank == 0:
-        try:
-            target = Path(path)
-            if not explicit and target.exists():
-                target = _unique_default(target)
-            if target.exists() and not target.is_dir():
-                raise InputError(f"output directory {str(target)!r} exists and is not a directory")
-            if target.is_dir() and any(target.iterdir()):
-                if not overwrite:
-                    raise InputError(
-                        f"output directory {str(target)!r} exists and is not empty; "
-                        "pass --overwrite to replace it, or choose another --out"
-                    )
-                shutil.rmtree(target)
-            target.mkdir(parents=True, exist_ok=True)
-            result = str(target)
-        except InputError as e:
-            error = str(e)
-        except OSError as e:
-            error = f"output directory {str(path)!r} cannot be created: {e}"
-    result, error = comm.bcast((result, error), root=0)
-    if error is not None:
-        raise InputError(error)
-    return Path(result)
+    # A directory this process locked before (an earlier run of the same script) is free
+    # for this one: only other processes are kept out.
+    for held in [d for d in _HELD if d.path.resolve() == Path(path).resolve()]:
+        held.release()
+        _HELD.remove(held)
+    directory = open_run_directory(path, comm, overwrite=overwrite, explicit=explicit)
+    _HELD.append(directory)
+    return directory.path
 
 
 class DiagnosticsCSV:
-    """``diagnostics.csv``: a header, then one complete line per step, flushed as written."""
+    """``diagnostics.csv``: a header, then one complete line per step, flushed as written.
+
+    A write that fails (a full disk) is not raised at once on rank 0 alone: it is kept in
+    :attr:`error` and :meth:`check` raises it on every rank together.
+    """
 
     def __init__(self, path: Path, header: list[str], comm: MPI.Comm, *, append: bool = False):
         self._file = None
+        self.path = Path(path)
+        self.comm = comm
+        self.error: OSError | None = None
         if comm.rank == 0:
-            # append: a resumed run continues the rows kept up to its checkpoint.
-            self._file = open(path, "a" if append else "w", encoding="utf-8")
-            if not append:
-                self._file.write(",".join(header) + "\n")
-            self._file.flush()
+            try:
+                # append: a resumed run continues the rows kept up to its checkpoint.
+                self._file = open(path, "a" if append else "w", encoding="utf-8")
+                if not append:
+                    self._file.write(",".join(header) + "\n")
+                self._file.flush()
+            except OSError as e:
+                self.error = e
 
     def write(self, row: list) -> None:
-        if self._file is None:
+        if self._file is None or self.error is not None:
             return
         fields = [str(v) if isinstance(v, (int, np.integer)) else repr(float(v)) for v in row]
-        # One write per line: a reader never sees half a row.
-        self._file.write(",".join(fields) + "\n")
-        self._file.flush()
+        try:
+            # One write per line: a reader never sees half a row.
+            self._file.write(",".join(fields) + "\n")
+            self._file.flush()
+        except OSError as e:
+            self.error = e
+
+    def check(self) -> OSError | None:
+        """The OS error of a failed write, on every rank (collective), or ``None``."""
+        error = self.comm.bcast(self.error, root=0)
+        return error
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as e:  # the last buffered bytes could not be written
+                self.error = self.error or e
             self._file = None
 
 
@@ -175,4 +185,17 @@ class FieldWriter:
         self._writer.write(t)
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        except RuntimeError:
+            # ADIOS2 could not flush (a full disk): its destructor would try again and throw,
+            # which ends the process with std::terminate. Keep it until the process ends.
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Keep a writer that failed (a full disk) unclosed until the process ends."""
+        _UNCLOSABLE.append(self._writer)
+
+
+_UNCLOSABLE: list = []

@@ -48,9 +48,17 @@ from typing import Any
 import tomli_w
 
 from rdgraph.compat import MPI
-from rdgraph.errors import InputError, SolverError, on_root
+from rdgraph.errors import (
+    EnvironmentFailure,
+    InputError,
+    Interrupted,
+    RunDirectoryInUse,
+    SolverError,
+    on_root,
+)
 from rdgraph.output import checkpoint
 from rdgraph.output.io import atomic_write_text
+from rdgraph.output.rundir import check_path_name, is_environment_error, lock_directory, mark
 from rdgraph.problem.config import (
     Settings,
     apply_overrides,
@@ -353,6 +361,8 @@ def _run_case(case: SweepCase, folder: Path, comm, solver_overrides: dict | None
             try:
                 result = run(case.settings, comm=comm, solver_overrides=solver_overrides,
                              quiet=True, resume=folder)
+            except RunDirectoryInUse:
+                raise
             except InputError:
                 # A checkpoint of other settings (or a damaged one): start afresh below; an
                 # error of the case itself is raised again there and recorded.
@@ -360,6 +370,14 @@ def _run_case(case: SweepCase, folder: Path, comm, solver_overrides: dict | None
         if result is None:
             result = run(case.settings, out_dir=folder, overwrite=True, comm=comm,
                          solver_overrides=solver_overrides, config_name=case.name, quiet=True)
+    except RunDirectoryInUse:
+        raise  # another process works in this case's folder: stop, record nothing
+    except Interrupted as e:
+        # A sweep resumes by running it again (finished cases are skipped, this one
+        # continues from its checkpoint), not by resuming the case alone.
+        raise Interrupted(e.signum, f"{e.detail.split('; continue with')[0]}; run the same "
+                                    "rdgraph sweep command again to continue (finished cases "
+                                    "are skipped, this one resumes from its checkpoint)") from None
     except InputError as e:
         status, message = "input-error", str(e)
     except SolverError as e:
@@ -408,12 +426,38 @@ def run_sweep(
     out_dir = Path(out_dir)
 
     def make_folder():
+        check_path_name(out_dir, "sweep folder")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
+            # One sweep per folder: a second one would run and record the same cases.
+            return lock_directory(out_dir)
+        except RunDirectoryInUse as e:
+            raise RunDirectoryInUse(str(e).replace("run directory", "sweep folder")) from None
         except OSError as e:
-            raise InputError(f"sweep folder {str(out_dir)!r} cannot be created: {e}") from None
+            error = EnvironmentFailure if is_environment_error(e) else InputError
+            raise error(f"sweep folder {str(out_dir)!r} cannot be created: {e}") from None
 
-    on_root(comm, make_folder)
+    lock = _on_root_keep(comm, make_folder)
+    try:
+        return _run_cases(sweep, cases, out_dir, comm, solver_overrides, quiet)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _on_root_keep(comm, fn):
+    """:func:`on_root` for a value that stays on rank 0 (a lock): the others get ``None``."""
+    holder = {}
+
+    def call():
+        holder["value"] = fn()
+
+    on_root(comm, call)
+    return holder.get("value")
+
+
+def _run_cases(sweep: Sweep, cases: list[SweepCase], out_dir: Path, comm,
+               solver_overrides: dict | None, quiet: bool) -> list[CaseResult]:
     results: list[CaseResult] = []
     for i, case in enumerate(cases, 1):
         folder = out_dir / case.name
@@ -430,7 +474,9 @@ def run_sweep(
                       f"{'resuming' if resumable else 'running'}", flush=True)
             result = _run_case(case, folder, comm, solver_overrides, resumable)
             if comm.rank == 0:
-                folder.mkdir(parents=True, exist_ok=True)  # an input error creates none
+                if not folder.exists():  # an input error creates none: a run directory
+                    folder.mkdir(parents=True)
+                    mark(folder)
                 atomic_write_text(folder / CASE_MARKER,
                                   json.dumps(result.to_json(), indent=2) + "\n")
             # Free the case's DOLFINx/PETSc objects now, on every rank together.
