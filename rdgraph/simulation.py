@@ -19,9 +19,9 @@ from rdgraph.output import checkpoint
 from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.compat import MPI, dolfinx, versions
 from rdgraph.problem.config import Settings
-from rdgraph.errors import Interrupted, SolverError
+from rdgraph.errors import InputError, Interrupted, SolverError
 from rdgraph.output.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
-from rdgraph.problem.graph import Graph, build_graph
+from rdgraph.problem.graph import Graph, build_graph, read_edge_file
 from rdgraph.output.io import (
     DiagnosticsCSV,
     FieldWriter,
@@ -54,7 +54,55 @@ def graph_from_settings(settings: Settings) -> Graph:
     )
 
 
+def _graph_origin(settings: Settings) -> str:
+    """Where the vertex count came from, for messages: the largest index of an edge list."""
+    s = settings.graph
+    if s.kind == "file" and s.file is not None:
+        n, edges = read_edge_file(s.file)
+        largest = max(max(g, h) for g, h, _ in edges)
+        declared = f", and '# n = {n}' or graph.n adds vertices" if n > largest + 1 else ""
+        return (f" (the largest vertex index in graph.file {s.file!r} is {largest}: vertices "
+                f"0..{largest}{declared})")
+    if s.kind == "edges" and s.edges:
+        indices = [v for e in s.edges for v in e[:2]]
+        return f" (the largest vertex index in graph.edges is {max(indices)})"
+    return f" (graph.kind = {s.kind!r})"
+
+
+def check_vertex_lists(settings: Settings, graph: Graph) -> None:
+    """``model.potentials``, ``initials`` and ``sources`` have one entry per vertex.
+
+    Raises:
+        InputError: A list of the wrong length; the message says where the vertices came
+            from (for an edge file, its largest vertex index).
+    """
+    for key in ("potentials", "initials", "sources"):
+        values = getattr(settings.model, key)
+        if values is not None and len(values) != graph.n:
+            raise InputError(f"model.{key} has {len(values)} entries but the graph has "
+                             f"{graph.n} vertices{_graph_origin(settings)}")
+
+
+def disconnected_warning(graph: Graph, components: list[np.ndarray] | None = None,
+                         limit: int = 8) -> str | None:
+    """A warning naming the components of a graph that is not connected, else ``None``."""
+    components = graph.components() if components is None else components
+    if len(components) == 1:
+        return None
+
+    def name(c: np.ndarray) -> str:
+        shown = ", ".join(str(int(g)) for g in c[:limit])
+        return "{" + shown + (f", ... ({c.size} vertices)" if c.size > limit else "") + "}"
+
+    listed = "; ".join(name(c) for c in components[:limit])
+    more = f"; ... ({len(components)} in all)" if len(components) > limit else ""
+    return (f"the graph is not connected: {len(components)} components {listed}{more}. "
+            f"No mass moves between them: each keeps its initial mass, and the Gibbs masses "
+            f"are per component (check graph.edges / graph.file for a typo)")
+
+
 def _check_expressions(settings: Settings, graph: Graph, gdim: int) -> None:
+    check_vertex_lists(settings, graph)
     model = settings.model
     _parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0")
     _parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1")
@@ -81,12 +129,16 @@ class Simulation:
         self.settings = settings
         self.comm = comm
         self.graph = graph_from_settings(settings)
+        check_vertex_lists(settings, self.graph)
         if settings.mesh.shape in _MESH_GDIM:
             # Catch expression errors before the first collective operation.
             _check_expressions(settings, self.graph, _MESH_GDIM[settings.mesh.shape])
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
+        warning = disconnected_warning(self.graph, self.model.components)
+        if warning and comm.rank == 0:
+            print(f"rdgraph: warning: {warning}", file=sys.stderr, flush=True)
         self.layout = BlockLayout(self.model.V, self.graph.n)
         self.operators = BlockOperators(self.model, self.layout, settings.space.lumping,
                                         settings.solver.gibbs_coupling)
@@ -196,12 +248,45 @@ def _print(comm: MPI.Comm, *args) -> None:
         print(*args, flush=True)
 
 
-def _report(sim: Simulation, history: list[Diagnostics], summary: dict) -> None:
-    """The end-of-run table: where the mass went, the energy decrease, the cost."""
+def _step_zero(path: Path, history: list[Diagnostics], comm: MPI.Comm) -> Diagnostics:
+    """The diagnostics of step 0: ``history[0]``, or after a resume the CSV's first row.
+
+    A resumed run's history starts at the checkpoint; its F(0) and mass(0) are in the CSV.
+    Rank 0 reads the file and broadcasts the row; a missing or unreadable row (the file was
+    edited) falls back to the resume point.
+    """
+    if history[0].step == 0:
+        return history[0]
+    row = None
+    if comm.rank == 0:
+        from rdgraph.output.plots import read_diagnostics
+
+        try:
+            data = read_diagnostics(path)
+            if data["step"][0] == 0:
+                row = {k: float(v[0]) for k, v in data.items()}
+        except (InputError, KeyError):
+            row = None
+    row = comm.bcast(row, root=0)
+    if row is None:
+        return history[0]
+    n = history[0].vertex_masses.size
+    return Diagnostics(step=0, t=row["t"],
+                       vertex_masses=np.array([row[f"mass_{g}"] for g in range(n)]),
+                       free_energy=row["free_energy"], rel_entropy=row["rel_entropy"],
+                       min_density=row["min_density"], ksp_iterations=0)
+
+
+def _report(sim: Simulation, history: list[Diagnostics], summary: dict,
+            first: Diagnostics | None = None) -> None:
+    """The end-of-run table: where the mass went, the energy decrease, the cost.
+
+    ``first`` is step 0 (after a resume, from the CSV); default ``history[0]``.
+    """
     comm = sim.comm
-    first, last = history[0], history[-1]
+    first, last = first or history[0], history[-1]
     depth = sim.minimum_potentials()
-    gibbs = last.mass * sim.model.gibbs_fractions
+    gibbs = sim.model.gibbs_masses(first.vertex_masses)
     if comm.rank != 0:
         return
     lines = ["", f"{'vertex':>6} {'min V':>10} {'mass(0)':>11} {'mass(T)':>11} "
@@ -218,7 +303,8 @@ def _report(sim: Simulation, history: list[Diagnostics], summary: dict) -> None:
         f"winner: vertex {winner} holds {last.vertex_masses[winner] / last.mass:.1%} of the mass "
         f"at t = {last.t:.6g}",
         f"free energy: F(0) = {first.free_energy:.6g}, F(T) = {last.free_energy:.6g}, "
-        f"decrease {first.free_energy - last.free_energy:.6g}",
+        f"decrease {first.free_energy - last.free_energy:.6g}; Gibbs state F_inf = "
+        f"{summary['gibbs_free_energy']:.6g}",
         f"relative entropy: {first.rel_entropy:.6g} -> {last.rel_entropy:.6g}",
         f"mass drift: {abs(last.mass - first.mass) / abs(first.mass):.3g} (relative)",
         f"time per step: {summary['time_per_step']:.4g} s over {len(history) - 1} steps "
@@ -331,6 +417,8 @@ def run(
         if fields and collective:
             fields.close()
     step_time = time.perf_counter() - step_start
+    first = _step_zero(out / "diagnostics.csv", history, comm)
+    gibbs = sim.model.gibbs_masses(first.vertex_masses)
     x, rho = gather_nodal_values(sim.functions)
     if settings.output.npz and comm.rank == 0:
         save_npz(out / "final.npz", x=x, rho=rho, t=np.array(sim.t))
@@ -354,14 +442,18 @@ def run(
         "time_per_step": step_time / max(1, sim.step_index - start_step),
         "solver_options": {k: v for k, v in sim.solver_options.items()},
         "final_vertex_masses": [float(m) for m in history[-1].vertex_masses],
-        "gibbs_vertex_fractions": [float(f) for f in sim.model.gibbs_fractions],
-        "initial_mass": history[0].mass,
+        # Per component: each component's initial mass shared by its Gibbs weights, divided
+        # by the total initial mass (on a connected graph, ∫π_g / Σ_h ∫π_h).
+        "gibbs_vertex_fractions": [float(f) for f in (
+            gibbs / first.mass if first.mass > 0 else sim.model.gibbs_fractions)],
+        "initial_mass": first.mass,
         "final_mass": history[-1].mass,
-        "initial_free_energy": history[0].free_energy,
+        "initial_free_energy": first.free_energy,
         "final_free_energy": history[-1].free_energy,
+        "gibbs_free_energy": sim.model.gibbs_free_energy(first.vertex_masses),
     }
     if not quiet:
-        _report(sim, history, summary)
+        _report(sim, history, summary, first)
     summary["wall_time"] = time.perf_counter() - wall_start
     if comm.rank == 0:
         write_json(out / "summary.json", summary)
