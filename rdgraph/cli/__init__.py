@@ -2,7 +2,8 @@
 
 Exit status: 0 success, 2 invalid input (config, mesh, graph, expression), 3 solver failure
 (4: ``rdgraph particles --compare`` ran but particles and FEM disagree),
-130/143 stopped by SIGINT/SIGTERM after a checkpoint, 1 anything else. Under MPI an
+130/143 stopped by SIGINT/SIGTERM after a checkpoint (141: standard output closed, as by
+``rdgraph run | head``), 1 anything else. Under MPI an
 unexpected exception on any rank aborts every rank.
 """
 
@@ -30,6 +31,53 @@ SUBCOMMANDS = {
     "sweep": ("rdgraph.studies.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
     "particles": ("rdgraph.particles.run", "Monte Carlo particles of the same flow (vs FEM)"),
 }
+
+
+class _ClosedStdoutGuard:
+    """Standard output that turns into /dev/null once its reader is gone.
+
+    ``rdgraph run ... | head -1`` closes the pipe: writes then fail with EPIPE (the SIGPIPE
+    that comes with it is ignored, or recorded by the run's signal watch, which stops the
+    run with a checkpoint). The file descriptor is pointed at /dev/null so that neither
+    later prints nor the flush at exit raise ``BrokenPipeError``.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _closed(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _quiet_closed_stdout() -> None:
+    """Undo PETSc's SIGPIPE handler (it prints 'Caught signal number 13' and aborts)."""
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own default: EPIPE, not death
+    if not isinstance(sys.stdout, _ClosedStdoutGuard):
+        try:
+            sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not a real file (captured by a test harness): nothing to guard
+        sys.stdout = _ClosedStdoutGuard(sys.stdout)
 
 
 def _install_mpi_excepthook() -> None:
@@ -141,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from rdgraph.compat import MPI, PETSc
     from rdgraph.errors import InputError, Interrupted, SolverError
 
+    _quiet_closed_stdout()
     database = PETSc.Options()
     for key, value in global_options.items():
         database.setValue(key, value)

@@ -129,6 +129,7 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
             ax.set_title(f"g = {g}, t = {t:.3g}: FEM mass {fem_mass[g]:.3f}, "
                          f"χ²/dof {chi2[int(g)]:.2f}", fontsize="medium")
             ax.set_xlabel("x[0]")
+            ax.set_ylabel("density / total mass")
             ax.legend(fontsize="small")
         elif dim == 2:
             bins = [np.linspace(lower[i], upper[i], 33) for i in range(2)]
@@ -138,16 +139,17 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
             hist = counts / (result.particles * np.diff(bins[0])[0] * np.diff(bins[1])[0])
             top = max(float(hist.max()), float(density.max()), 1e-300)
             ax = fig.add_subplot(grid[1, j])
-            ax.pcolormesh(bins[0], bins[1], hist.T, vmin=0, vmax=top, cmap="viridis")
+            image = ax.pcolormesh(bins[0], bins[1], hist.T, vmin=0, vmax=top, cmap="viridis")
             ax.set_title(f"g = {g}, t = {t:.3g}: particles (χ²/dof {chi2[int(g)]:.2f})",
                          fontsize="medium")
-            ax.set_aspect("equal")
+            ax.set(xlabel="x[0]", ylabel="x[1]", aspect="equal")
+            fig.colorbar(image, ax=ax, shrink=0.8, label="density / total mass")
             ax = fig.add_subplot(grid[2, j])
             image = ax.tripcolor(points[:, 0], points[:, 1], density, vmin=0, vmax=top,
                                  shading="gouraud", cmap="viridis")
             ax.set_title(f"FEM density (mass {fem_mass[g]:.3f})")
-            ax.set_aspect("equal")
-            fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.set(xlabel="x[0]", ylabel="x[1]", aspect="equal")
+            fig.colorbar(image, ax=ax, shrink=0.8, label="density / total mass")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return chi2
