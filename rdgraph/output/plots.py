@@ -123,7 +123,9 @@ def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | N
             ax.plot(t[keep], values[keep], lw=1.4, color=colours[g],
                     label=f"g = {g}" if not log and shown.size <= 12 else None)
             if targets is not None and (targets[g] > 0 or not log):
-                ax.axhline(targets[g], color=colours[g], ls="--", lw=1.0)
+                # Alternate the dash phase: equal limits of neighbouring vertices (a
+                # symmetric problem) then show both colours instead of the last one drawn.
+                ax.axhline(targets[g], color=colours[g], ls=(5 * (g % 2), (5, 5)), lw=1.2)
         if log:
             ax.set_yscale("log")
         ax.set(xlabel="t", ylabel="vertex mass $m_g(t)$" + (" (log scale)" if log else ""))
