@@ -11,7 +11,7 @@ import ast
 import importlib.util
 from pathlib import Path
 
-cli = Path(importlib.util.find_spec("rdgraph").submodule_search_locations[0]) / "cli.py"
+cli = Path(importlib.util.find_spec("rdgraph").submodule_search_locations[0]) / "cli" / "__init__.py"
 for node in ast.parse(cli.read_text()).body:
     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SUBCOMMANDS":
         print("run", *ast.literal_eval(node.value))
