@@ -157,7 +157,8 @@ def assert_readable(fig) -> None:
             if artist.get_array() is None:
                 continue  # single-coloured (edges, lines)
             key = (artist.cmap.name, artist.norm.vmin, artist.norm.vmax)
-            assert artist.colorbar is not None or key in bars, f"no colour bar in {ax.get_title()!r}"
+            assert artist.colorbar is not None or key in bars, (
+                f"no colour bar in {ax.get_title()!r}")
 
 
 def colour_mapped(fig) -> list:
