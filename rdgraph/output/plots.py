@@ -147,12 +147,19 @@ def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | N
     return fig
 
 
-def plot_energy(diag: dict[str, np.ndarray], path: Path, free_energy_limit: float | None = None):
+def plot_energy(diag: dict[str, np.ndarray], path: Path, free_energy_limit: float | None = None,
+                note: str = ""):
     """Free energy F(t), and its excess F(t) − F_∞ over the Gibbs state's on a log scale.
 
     ``F_∞`` is ``summary.json``'s ``gibbs_free_energy`` (the free energy of the Gibbs state
     with the run's component masses). Older run directories do not have it: the right panel
     then shows the relative entropy H(ρ | ρ_π) of the CSV and says why.
+
+    Args:
+        diag: The columns of ``diagnostics.csv``.
+        path: The PNG to write.
+        free_energy_limit: ``F_∞``, or ``None`` when the run did not record it.
+        note: A line under the figure (what the limit means for this run).
 
     Returns:
         The matplotlib figure.
@@ -162,8 +169,10 @@ def plot_energy(diag: dict[str, np.ndarray], path: Path, free_energy_limit: floa
     ax = axes[0, 0]
     ax.plot(t, free, label="$F(t)$")
     if free_energy_limit is not None:
+        # Round-off of a limit that is 0 (e.g. V = 0, mass 1 per unit volume) shows as 0.
+        shown = free_energy_limit if abs(free_energy_limit) > 1e-12 * np.abs(free).max() else 0.0
         ax.axhline(free_energy_limit, color="k", ls="--", lw=1.0,
-                   label=f"$F_\\infty$ = {free_energy_limit:.6g} (Gibbs state)")
+                   label=f"$F_\\infty$ = {shown:.6g} (Gibbs state)")
     ax.set(xlabel="t", ylabel="free energy $F$", title="Free energy")
     ax.legend(fontsize="small")
     ax = axes[0, 1]
@@ -180,6 +189,8 @@ def plot_energy(diag: dict[str, np.ndarray], path: Path, free_energy_limit: floa
     else:
         ax.text(0.5, 0.5, "no positive values", transform=ax.transAxes, ha="center")
     ax.set(xlabel="t", ylabel=label, title=title)
+    if note:
+        fig.supxlabel(note, fontsize="small")
     fig.savefig(path, dpi=110)
     return fig
 
@@ -499,7 +510,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     targets, label = _limits(diag, settings, graph, summary)
     plot_masses(diag, written[0], targets, label)
     limit = summary.get("gibbs_free_energy")
-    plot_energy(diag, written[1], float(limit) if isinstance(limit, int | float) else None)
+    note = ""
+    if label.startswith("limit of m'"):
+        note = ("laplacian coupling: the flow ends in the Gibbs state "
+                "($F(t) - F_\\infty \\to 0$) only when every $V_g$ is the same")
+    plot_energy(diag, written[1], float(limit) if isinstance(limit, int | float) else None,
+                note)
     if npz is not None:
         # The npz holds the last state; diagnostics.csv's last row is the same step.
         final = masses if np.isclose(float(npz.get("t", diag["t"][-1])), diag["t"][-1]) else None
