@@ -257,24 +257,24 @@ def _step_zero(path: Path, history: list[Diagnostics], comm: MPI.Comm) -> Diagno
     """
     if history[0].step == 0:
         return history[0]
-    row = None
+    n = history[0].vertex_masses.size
+    first = None
     if comm.rank == 0:
         from rdgraph.output.plots import read_diagnostics
 
         try:
             data = read_diagnostics(path)
             if data["step"][0] == 0:
-                row = {k: float(v[0]) for k, v in data.items()}
+                first = Diagnostics(
+                    step=0, t=float(data["t"][0]),
+                    vertex_masses=np.array([data[f"mass_{g}"][0] for g in range(n)]),
+                    free_energy=float(data["free_energy"][0]),
+                    rel_entropy=float(data["rel_entropy"][0]),
+                    min_density=float(data["min_density"][0]), ksp_iterations=0)
         except (InputError, KeyError):
-            row = None
-    row = comm.bcast(row, root=0)
-    if row is None:
-        return history[0]
-    n = history[0].vertex_masses.size
-    return Diagnostics(step=0, t=row["t"],
-                       vertex_masses=np.array([row[f"mass_{g}"] for g in range(n)]),
-                       free_energy=row["free_energy"], rel_entropy=row["rel_entropy"],
-                       min_density=row["min_density"], ksp_iterations=0)
+            first = None
+    first = comm.bcast(first, root=0)
+    return history[0] if first is None else first
 
 
 def _report(sim: Simulation, history: list[Diagnostics], summary: dict,
