@@ -5,8 +5,9 @@ expressions exactly as ``rdgraph run`` does) but assembles none of the problem's
 takes no time step (where the spectral solver's factorizations could be single precision, it
 probes MUMPS with a 2×2 system). Reports the software stack, the problem size, the block
 solver ``auto`` resolves to, and the
-spectrum of the coupling's graph matrix, whose gap sets the time scale of the exchange of
-mass between vertices (laplacian: vertex masses obey ``m' = -L m`` exactly).
+spectrum of the coupling's graph matrix. Its gap is the relaxation rate of the graph chain
+alone (laplacian: vertex masses obey ``m' = -L m`` exactly); barriers of the potentials in x
+slow the relaxation of the whole system, often by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from rdgraph.compat import MPI, versions
 from rdgraph.discretization.meshes import build_mesh
 from rdgraph.discretization.model import Model
 from rdgraph.problem.config import Settings
-from rdgraph.problem.validation import MESH_GDIM, check_expressions, graph_from_settings
+from rdgraph.problem.validation import (
+    MESH_GDIM,
+    check_expressions,
+    disconnected_warning,
+    graph_from_settings,
+)
 from rdgraph.solvers.block import resolve_solver, spectral_per_rank
 from rdgraph.solvers.petsc import direct_package
 from rdgraph.solvers.precision import SINGLE_PRECISION_MAX_CONDITION, mumps_single_precision_on
@@ -77,7 +83,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
             if setting != "double":
                 solver["mumps_single_precision"] = mumps_single_precision_on(comm)
 
-    components = len(graph.components())
+    components = len(model.components)
     values, _ = graph.spectrum()
     info = {
         "versions": {**versions(), "petsc4py": petsc4py.__version__},
@@ -93,6 +99,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
         "dofs_per_vertex": dofs,
         "graph": {"kind": settings.graph.kind, "vertices": graph.n,
                   "edges": len(graph.edges), "components": components},
+        "graph_warning": disconnected_warning(graph, model.components),
         "unknowns": dofs * graph.n,
         "coupling": model.coupling,
         "scheme": settings.time.scheme,
@@ -121,7 +128,8 @@ def _numbers(values: list[float], limit: int) -> str:
 def _gap(gap: float) -> str:
     if gap == 0.0:
         return "0 (graph not connected: no exchange between its components)"
-    return f"{gap:.6g} (exchange time 1/gap = {1 / gap:.4g})"
+    return (f"{gap:.6g} (1/gap = {1 / gap:.4g}: the relaxation time of the graph chain alone; "
+            f"barriers of V_g in x can make the run's time to equilibrium far longer)")
 
 
 def _precision(solver: dict) -> str:
@@ -169,11 +177,15 @@ def format_info(info: dict, max_values: int = 16) -> str:
         f"Laplacian eigenvalues: {_numbers(info['laplacian_eigenvalues'], max_values)}",
         f"spectral gap: {_gap(info['spectral_gap'])}",
     ]
+    if g["components"] > 1:
+        lines.append(f"warning: {info['graph_warning']}")
     if "gibbs_chain_eigenvalues" in info:
         lines += [
             "gibbs vertex chain (rates w_gh sqrt(pi_h/pi_g), pi_g = int exp(-V_g/beta)) "
             f"eigenvalues: {_numbers(info['gibbs_chain_eigenvalues'], max_values)}",
             f"gibbs chain gap: {_gap(info['gibbs_chain_gap'])}",
-            f"Gibbs vertex fractions: {_numbers(info['gibbs_vertex_fractions'], max_values)}",
+            f"Gibbs vertex fractions: {_numbers(info['gibbs_vertex_fractions'], max_values)}"
+            + (" (of the whole graph; a run shares each component's initial mass within "
+               "the component)" if g["components"] > 1 else ""),
         ]
     return "\n".join(lines)

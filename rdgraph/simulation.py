@@ -22,7 +22,7 @@ from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.meshes import build_mesh
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
-from rdgraph.errors import EnvironmentFailure, Interrupted, SolverError
+from rdgraph.errors import EnvironmentFailure, InputError, Interrupted, SolverError
 from rdgraph.output import checkpoint
 from rdgraph.output.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
 from rdgraph.output.io import (
@@ -33,12 +33,18 @@ from rdgraph.output.io import (
     write_config,
     write_json,
 )
-from rdgraph.output.plots import plot_run
+from rdgraph.output.plots import plot_run, read_diagnostics
 from rdgraph.output.progress import Progress
 from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import Settings
 from rdgraph.problem.size import check_memory
-from rdgraph.problem.validation import MESH_GDIM, check_expressions, graph_from_settings
+from rdgraph.problem.validation import (
+    MESH_GDIM,
+    check_expressions,
+    check_vertex_lists,
+    disconnected_warning,
+    graph_from_settings,
+)
 from rdgraph.timestepping.factory import make_stepper
 
 __all__ = ["RunResult", "Simulation", "run"]
@@ -66,12 +72,16 @@ class Simulation:
         # Before the graph and the mesh are built: a size that cannot fit is refused at once.
         check_memory(settings, comm)
         self.graph = graph_from_settings(settings)
+        check_vertex_lists(settings, self.graph)
         if settings.mesh.shape in MESH_GDIM:
             # Catch expression errors before the first collective operation.
             check_expressions(settings, self.graph, MESH_GDIM[settings.mesh.shape])
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
+        warning = disconnected_warning(self.graph, self.model.components)
+        if warning and comm.rank == 0:
+            print(f"rdgraph: warning: {warning}", file=sys.stderr, flush=True)
         self.layout = BlockLayout(self.model.V, self.graph.n)
         self.operators = BlockOperators(self.model, self.layout, settings.space.lumping,
                                         settings.solver.gibbs_coupling)
@@ -196,11 +206,41 @@ def _share(part: float, whole: float) -> float:
     return part / whole if whole else float("nan")
 
 
+def _step_zero(path: Path, first: Diagnostics, comm: MPI.Comm) -> Diagnostics:
+    """The diagnostics of step 0: ``first``, or after a resume the CSV's first row.
+
+    A resumed run starts at the checkpoint; its F(0) and mass(0) are in the CSV. Rank 0 reads
+    the file and broadcasts the row; a missing or unreadable row (the file was edited) falls
+    back to the resume point.
+    """
+    if first.step == 0:
+        return first
+    n = first.vertex_masses.size
+    row = None
+    if comm.rank == 0:
+        try:
+            data = read_diagnostics(path)
+            if data["step"][0] == 0:
+                row = Diagnostics(
+                    step=0, t=float(data["t"][0]),
+                    vertex_masses=np.array([data[f"mass_{g}"][0] for g in range(n)]),
+                    free_energy=float(data["free_energy"][0]),
+                    rel_entropy=float(data["rel_entropy"][0]),
+                    min_density=float(data["min_density"][0]), ksp_iterations=0)
+        except (InputError, KeyError):
+            row = None
+    row = comm.bcast(row, root=0)
+    return first if row is None else row
+
+
 def _report(sim: Simulation, first: Diagnostics, last: Diagnostics, summary: dict) -> None:
-    """The end-of-run table: where the mass went, the energy decrease, the cost."""
+    """The end-of-run table: where the mass went, the energy decrease, the cost.
+
+    ``first`` is step 0 (after a resume, from the CSV).
+    """
     comm = sim.comm
     depth = sim.minimum_potentials()
-    gibbs = last.mass * sim.model.gibbs_fractions
+    gibbs = sim.model.gibbs_masses(first.vertex_masses)
     if comm.rank != 0:
         return
     lines = ["", f"{'vertex':>6} {'min V':>10} {'mass(0)':>11} {'mass(T)':>11} "
@@ -218,10 +258,12 @@ def _report(sim: Simulation, first: Diagnostics, last: Diagnostics, summary: dic
         "of the mass "
         f"at t = {last.t:.6g}",
         f"free energy: F(0) = {first.free_energy:.6g}, F(T) = {last.free_energy:.6g}, "
-        f"decrease {first.free_energy - last.free_energy:.6g}",
+        f"decrease {first.free_energy - last.free_energy:.6g}; Gibbs state F_inf = "
+        f"{summary['gibbs_free_energy']:.6g}",
         f"relative entropy: {first.rel_entropy:.6g} -> {last.rel_entropy:.6g}",
         f"mass drift: {_share(abs(last.mass - first.mass), abs(first.mass)):.3g} (relative)",
-        f"time per step: {summary['time_per_step']:.4g} s over {last.step - first.step} steps "
+        f"time per step: {summary['time_per_step']:.4g} s over "
+        f"{summary['steps'] - summary['resumed_from_step']} steps "
         f"(set-up {summary['setup_time']:.3g} s, {summary['ranks']} ranks, "
         f"{summary['dofs_total']} unknowns)",
     ]
@@ -449,7 +491,9 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
     step_time = time.perf_counter() - step_start
     last_good = saver.last
     x, rho = gather_nodal_values(sim.functions)
-    first, final = history[0], history[-1]
+    # After a resume, F(0) and mass(0) are step 0's, from the CSV.
+    first, final = _step_zero(out / "diagnostics.csv", history[0], comm), history[-1]
+    gibbs = sim.model.gibbs_masses(first.vertex_masses)
     summary = {
         "versions": versions(),
         "ranks": comm.size,
@@ -470,11 +514,15 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "time_per_step": step_time / max(1, sim.step_index - start_step),
         "solver_options": {k: v for k, v in sim.solver_options.items()},
         "final_vertex_masses": [float(m) for m in final.vertex_masses],
-        "gibbs_vertex_fractions": [float(f) for f in sim.model.gibbs_fractions],
+        # Per component: each component's initial mass shared by its Gibbs weights, divided
+        # by the total initial mass (on a connected graph, ∫π_g / Σ_h ∫π_h).
+        "gibbs_vertex_fractions": [float(f) for f in (
+            gibbs / first.mass if first.mass > 0 else sim.model.gibbs_fractions)],
         "initial_mass": first.mass,
         "final_mass": final.mass,
         "initial_free_energy": first.free_energy,
         "final_free_energy": final.free_energy,
+        "gibbs_free_energy": sim.model.gibbs_free_energy(first.vertex_masses),
     }
     if not quiet:
         _report(sim, first, final, summary)

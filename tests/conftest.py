@@ -66,6 +66,43 @@ def write_config(path: Path, data: dict) -> str:
     return str(path)
 
 
+# -- one report under mpiexec ----------------------------------------------------------------
+# Under ``mpiexec -n 2 python -m pytest`` every rank runs the whole session. Only rank 0 keeps
+# pytest's terminal report (progress, summary), as the DOLFINx test suite does; the other
+# ranks print their failures alone, and the session's exit status is the worst of all ranks.
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    if MPI.COMM_WORLD.rank > 0:
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            config.pluginmanager.unregister(reporter)
+
+
+def pytest_runtest_logreport(report):
+    comm = MPI.COMM_WORLD
+    if comm.rank > 0 and report.failed:
+        import sys
+
+        sys.stderr.write(f"\n[rank {comm.rank}] FAILED {report.nodeid} ({report.when})\n"
+                         f"{report.longreprtext}\n")
+        sys.stderr.flush()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    comm = MPI.COMM_WORLD
+    if comm.size == 1:
+        return
+    worst = comm.allreduce(int(exitstatus), op=MPI.MAX)
+    if worst != int(exitstatus):
+        session.exitstatus = worst
+        if comm.rank == 0:
+            import sys
+
+            sys.stderr.write(f"\nrdgraph tests: another rank finished with status {worst} (its "
+                             f"failures are printed on their own, marked [rank N])\n")
+
+
 @pytest.fixture
 def config():
     return make_config

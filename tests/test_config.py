@@ -76,3 +76,35 @@ def test_missing_and_malformed_config_files(tmp_path):
     bad.write_text("[mesh\n")
     with pytest.raises(InputError, match="not valid TOML"):
         load_settings(bad)
+
+
+@pytest.mark.parametrize("single", ["potential", "initial", "source"])
+def test_set_of_one_of_an_either_or_pair_replaces_the_other(tmp_path, single):
+    many = single + "s"
+    path = tmp_path / "c.toml"
+    path.write_text(f'[graph]\nkind = "path"\nn = 2\n[model]\n{many} = ["1", "2"]\n')
+    s = load_settings(path, [f"model.{single}=3*g"])
+    assert getattr(s.model, single) == "3*g" and getattr(s.model, many) is None
+    path.write_text(f'[graph]\nkind = "path"\nn = 2\n[model]\n{single} = "g"\n')
+    s = load_settings(path, [f"model.{many}=['1', 'x[0]']"])
+    assert getattr(s.model, many) == ["1", "x[0]"] and getattr(s.model, single) is None
+    # Both in the file is still an error: nothing on the command line chose.
+    path.write_text(f'[model]\n{single} = "g"\n{many} = ["1"]\n')
+    with pytest.raises(InputError, match="not both"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("dt, t_end, steps, fixed_t_end, fixed_dt", [
+    (0.3, 1.0, 3, "0.9", "0.333333333333"),
+    (0.05, 1.01, 20, "1", "0.0505"),
+    (0.4, 0.1, 1, "0.4", "0.1"),
+])
+def test_t_end_off_the_step_grid_suggests_a_fix(dt, t_end, steps, fixed_t_end, fixed_dt):
+    with pytest.raises(InputError) as error:
+        settings_from_dict({"time": {"dt": dt, "t_end": t_end}})
+    message = str(error.value)
+    assert f"time.t_end = {fixed_t_end} ({steps} steps)" in message
+    assert f"time.dt = {fixed_dt} to end at" in message
+    # Both suggestions are valid settings.
+    settings_from_dict({"time": {"dt": dt, "t_end": float(fixed_t_end)}})
+    settings_from_dict({"time": {"dt": float(fixed_dt), "t_end": t_end}})

@@ -289,7 +289,12 @@ def test_edge_file_with_header_comments_and_declared_n(tmp_path):
     assert gr.build_graph("file", file=good, n=7).n == 7
     plain = tmp_path / "plain.txt"
     plain.write_text("0 1\n1 2\n")
+    # A line without a weight is an edge of weight 1 (documented in the README and the
+    # messages), also next to weighted lines.
     assert gr.read_edge_file(plain) == (3, [(0, 1, 1.0), (1, 2, 1.0)])
+    plain.write_text("0,1,2.5\n1,2\n")
+    assert gr.read_edge_file(plain) == (3, [(0, 1, 2.5), (1, 2, 1.0)])
+    plain.write_text("0 1\n1 2\n")
     assert gr.build_graph("file", file=str(plain)) == gr.path(3)
 
 
@@ -299,7 +304,7 @@ def test_edge_file_with_header_comments_and_declared_n(tmp_path):
         ("0,1,1\n0,x,1\n", 2, "vertex indices must be integers"),
         ("g,h,w\n0,1\n1.5,2\n", 3, "vertex indices must be integers"),
         ("0,1,1\n\n# c\n0,1,2,3\n", 4, "expected 'g,h,w' or 'g,h'"),
-        ("0\n", 1, "expected 'g,h,w' or 'g,h'"),
+        ("0\n", 1, "expected 'g,h,w' or 'g,h' (a missing weight w means 1)"),
         ("0,,1\n", 1, "expected 'g,h,w' or 'g,h'"),
         ("0,1,abc\n", 1, "the weight 'abc' is not a number"),
         ("0,1,-2\n", 1, "finite and >= 0"),

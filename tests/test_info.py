@@ -59,7 +59,8 @@ def test_text_report(capsys, shared_tmp):
     if MPI.COMM_WORLD.rank == 0:
         # Cycle C_4: eigenvalues 2 - 2cos(2πk/4) = 0, 2, 2, 4.
         assert "Laplacian eigenvalues: 0 2 2 4" in text
-        assert "spectral gap: 2 (exchange time 1/gap = 0.5)" in text
+        assert ("spectral gap: 2 (1/gap = 0.5: the relaxation time of the graph chain alone; "
+                "barriers of V_g in x can make the run's time to equilibrium far longer)" in text)
         assert "unknowns: 16900 = 4 x 4225" in text
         assert f"{MPI.COMM_WORLD.size} rank(s)" in text
         assert "solver: direct (configured: auto)" in text
@@ -213,3 +214,15 @@ def test_bad_input_exits_2(capsys, arguments, message):
     err = capsys.readouterr().err
     if MPI.COMM_WORLD.rank == 0:
         assert message in err and "Traceback" not in err
+
+
+def test_disconnected_graph_is_named(capsys, shared_tmp):
+    path = config_file(shared_tmp, "split", mesh={"cells": [4, 4]},
+                       graph={"kind": "edges", "n": 5, "edges": [[0, 1, 1.0], [2, 3, 1.0]]},
+                       model={"coupling": "gibbs", "potential": "g"})
+    status, text = info(capsys, path)
+    assert status == 0
+    if MPI.COMM_WORLD.rank == 0:
+        assert "warning: the graph is not connected: 3 components {0, 1}; {2, 3}; {4}" in text
+        assert "spectral gap: 0 (graph not connected" in text
+        assert "a run shares each component's initial mass within the component" in text

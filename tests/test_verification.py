@@ -129,3 +129,47 @@ def test_only_option_names_known_families():
         parser.parse_args(["--only", "space,nonsense"])
     with pytest.raises(InputError, match="--docs"):
         convergence.run_from_args(parser.parse_args(["--only", "space", "--docs"]))
+
+
+def _study(orders_l2, orders_h1, expected=(2, 1)):
+    """A study whose observed orders are the given ones (errors built backwards)."""
+    study = v.Study("synthetic", "space", expected)
+    l2, h1, size = 1.0, 1.0, 0.5
+    study.add(size, l2, h1, 1.0)
+    for p2, p1 in zip(orders_l2, orders_h1, strict=True):
+        size /= 2
+        l2, h1 = l2 / 2**p2, h1 / 2**p1
+        study.add(size, l2, h1, 1.0)
+    return study
+
+
+def test_verdict_reads_the_finest_order_against_the_tolerance():
+    ok, line = _study([1.2, 1.9], [0.7, 1.0]).verdict(0.25)
+    assert ok and line.startswith("PASS synthetic: L2 order 1.90 (expected 2, tolerance 0.25)")
+    ok, line = _study([2.0, 1.7], [1.0, 1.0]).verdict(0.25)
+    assert not ok and line.startswith("FAIL") and "L2 order 1.70" in line
+    assert _study([2.0, 3.1], [1.0, 1.4]).verdict(0.25)[0]  # superconvergence passes
+    assert not _study([2.0, 2.0], [1.0, 0.5]).verdict(0.25)[0]  # H1 counts too
+    text = _study([2.0, 2.0], [1.0, 1.0]).text()
+    assert "|" not in text and "```" not in text and "L2 error" in text
+
+
+def test_a_missed_order_exits_4(monkeypatch, capsys, tmp_path):
+    import argparse
+
+    from rdgraph.cli import convergence
+    from rdgraph.compat import MPI
+
+    parser = argparse.ArgumentParser()
+    convergence.add_arguments(parser)
+    verdicts = [_study([2, 2], [1, 1]).verdict(0.25), _study([2, 1.5], [1, 1]).verdict(0.25)]
+    monkeypatch.setattr(convergence, "run_all", lambda *a, **k: v.Verification("", verdicts))
+    args = parser.parse_args(["--only", "space", "--out", str(tmp_path)])
+    assert convergence.run_from_args(args) == convergence.EXIT_ORDER_MISSED == 4
+    if MPI.COMM_WORLD.rank == 0:
+        out = capsys.readouterr().out
+        assert "PASS synthetic" in out and "FAIL synthetic" in out
+        assert "1 of 2 studies PASS, 1 FAIL" in out
+    monkeypatch.setattr(convergence, "run_all",
+                        lambda *a, **k: v.Verification("", verdicts[:1]))
+    assert convergence.run_from_args(args) == 0

@@ -8,11 +8,13 @@ Exit status, the same on every rank:
   created, the current directory or an ancestor, home, ``/``, a mount point, a symlink), a run
   directory in use by another process, a ``--resume`` directory without a valid checkpoint;
 * 3 a solver failure (a checkpoint of the last good state is written);
-* 4 ``rdgraph particles --compare`` ran, but particles and FEM disagree;
+* 4 the computation ran, but its check failed: ``rdgraph particles --compare`` (particles and
+  FEM disagree), ``rdgraph convergence`` (an observed order misses the expected one);
 * 5 the environment failed: disk full, read-only directory, permission denied, out of memory
   (one message naming the file, the OS error and the last good checkpoint);
 * 130 / 143 stopped by SIGINT / SIGTERM (during the time loop after writing a checkpoint;
-  during set-up or the final output at once);
+  during set-up or the final output at once); 141 standard output closed (``rdgraph run |
+  head``), likewise;
 * 1 anything else: a bug. Under MPI an unexpected exception on any rank aborts every rank.
 """
 
@@ -42,6 +44,53 @@ SUBCOMMANDS = {
     "sweep": ("rdgraph.cli.sweep", "run every combination of a parameter sweep (SWEEP.toml)"),
     "particles": ("rdgraph.cli.particles", "Monte Carlo particles of the same flow (vs FEM)"),
 }
+
+
+class _ClosedStdoutGuard:
+    """Standard output that turns into /dev/null once its reader is gone.
+
+    ``rdgraph run ... | head -1`` closes the pipe: writes then fail with EPIPE (the SIGPIPE
+    that comes with it is ignored, or recorded by the run's signal watch, which stops the
+    run with a checkpoint). The file descriptor is pointed at /dev/null so that neither
+    later prints nor the flush at exit raise ``BrokenPipeError``.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _closed(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _quiet_closed_stdout() -> None:
+    """Undo PETSc's SIGPIPE handler (it prints 'Caught signal number 13' and aborts)."""
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own default: EPIPE, not death
+    if not isinstance(sys.stdout, _ClosedStdoutGuard):
+        try:
+            sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not a real file (captured by a test harness): nothing to guard
+        sys.stdout = _ClosedStdoutGuard(sys.stdout)
 
 
 def _install_mpi_excepthook() -> None:
@@ -198,6 +247,7 @@ def _main(argv: list[str] | None) -> int:
     if threading.current_thread() is threading.main_thread():
         _install_setup_signal_handlers()  # again, in case importing PETSc installed its own
 
+    _quiet_closed_stdout()
     database = PETSc.Options()
     for key, value in global_options.items():
         database.setValue(key, value)

@@ -365,13 +365,16 @@ def _truncate(path: Path, step: int, header: list[str] | None) -> tuple[list[str
 
 
 class SignalWatch:
-    """Records SIGTERM/SIGINT instead of dying, so the run can checkpoint first.
+    """Records SIGTERM/SIGINT/SIGPIPE instead of dying, so the run can checkpoint first.
+
+    SIGPIPE arrives when rank 0 writes to a closed standard output (``rdgraph run | head``):
+    the run then stops as for SIGTERM, without PETSc's signal handler and ``MPI_Abort``.
 
     Use as a context manager around the time loop; :meth:`received` is collective and
     returns the same signal number on every rank (0 when none arrived on any rank).
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE)
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm

@@ -89,7 +89,7 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
     dim = x.shape[1]
     shown = np.argsort(result.fractions[-1])[::-1][: min(_SHOWN, result.fractions.shape[1])]
     rows = {1: 2, 2: 3}.get(dim, 1)
-    fig = plt.figure(figsize=(4.2 * len(shown), 3.4 * rows), constrained_layout=True)
+    fig = plt.figure(figsize=(4.8 * len(shown), 3.6 * rows), constrained_layout=True)
     grid = fig.add_gridspec(rows, len(shown))
 
     ax = fig.add_subplot(grid[0, :])
@@ -127,6 +127,7 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
             ax.set_title(f"g = {g}, t = {t:.3g}: FEM mass {fem_mass[g]:.3f}, "
                          f"χ²/dof {chi2[int(g)]:.2f}", fontsize="medium")
             ax.set_xlabel("x[0]")
+            ax.set_ylabel("density / total mass")
             ax.legend(fontsize="small")
         elif dim == 2:
             bins = [np.linspace(lower[i], upper[i], 33) for i in range(2)]
@@ -136,16 +137,17 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
             hist = counts / (result.particles * np.diff(bins[0])[0] * np.diff(bins[1])[0])
             top = max(float(hist.max()), float(density.max()), 1e-300)
             ax = fig.add_subplot(grid[1, j])
-            ax.pcolormesh(bins[0], bins[1], hist.T, vmin=0, vmax=top, cmap="viridis")
+            image = ax.pcolormesh(bins[0], bins[1], hist.T, vmin=0, vmax=top, cmap="viridis")
             ax.set_title(f"g = {g}, t = {t:.3g}: particles (χ²/dof {chi2[int(g)]:.2f})",
                          fontsize="medium")
-            ax.set_aspect("equal")
+            ax.set(xlabel="x[0]", ylabel="x[1]", aspect="equal")
+            fig.colorbar(image, ax=ax, shrink=0.8).set_label("density / mass", fontsize="small")
             ax = fig.add_subplot(grid[2, j])
             image = ax.tripcolor(points[:, 0], points[:, 1], density, vmin=0, vmax=top,
                                  shading="gouraud", cmap="viridis")
-            ax.set_title(f"FEM density (mass {fem_mass[g]:.3f})")
-            ax.set_aspect("equal")
-            fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.set_title(f"g = {g}: FEM density (mass {fem_mass[g]:.3f})", fontsize="medium")
+            ax.set(xlabel="x[0]", ylabel="x[1]", aspect="equal")
+            fig.colorbar(image, ax=ax, shrink=0.8).set_label("density / mass", fontsize="small")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return chi2

@@ -350,8 +350,11 @@ def _check_time(s: TimeSettings) -> None:
     if steps > 1e8:
         raise InputError(f"time.t_end / time.dt = {steps:.3g} steps: too many")
     if round(steps) < 1 or abs(round(steps) - steps) > 1e-8 * max(1.0, steps):
+        whole = max(1, round(steps))
         raise InputError(
-            f"time.t_end = {s.t_end} is not a whole number of steps of time.dt = {s.dt}"
+            f"time.t_end = {s.t_end:g} is not a whole number of steps of time.dt = {s.dt:g} "
+            f"({steps:.6g} steps): use time.t_end = {whole * s.dt:.12g} ({whole} steps), or "
+            f"time.dt = {s.t_end / whole:.12g} to end at t_end = {s.t_end:g}"
         )
     if s.damping != "nesterov":
         if isinstance(s.damping, str):
@@ -525,12 +528,31 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+#: Keys of which a config gives one or the other: a ``--set`` of one removes the other.
+EXCLUSIVE_KEYS = {
+    ("model", "potential"): "potentials", ("model", "potentials"): "potential",
+    ("model", "initial"): "initials", ("model", "initials"): "initial",
+    ("model", "source"): "sources", ("model", "sources"): "source",
+}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set section.key=value`` strings to nested config data (a copy)."""
+    """Apply ``--set section.key=value`` strings to nested config data (a copy).
+
+    ``--set model.potential=...`` over a config with ``model.potentials`` replaces the list
+    (and the other way round; the same for ``initial(s)`` and ``source(s)``): the command
+    line is the only way to unset a key of the file.
+    """
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for text in overrides:
         section, key, value = parse_override(text)
-        out.setdefault(section, {})[key] = value
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # settings_from_dict reports the malformed section
+        target[key] = value
+        other = EXCLUSIVE_KEYS.get((section, key))
+        if other is not None:
+            target.pop(other, None)
     return out
 
 

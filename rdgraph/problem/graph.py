@@ -188,7 +188,8 @@ class Graph:
             raise InputError(f"{source}: the number of vertices must be an integer >= 1, "
                              f"got {n!r}")
         if isinstance(edges, str | bytes) or not isinstance(edges, Iterable):
-            raise InputError(f"{source} = {edges!r}: expected a list of [g, h, w] or [g, h]")
+            raise InputError(f"{source} = {edges!r}: expected a list of [g, h, w] or [g, h] "
+                             f"(a missing weight w means 1)")
         w = np.zeros((n, n))
         seen: set[tuple[int, int]] = set()
         for k, edge in enumerate(edges):
@@ -196,7 +197,8 @@ class Graph:
                 edge = edge.tolist()
             if isinstance(edge, str | bytes) or not isinstance(edge, Sequence) \
                     or len(edge) not in (2, 3):
-                raise InputError(f"{source}[{k}] = {edge!r}: expected [g, h, w] or [g, h]")
+                raise InputError(f"{source}[{k}] = {edge!r}: expected [g, h, w] or [g, h] "
+                                 f"(a missing weight w means 1)")
             where = f"{source}[{k}] = {list(edge)!r}"
             g, h = edge[0], edge[1]
             weight = edge[2] if len(edge) == 3 else 1.0
@@ -377,7 +379,7 @@ def read_edge_file(path: str | Path) -> tuple[int, list[tuple[int, int, float]]]
             continue  # a header line
         first = False
         if len(fields) not in (2, 3) or not all(fields):
-            raise InputError(f"{where}: expected 'g,h,w' or 'g,h'")
+            raise InputError(f"{where}: expected 'g,h,w' or 'g,h' (a missing weight w means 1)")
         if not (_INDEX.fullmatch(fields[0]) and _INDEX.fullmatch(fields[1])):
             raise InputError(f"{where}: vertex indices must be integers >= 0")
         g, h = int(fields[0]), int(fields[1])
@@ -481,7 +483,8 @@ def build_graph(
         if isinstance(edges, np.ndarray):
             edges = edges.tolist()
         if not isinstance(edges, list | tuple):
-            raise InputError(f"graph.edges = {edges!r}: expected a list of [g, h, w] or [g, h]")
+            raise InputError(f"graph.edges = {edges!r}: expected a list of [g, h, w] or [g, h] "
+                             f"(a missing weight w means 1)")
         if n is None:
             if not edges:
                 raise InputError("graph.edges = []: no edges, and graph.n is not given")

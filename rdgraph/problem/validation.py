@@ -6,12 +6,15 @@ first collective operation (used by the simulation, ``rdgraph info``, sweeps and
 
 from __future__ import annotations
 
+import numpy as np
+
 from rdgraph.errors import InputError
 from rdgraph.problem.config import ModelSettings, Settings
 from rdgraph.problem.expressions import Expression, parse
-from rdgraph.problem.graph import Graph, build_graph
+from rdgraph.problem.graph import Graph, build_graph, read_edge_file
 
-__all__ = ["MESH_GDIM", "check_expressions", "graph_from_settings", "parse_per_vertex"]
+__all__ = ["MESH_GDIM", "check_expressions", "check_vertex_lists", "disconnected_warning",
+           "graph_from_settings", "parse_per_vertex"]
 
 #: The geometric dimension of the built-in mesh shapes (a mesh file's is known when read).
 MESH_GDIM = {"interval": 1, "rectangle": 2, "box": 3}
@@ -24,6 +27,53 @@ def graph_from_settings(settings: Settings) -> Graph:
         s.kind, n=s.n, dim=s.dim, shape=s.shape, weight=s.weight, p=s.p, edges=s.edges,
         file=s.file, seed=s.seed,
     )
+
+
+def _graph_origin(settings: Settings) -> str:
+    """Where the vertex count came from, for messages: the largest index of an edge list."""
+    s = settings.graph
+    if s.kind == "file" and s.file is not None:
+        n, edges = read_edge_file(s.file)
+        largest = max(max(g, h) for g, h, _ in edges)
+        declared = f", and '# n = {n}' or graph.n adds vertices" if n > largest + 1 else ""
+        return (f" (the largest vertex index in graph.file {s.file!r} is {largest}: vertices "
+                f"0..{largest}{declared})")
+    if s.kind == "edges" and s.edges:
+        indices = [v for e in s.edges for v in e[:2]]
+        return f" (the largest vertex index in graph.edges is {max(indices)})"
+    return f" (graph.kind = {s.kind!r})"
+
+
+def check_vertex_lists(settings: Settings, graph: Graph) -> None:
+    """``model.potentials``, ``initials`` and ``sources`` have one entry per vertex.
+
+    Raises:
+        InputError: A list of the wrong length; the message says where the vertices came
+            from (for an edge file, its largest vertex index).
+    """
+    for key in ("potentials", "initials", "sources"):
+        values = getattr(settings.model, key)
+        if values is not None and len(values) != graph.n:
+            raise InputError(f"model.{key} has {len(values)} entries but the graph has "
+                             f"{graph.n} vertices{_graph_origin(settings)}")
+
+
+def disconnected_warning(graph: Graph, components: list[np.ndarray] | None = None,
+                         limit: int = 8) -> str | None:
+    """A warning naming the components of a graph that is not connected, else ``None``."""
+    components = graph.components() if components is None else components
+    if len(components) == 1:
+        return None
+
+    def name(c: np.ndarray) -> str:
+        shown = ", ".join(str(int(g)) for g in c[:limit])
+        return "{" + shown + (f", ... ({c.size} vertices)" if c.size > limit else "") + "}"
+
+    listed = "; ".join(name(c) for c in components[:limit])
+    more = f"; ... ({len(components)} in all)" if len(components) > limit else ""
+    return (f"the graph is not connected: {len(components)} components {listed}{more}. "
+            f"No mass moves between them: each keeps its initial mass, and the Gibbs masses "
+            f"are per component (check graph.edges / graph.file for a typo)")
 
 
 def parse_per_vertex(
@@ -58,6 +108,7 @@ def parse_per_vertex(
 
 def check_expressions(settings: Settings, graph: Graph, gdim: int) -> None:
     """Parse every expression of ``[model]``; raise :class:`InputError` for the first bad one."""
+    check_vertex_lists(settings, graph)
     model = settings.model
     parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0")
     parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1")
