@@ -76,4 +76,6 @@ sphinx_gallery_conf = {
     "only_warn_on_example_error": False,
     "show_memory": False,
     "write_computation_times": False,
+    # Run every example on every build, so that the test command runs them.
+    "run_stale_examples": True,
 }
