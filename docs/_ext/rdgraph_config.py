@@ -24,7 +24,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from rdgraph.problem import config
 
-__all__ = ["Key", "schema", "setup"]
+__all__ = ["Key", "field_docs", "schema", "section_markdown", "setup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +38,9 @@ class Key:
     doc: str
 
 
-def _docstrings(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` from the string literal that follows each annotated field."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
+def field_docs(class_source: str) -> dict[str, str]:
+    """``{field: docstring}`` from the source of one class: the string after each field."""
+    body = ast.parse(class_source).body[0].body
     docs = {}
     for stmt, after in zip(body, body[1:]):
         if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
@@ -54,7 +54,7 @@ def schema() -> dict[str, list[Key]]:
     """Every key of every config section, in the schema's order; ``doc`` is empty if missing."""
     out = {}
     for section, cls in config._SECTION_CLASSES.items():
-        docs = _docstrings(cls)
+        docs = field_docs(inspect.getsource(cls))
         keys = []
         for f in dataclasses.fields(cls):
             if f.default is not dataclasses.MISSING:
