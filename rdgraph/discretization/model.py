@@ -45,7 +45,7 @@ def _parse_per_vertex(
 
 
 class Model:
-    """Forms and coefficients of the model in MODEL.md for one mesh, graph and coupling.
+    """Forms and coefficients of the model in docs/model.md for one mesh, graph and coupling.
 
     Args:
         mesh: The shared mesh.

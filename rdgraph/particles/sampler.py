@@ -1,6 +1,6 @@
 """A Monte Carlo sampler of the flow: particles ``(x, g)`` whose law solves the PDE.
 
-The PDE of MODEL.md is the forward (Fokker–Planck) equation of a Markov process on
+The PDE of docs/model.md is the forward (Fokker–Planck) equation of a Markov process on
 ``Ω × G``. Write ``∂_t ρ_g = ∇·(β∇ρ_g + ρ_g∇V_g) + R_g(ρ)``:
 
 * the drift–diffusion part is the law of the reflected Langevin diffusion
