@@ -221,6 +221,8 @@ class OutputSettings:
 
 @dataclass
 class Settings:
+    """A whole run's settings: one attribute per TOML section, each a dataclass above."""
+
     mesh: MeshSettings = field(default_factory=MeshSettings)
     space: SpaceSettings = field(default_factory=SpaceSettings)
     graph: GraphSettings = field(default_factory=GraphSettings)
