@@ -5,8 +5,8 @@ each drifting in its own potential on one shared mesh and coupled through the gr
 
 Example:
     >>> import rdgraph
-    >>> settings = rdgraph.load_settings("examples/nas_toy.toml", ["time.dt=1e-2"])
-    >>> result = rdgraph.run(settings, out_dir="results/nas")
+    >>> settings = rdgraph.load_settings("examples/nas_toy.toml", ["time.t_end=1.0"])
+    >>> result = rdgraph.run(settings, out_dir="results/nas_toy")
 """
 
 import os as _os

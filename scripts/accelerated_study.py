@@ -1,4 +1,4 @@
-"""Measure the figures of the README's accelerated-flow section (issue 8).
+"""Measure the figures of the accelerated-flow section of docs/dynamics.md.
 
     python scripts/accelerated_study.py            # about 15 s on one core
     mpiexec -n 2 python scripts/accelerated_study.py

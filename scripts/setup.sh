@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv in the repository root (if missing) with a Python >= 3.12 and install
-# rdgraph with its pinned dependencies, including the DOLFINx wheel. Idempotent.
+# rdgraph with its pinned dependencies, including the DOLFINx wheel, the test tools and the
+# documentation tools (extras test and docs). Idempotent.
 #
 # The interpreter is taken from $RDGRAPH_PYTHON if set, else the first Python >= 3.12
 # found among python3.13, python3.12, python3, python and pyenv's installed versions.
@@ -67,6 +68,6 @@ want="$(cat "$root/pyproject.toml" "$root/scripts/constraints.txt" "$root/script
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "rdgraph setup: installing rdgraph and its pinned dependencies into .venv"
     bash "$root/scripts/install.sh" --mode wheel --python "$venv/bin/python" --editable \
-        --extras test
+        --extras test,docs
     echo "$want" > "$stamp"
 fi

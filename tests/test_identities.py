@@ -1,4 +1,4 @@
-"""The identities of the model page (docs/model.md) that hold exactly (to solver tolerance)."""
+"""The identities of docs/model.md that hold exactly (to solver tolerance)."""
 
 from __future__ import annotations
 

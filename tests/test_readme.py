@@ -1,4 +1,9 @@
-"""The README cannot drift from the code: its config examples are run through the loader."""
+"""The README and the docs cannot drift from the code or from each other.
+
+Their config examples are run through the loader, their ``--set`` examples through the
+override parser, and every relative link and image they contain must resolve inside the
+repository. The README stays a short page for users.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ import pytest
 
 from rdgraph.cli import SUBCOMMANDS
 from rdgraph.problem.config import (
-    _SECTION_CLASSES,
     apply_overrides,
     parse_override,
     read_config,
@@ -22,21 +26,21 @@ from rdgraph.problem.defaults import default_config
 from rdgraph.studies.sweep import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT = (ROOT / "README.md").read_text(encoding="utf-8")
+README = ROOT / "README.md"
+TEXT = README.read_text(encoding="utf-8")
+MAX_README_LINES = 250
+# The manual's Markdown pages and notes (not the build output or the generated gallery).
+DOC_PAGES = sorted(p for p in (ROOT / "docs").rglob("*.md")
+                   if not {"_build", "auto_examples"} & set(p.relative_to(ROOT).parts))
+PAGES = [README, *DOC_PAGES]
+ALL_TEXT = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
 
 
 def code_blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def section(title: str) -> str:
-    """The README text under ``## title`` up to the next ``## `` heading."""
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", TEXT, flags=re.S | re.M)
-    assert match, f"README has no section '## {title}'"
-    return match.group(1)
-
-
-TOML_BLOCKS = code_blocks(TEXT, "toml")
+TOML_BLOCKS = code_blocks(ALL_TEXT, "toml")
 
 
 def test_readme_has_config_and_sweep_examples():
@@ -57,9 +61,9 @@ def test_every_toml_block_is_a_valid_config_or_sweep(block):
 def set_examples() -> list[tuple[str, str]]:
     """``(command, section.key=value)`` for every ``--set`` in code blocks and code spans."""
     commands = []
-    for block in code_blocks(TEXT, "bash"):
+    for block in code_blocks(ALL_TEXT, "bash"):
         commands += block.replace("\\\n", " ").splitlines()
-    prose = re.sub(r"^```.*?^```", "", TEXT, flags=re.S | re.M)
+    prose = re.sub(r"^```.*?^```", "", ALL_TEXT, flags=re.S | re.M)
     commands += re.findall(r"`([^`]*--set [^`]*)`", prose)
     found = []
     for command in commands:
@@ -90,30 +94,68 @@ def test_every_set_example_is_valid_for_the_config_it_names():
         settings_from_dict(apply_overrides(data, [override]), source=f"README: {command}")
 
 
-def configuration_keys() -> dict[str, set[str]]:
-    """Keys written (or commented) under each ``[section]`` of the Configuration block."""
-    blocks = code_blocks(section("Configuration"), "toml")
-    assert len(blocks) == 1
-    keys: dict[str, set[str]] = {}
-    current = None
-    for line in blocks[0].splitlines():
-        header = re.match(r"^\[(\w+)\]", line)
-        if header:
-            current = header.group(1)
-            keys[current] = set()
-        if current is not None:
-            keys[current] |= set(re.findall(r"(\w+)\s*=", line))
-    return keys
-
-
-def test_configuration_section_names_every_key():
-    documented = configuration_keys()
-    assert set(documented) == set(_SECTION_CLASSES)
-    missing = [f"{name}.{f.name}" for name, cls in _SECTION_CLASSES.items()
-               for f in dataclasses.fields(cls) if f.name not in documented[name]]
-    assert not missing, f"README Configuration section does not mention {missing}"
-
-
 def test_every_subcommand_is_documented():
+    running = (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
     for name in ["run", *SUBCOMMANDS]:
         assert f"rdgraph {name}" in TEXT, f"README never shows 'rdgraph {name}'"
+        assert f"rdgraph {name}" in running, f"docs/running.md never shows 'rdgraph {name}'"
+
+
+def test_readme_is_short():
+    lines = len(TEXT.splitlines())
+    assert lines <= MAX_README_LINES, f"README.md has {lines} lines, at most {MAX_README_LINES}"
+
+
+def test_readme_keeps_the_users_order():
+    """What it solves, quick start, running, config, output, API, docs, layout, tests, citing."""
+    headings = re.findall(r"^## (.+)$", TEXT, flags=re.M)
+    assert headings == ["Quick start", "Running", "A minimal config", "What a run writes",
+                        "Python API", "Documentation", "Repository layout",
+                        "Tests and contributing", "Citing"]
+    quick_start = TEXT.split("## Quick start")[1].split("## ")[0]
+    blocks = code_blocks(quick_start, "bash")
+    assert len(blocks) == 1, "the quick start shows one block of commands"
+    commands = [line.split("#")[0].strip() for line in blocks[0].splitlines()]
+    assert commands == ["bash scripts/quickstart.sh", "bash scripts/test.sh"]
+
+
+def relative_links(text: str) -> list[str]:
+    """Targets of Markdown links and images outside code, without web links or anchors."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    prose = re.sub(r"`[^`\n]*`", "", prose)
+    targets = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose)
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def test_link_finder_sees_links_and_images_but_not_code():
+    text = ("See [a](docs/a.md#x) and ![b](fig.png \"title\"), [web](https://x.org), [c](#top).\n"
+            "`[not](code.md)`\n```\n[no](block.md)\n```\n")
+    assert relative_links(text) == ["docs/a.md#x", "fig.png"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_relative_link_and_image_resolves_inside_the_repository(page):
+    broken = []
+    for target in relative_links(page.read_text(encoding="utf-8")):
+        path = (page.parent / target.split("#")[0]).resolve()
+        if not path.exists() or not path.is_relative_to(ROOT):
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)}: links that do not resolve: {broken}"
+
+
+def test_readme_shows_a_figure_of_the_default_run():
+    images = [t for t in relative_links(TEXT) if t.endswith(".png")]
+    assert images == ["docs/figures/default-run.png"]
+
+
+MANUAL = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", MANUAL, ids=[str(p.relative_to(ROOT)) for p in MANUAL])
+def test_readme_and_manual_stand_alone(page):
+    """No tracker numbers, dated runs or files outside the repository (notes keep history)."""
+    text = page.read_text(encoding="utf-8")
+    for pattern in (r"\b[Ii]ssues? \d", r"\bMODEL\.md\b", r"\.\./shared",
+                    r"\b20\d\d-\d\d-\d\d\b", r"\b[Rr]ounds? \d"):
+        found = re.findall(pattern, text)
+        assert not found, f"{page.relative_to(ROOT)} mentions {found}"

@@ -29,7 +29,7 @@ _MAX_EXPONENT = 700.0
 
 
 class Model:
-    """Forms and coefficients of the model (docs/model.md) for one mesh, graph and coupling.
+    """Forms and coefficients of the model in docs/model.md for one mesh, graph and coupling.
 
     Args:
         mesh: The shared mesh.

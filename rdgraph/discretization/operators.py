@@ -1,5 +1,4 @@
-"""The global operator ``A = blockdiag(K_g) + C`` of the model page (docs/model.md), assembled
-without N² forms.
+"""The global operator ``A = blockdiag(K_g) + C`` of docs/model.md, assembled without N² forms.
 
 ``M`` and the vertex operators ``K_g`` come from two compiled forms (one ``K`` for all
 vertices when the potential does not depend on ``g``; ``β S + Σ_k c_k(g) D[φ_k]`` from

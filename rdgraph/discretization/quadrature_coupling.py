@@ -1,10 +1,10 @@
 """The gibbs coupling with weighted-mass rates, applied at the quadrature points.
 
-The gibbs blocks of the model page (docs/model.md) are ``C_gh = −w_gh M[k_hg]`` and
-``C_gg = Σ_h w_gh M[k_gh]`` with
-``k_gh = exp((V_g − V_h)/2β) = a_g / a_h``, ``a_g = exp(V_g/2β)``. With ``B`` the basis
-functions at the quadrature points of the owned cells and ``W`` the quadrature weights times
-``|det J|``, ``M[k] = Bᵀ W diag(k) B``, so for a block vector ``X``
+The gibbs blocks of docs/model.md are ``C_gh = −w_gh M[k_hg]`` and
+``C_gg = Σ_h w_gh M[k_gh]`` with ``k_gh = exp((V_g − V_h)/2β) = a_g / a_h``,
+``a_g = exp(V_g/2β)``. With ``B`` the basis functions at the quadrature points of the owned
+cells and ``W`` the quadrature weights times ``|det J|``, ``M[k] = Bᵀ W diag(k) B``, so for a
+block vector ``X``
 
     (C X)_g = Bᵀ W [ a_g (Σ_h w_gh / a_h) (B X)_g − (1/a_g) Σ_h w_gh a_h (B X)_h ].
 

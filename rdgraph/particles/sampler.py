@@ -1,7 +1,7 @@
 """A Monte Carlo sampler of the flow: particles ``(x, g)`` whose law solves the PDE.
 
-The PDE of the model page (docs/model.md) is the forward (Fokker–Planck) equation of a Markov
-process on ``Ω × G``. Write ``∂_t ρ_g = ∇·(β∇ρ_g + ρ_g∇V_g) + R_g(ρ)``:
+The PDE of docs/model.md is the forward (Fokker–Planck) equation of a Markov process on
+``Ω × G``. Write ``∂_t ρ_g = ∇·(β∇ρ_g + ρ_g∇V_g) + R_g(ρ)``:
 
 * the drift–diffusion part is the law of the reflected Langevin diffusion
   ``dx = −∇V_g(x) dt + sqrt(2β) dW`` (no-flux walls are reflecting walls);

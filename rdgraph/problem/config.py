@@ -87,62 +87,114 @@ FACTORIZATION_PRECISIONS = ("auto", "double", "single")
 
 @dataclass
 class MeshSettings:
+    """``[mesh]``: the one mesh every graph vertex shares."""
+
     shape: str = "rectangle"
+    """``interval``, ``rectangle`` or ``box`` (a built-in mesh of the box from ``lower`` to
+    ``upper`` in 1-D, 2-D or 3-D), or ``file`` (a gmsh mesh read from ``file``)."""
     cells: list[int] = field(default_factory=lambda: [32, 32])
+    """Cells per direction of a built-in mesh, one integer per dimension."""
     lower: list[float] | None = None
+    """Lower corner of a built-in mesh, one number per dimension; unset: 0 in each."""
     upper: list[float] | None = None
+    """Upper corner of a built-in mesh, one number per dimension; unset: 1 in each."""
     file: str | None = None
+    """Gmsh ``.msh`` file for ``shape = "file"``, relative to the config file's folder; its
+    cells must carry a physical group of the top dimension."""
 
 
 @dataclass
 class SpaceSettings:
+    """``[space]``: the finite-element space, the same for every vertex."""
+
     degree: int = 1
-    # None: 2*degree + 2, enough for the polynomial parts of every form.
+    """Lagrange degree, 1 to 3."""
     quadrature_degree: int | None = None
-    # Row-sum (lumped) mass for the time derivative and the reaction terms: see operators.py.
+    """Quadrature degree of the forms; unset: ``2*degree + 2``, enough for the polynomial
+    parts of every form."""
     lumping: bool = False
+    """Row-sum (lumped) mass for the time derivative and the reaction terms: keeps P1
+    densities non-negative for small steps, at the price of an O(h²) consistency error."""
 
 
 @dataclass
 class GraphSettings:
+    """``[graph]``: the weighted graph whose vertices carry one density each."""
+
     kind: str = "path"
+    """``path``, ``cycle``, ``complete``, ``star``, ``hypercube``, ``grid``, ``random``,
+    ``edges`` (the list ``edges``) or ``file`` (an edge file)."""
     n: int | None = None
+    """Number of vertices: needed by ``path``, ``cycle``, ``complete``, ``star`` and
+    ``random``; optional for ``edges`` and ``file`` (unset: the largest index + 1)."""
     dim: int | None = None
+    """``hypercube``: its dimension, 1 to 16 (``2**dim`` vertices)."""
     shape: list[int] | None = None
+    """``grid``: ``[rows, cols]``."""
     weight: float = 1.0
+    """Edge weight of the generated graphs (> 0)."""
     p: float = 0.5
+    """``random``: edge probability of the Erdős–Rényi graph G(n, p); its weights are
+    ``weight`` times a uniform draw from [0.5, 1.5], and it is made connected."""
     edges: list[list[float]] | None = None
+    """``edges``: a list of ``[g, h, w]`` triples (or ``[g, h]``, weight 1)."""
     file: str | None = None
+    """``file``: a text file of ``g,h,w`` lines (``#`` starts a comment), relative to the
+    config file's folder."""
     seed: int = 0
+    """``random``: the seed of the draw (the same graph on every rank)."""
 
 
 @dataclass
 class ModelSettings:
+    """``[model]``: the coupling, the temperature and the expressions of the problem."""
+
     coupling: str = "laplacian"
+    """How the vertices exchange mass: ``laplacian`` (rates ``w_gh``), ``gibbs`` (detailed
+    balance, rates ``w_gh exp((V_g - V_h)/2β)``) or ``upwind`` (nonlinear, implicit Euler
+    with Newton)."""
     beta: float = 1.0
+    """Temperature β > 0: the diffusion coefficient and the temperature of the Gibbs state."""
     potential: str | None = None
+    """Potential ``V_g(x)``, one expression in ``x[0..2]`` and the vertex index ``g``;
+    unset: 0."""
     potentials: list[str] | None = None
+    """One potential expression per vertex, instead of ``potential``."""
     initial: str | None = None
+    """Initial density ``ρ_g(x, 0)``, an expression in ``x`` and ``g``; unset: 1."""
     initials: list[str] | None = None
+    """One initial density per vertex, instead of ``initial``."""
     source: str | None = None
+    """Optional source ``f_g(x, t)``, an expression in ``x``, ``g`` and ``t``; unset: none."""
     sources: list[str] | None = None
-    # gibbs only: the rate-weighted mass matrices M[k] of docs/model.md ("weighted-mass"), or
-    # M diag(k) with the rates at the nodes ("nodal": the coupling is applied from M alone,
-    # memory linear in N, and the nodal Gibbs state is exactly in detailed balance).
+    """One source per vertex, instead of ``source``."""
     gibbs_rates: str = "weighted-mass"
+    """``gibbs`` only: the rate-weighted mass matrices ``M[k]`` (``weighted-mass``), or
+    ``M diag(k)`` with the rates at the nodes (``nodal``: the coupling is applied from ``M``
+    alone, memory linear in N, and the nodal Gibbs state is exactly in detailed balance)."""
 
 
 @dataclass
 class TimeSettings:
+    """``[time]``: the time scheme and its fixed step."""
+
     scheme: str = "implicit-euler"
+    """``implicit-euler``, ``crank-nicolson``, ``bdf2``, ``jko`` (the linearized minimizing
+    movement step) or ``accelerated`` (the damped Hamiltonian flow)."""
     dt: float = 1e-3
+    """Time step (> 0); a failed step is retried with halved steps, then ``dt`` resumes."""
     t_end: float = 0.1
-    # scheme = "accelerated" only (see rdgraph/timestepping/accelerated.py): γ = 3/t or a
-    # constant γ >= 0, function-value restart, and the viscosity ν0 ρc/(ρ + ρc) in the S equation.
+    """Final time: a whole number of steps of ``dt``."""
     damping: str | float = "nesterov"
+    """``accelerated`` only: the damping γ, ``nesterov`` (γ = 3/t) or a constant ≥ 0."""
     restart: bool = False
+    """``accelerated`` only: function-value restart (S = 0 and the 3/t clock reset when the
+    free energy rises)."""
     viscosity: float = 0.01
+    """``accelerated`` only: ν0 of the vacuum viscosity ``ν0 ρc/(ρ + ρc)`` in the S equation
+    (0: none, exact Hamiltonian dynamics)."""
     viscosity_density: float = 1e-6
+    """``accelerated`` only: ρc of the vacuum viscosity (> 0)."""
 
     @property
     def method(self) -> Scheme:
@@ -152,44 +204,67 @@ class TimeSettings:
 
 @dataclass
 class SolverSettings:
+    """``[solver]``: how each step's block system is solved."""
+
     type: str = "auto"
-    # Scalar solves of the spectral solver: cached LU, AMG, or "auto" (LU for small meshes).
+    """``direct`` (MUMPS LU of the block matrix), ``krylov`` (``ksp_type`` and ``pc_type``
+    on it), ``fieldsplit`` (one split per vertex), ``spectral`` (the graph-spectral
+    solver) or ``auto`` (``direct`` up to 1e5 unknowns, ``spectral`` above)."""
     inner: str = "auto"
-    # Spectral modes dealt to the ranks, each solved whole and serially ("per-rank"), or each
-    # solved on all ranks ("distributed"); "auto": per-rank for factorized scalar solves.
+    """Scalar solves of the spectral solver: cached factorizations (``lu``), GAMG (``amg``)
+    or ``auto`` (factorizations while they fit in memory)."""
     scalar_layout: str = "auto"
-    # gibbs with weighted-mass rates: one weighted mass matrix per directed edge, or the
-    # coupling applied from the quadrature points (memory linear in N for any graph);
-    # "auto": whichever stores less.
+    """Spectral modes dealt to the ranks, each solved whole and serially (``per-rank``), or
+    each solved on all ranks (``distributed``); ``auto``: per-rank for factorized scalar
+    solves on more than one rank."""
     gibbs_coupling: str = "auto"
-    # Precision of the spectral solver's factorizations where they only precondition (MUMPS):
-    # "single" halves their memory and the bytes each solve reads; "auto": single where MUMPS
-    # can and the scalar problems are well enough conditioned (rdgraph.solvers.precision).
+    """``gibbs`` with ``weighted-mass`` rates: one weighted mass matrix per directed edge
+    (``per-edge``), or the coupling applied from the quadrature points (``quadrature``:
+    memory linear in N for any graph); ``auto``: whichever stores less."""
     factorization_precision: str = "auto"
+    """Precision of the spectral solver's factorizations where they only precondition
+    (MUMPS): ``single`` halves their memory and the bytes each solve reads; ``double``;
+    ``auto``: single where MUMPS has it and the scalar problems are well enough
+    conditioned."""
     ksp_type: str = "gmres"
+    """``krylov`` only: the PETSc KSP type."""
     pc_type: str = "bjacobi"
+    """``krylov`` only: the PETSc PC type."""
     rtol: float = 1e-12
+    """Relative tolerance of the Krylov solves (``spectral``, ``fieldsplit``, ``krylov``)."""
     atol: float = 1e-50
+    """Absolute tolerance of the Krylov solves."""
     max_it: int = 1000
-    # Halvings of dt allowed for a failed step before the run stops with status 3.
+    """Iteration limit of the Krylov solves."""
     max_retries: int = 3
+    """Halvings of ``dt`` allowed for a failed step before the run stops with status 3
+    (0 to 20; 0 disables retries)."""
     petsc_options: dict[str, Any] = field(default_factory=dict)
+    """Any PETSc options, given without the ``rd_`` prefix the command line uses (e.g.
+    ``{ ksp_monitor = "" }``); command-line options win."""
 
 
 @dataclass
 class OutputSettings:
+    """``[output]``: what a run writes into its run directory."""
+
     dir: str | None = None
+    """Run directory; ``--out`` wins; unset: ``results/<config name>``."""
     fields_every: int = 10
+    """Write the densities to ``fields.bp`` every this many steps (0: none)."""
     npz: bool = True
-    # Steps between checkpoints; 0: only at the end, on failure and on SIGTERM/SIGINT.
+    """Write ``final.npz``, the final densities gathered on rank 0."""
     checkpoint_every: int = 100
-    # PNG figures in RUN_DIR/plots at the end (seconds of matplotlib): off by default
-    # so that batch runs and sweeps stay lean; the built-in default problem turns it on.
+    """Steps between checkpoints; 0: only at the end, on failure and on SIGTERM/SIGINT."""
     plots: bool = False
+    """PNG figures in ``RUN_DIR/plots`` at the end (seconds of matplotlib, so off by default;
+    the built-in default problem turns it on)."""
 
 
 @dataclass
 class Settings:
+    """A whole run's settings: one attribute per TOML section, each a dataclass above."""
+
     mesh: MeshSettings = field(default_factory=MeshSettings)
     space: SpaceSettings = field(default_factory=SpaceSettings)
     graph: GraphSettings = field(default_factory=GraphSettings)

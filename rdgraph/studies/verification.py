@@ -2,8 +2,7 @@
 
 Exact solutions are (1) manufactured ones, built with sympy so that the source ``f_g`` of
 either coupling is derived symbolically and passed to a normal :class:`Simulation` as config
-strings, and (2) the cosine-mode solution of the model page, docs/model.md (``V = 0``,
-laplacian). Errors at
+strings, and (2) the cosine-mode solution of docs/model.md (``V = 0``, laplacian). Errors at
 ``t_end`` are measured in a Lagrange space of degree ``k + 3``, summed over vertices and
 reduced over ranks. Everything is collective; only rank 0 prints and writes files.
 """
@@ -134,7 +133,7 @@ def manufactured(coupling: str, dim: int, beta: float = 0.5, affine: bool = Fals
 
 
 def cosine_mode(dim: int, beta: float = 0.1) -> ExactSolution:
-    """The cosine mode of the model page (docs/model.md): ``V = 0``, laplacian,
+    """docs/model.md: ``V = 0``, laplacian,
     ``ρ_g = 1 + a_g Π cos(k_i π x_i) e^{-(βπ²|k|²+λ)t}``."""
     lam, vecs = np.linalg.eigh(_LAPLACIAN)
     a = 0.5 * vecs[:, 1] / np.max(np.abs(vecs[:, 1]))
@@ -814,7 +813,7 @@ Crank-Nicolson 2, BDF2 2 (its first step is implicit Euler).
 * Exact solutions: manufactured `rho_g = a_g + b_g cos(t + phi_g) prod cos(pi x_i)` with
   `V_g = s_g sum cos(pi x_i)` (sources by sympy, both couplings), the same with the affine
   time profile `rho_g = a_g + (b_g + c_g t) prod cos(pi x_i)` ("mms-affine"), and the
-  cosine mode of docs/model.md (`V = 0`, laplacian, second Laplacian eigenvector).
+  cosine mode of the model page (`V = 0`, laplacian, second Laplacian eigenvector).
 * `space-Nd`: BDF2 with `tau ~ h^((k+1)/2)` (so its O(tau^2) error shrinks like h^(k+1)),
   `t_end = 0.1`. h is halved 5 times in 1-D, 4 times in 2-D and 3-D (3-D P1: 2 to 32 cells
   per side; 3-D P2: 1 to 16, as 33^3 P2 dofs per vertex is the most that 2 cores solve in
