@@ -145,7 +145,7 @@ def test_every_relative_link_and_image_resolves_inside_the_repository(page):
 
 def test_readme_shows_a_figure_of_the_default_run():
     images = [t for t in relative_links(TEXT) if t.endswith(".png")]
-    assert images == ["docs/figures/default-run.png"]
+    assert images == ["docs/figures/default-masses.png"]
 
 
 MANUAL = [README, *sorted((ROOT / "docs").glob("*.md"))]
