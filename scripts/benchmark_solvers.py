@@ -61,7 +61,9 @@ def _config(case: dict) -> dict:
         "space": {"degree": 1},
         "graph": {"kind": case.get("graph", "path"), "n": N, "weight": case.get("weight", 1.0)},
         "model": {"coupling": case["coupling"], "beta": 1.0, "potential": potential,
-                  "initial": "1 + 0.5*cos(pi*x[0])*(g + 1)"},
+                  # Amplitude (g + 1)/N * 0.5 < 1: a density >= 0 at every node, as rdgraph
+                  # requires (the former (g + 1) * 0.5 went negative for g >= 1).
+                  "initial": f"1 + 0.5*cos(pi*x[0])*(g + 1)/{N}"},
         "time": {"scheme": "implicit-euler", "dt": case["dt"],
                  "t_end": case["dt"] * case["steps"]},
         "solver": case["solver"],

@@ -30,8 +30,10 @@ def put(path, text: str) -> str:
 def files(root) -> dict:
     """Every file below ``root`` with its bytes (what must survive a refusal)."""
     COMM.Barrier()
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    found = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+             if p.is_file()}
+    COMM.Barrier()  # read on every rank before any rank changes a file again
+    return found
 
 
 def user_files(folder) -> None:

@@ -206,7 +206,8 @@ def _fem_fractions(settings: Settings, out: Path, steps: np.ndarray,
     # Only final.npz (for the density plot) is needed from the fields.
     fem_settings.output.fields_every = 0
     fem_settings.output.npz = True
-    result = run(fem_settings, out_dir=out, comm=comm, quiet=True, config_name="fem")
+    result = run(fem_settings, out_dir=out, comm=comm, quiet=True, config_name="fem",
+                 keep_history=True)  # the masses at the particle sampling steps
     masses = np.array([result.history[s].vertex_masses for s in steps])
     return masses / masses.sum(axis=1, keepdims=True)
 
