@@ -272,10 +272,16 @@ class Model:
         Args:
             masses: The initial mass of every vertex (the same on every rank).
         """
-        local = min(float(np.min(values, initial=np.inf)) for values in self._initial_nodal)
-        lowest = self.mesh.comm.allreduce(local, op=MPI.MIN)
+        comm = self.mesh.comm
+        lowest = comm.allreduce(
+            min(float(np.min(values, initial=np.inf)) for values in self._initial_nodal),
+            op=MPI.MIN)
+        largest = comm.allreduce(
+            max(float(np.max(np.abs(values), initial=0.0)) for values in self._initial_nodal),
+            op=MPI.MAX)
         source = "model.initials" if self.settings.initials is not None else "model.initial"
-        if lowest < 0:
+        # Round-off of node coordinates (x[0] = -3e-18 for x[0] = 0) is not a negative density.
+        if lowest < -1e-12 * largest:
             raise InputError(f"{source} is negative at a node (down to {lowest:.4g}): give a "
                              "density >= 0 everywhere, with positive total mass")
         total = float(np.sum(masses))
