@@ -41,7 +41,7 @@ from rdgraph.discretization.operators import BlockOperators
 from rdgraph.errors import InputError
 from rdgraph.problem.config import Scheme, SolverSettings
 from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
-from rdgraph.timestepping.base import Stepper
+from rdgraph.timestepping.potential_newton import PotentialNewtonStepper
 
 __all__ = ["JKOStepper", "log_mean", "mobilities"]
 
@@ -77,7 +77,7 @@ def mobilities(weight: float, beta: float, log_rho_g: np.ndarray, log_rho_h: np.
     return (weight / beta) * np.exp(0.5 * (log_rho_g + log_rho_h) + _log_sinhc(s))
 
 
-class JKOStepper(Stepper):
+class JKOStepper(PotentialNewtonStepper):
     """Advances the densities by one linearized JKO step (Newton on the potentials Φ).
 
     A one-step :class:`~rdgraph.timestepping.base.Stepper` (no history), so retries with halved
@@ -111,7 +111,6 @@ class JKOStepper(Stepper):
         self._solver_settings = solver
         self._overrides = overrides
         self.steps_taken = 0
-        self.newton_iterations = self.linear_iterations = 0  # over all steps
         self.beta = model.settings.beta
         graph, layout = model.graph, self.layout
         self._n = n = layout.size_local
@@ -153,11 +152,6 @@ class JKOStepper(Stepper):
         self.last_iterations = (0, 0)  # (Newton, Krylov) of the last step
 
     # -- the nonlinear problem ----------------------------------------------------------------
-    def _density(self, phi: np.ndarray) -> np.ndarray:
-        # An overflow makes the residual inf, and the line search backs off.
-        with np.errstate(over="ignore"):
-            return np.exp((phi - self._potential) / self.beta)
-
     def _residual(self, x: PETSc.Vec, f: PETSc.Vec) -> None:
         self._linear.mult(x, f)
         f.array[:] += self._block_mass * (self._density(x.array_r) - self._rho_old.array_r)
@@ -208,35 +202,8 @@ class JKOStepper(Stepper):
         log_rho = [np.log(rho[g * n:(g + 1) * n]) for g in range(graph.n)]
         phi = [beta * log_rho[g] + self._potential[g * n:(g + 1) * n] for g in range(graph.n)]
         self._assemble_linear(log_rho, phi)
-        potential = x.duplicate()
-        potential.array[:] = np.concatenate(phi)
-        try:
-            newton, krylov = self.solver.solve(potential, scale=self._mass_scale())
-            x.array[:] = self._density(potential.array_r)
-        finally:
-            potential.destroy()
-        self.last_iterations = (newton, krylov)
-        self.steps_taken += 1
-        self.newton_iterations += newton
-        self.linear_iterations += krylov
-        return newton
-
-    def _mass_scale(self) -> float:
-        """``‖M ρ^n‖``: the residual's part that does not depend on Φ (collective)."""
-        local = float(np.sum((self._block_mass * self._rho_old.array_r) ** 2))
-        return float(np.sqrt(self.layout.comm.allreduce(local)))
-
-    def with_dt(self, dt: float) -> JKOStepper:
-        return JKOStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
-                          self._overrides)
-
-    def solver_stats(self) -> dict[str, int]:
-        return {"steps": self.steps_taken, "nonlinear_iterations": self.newton_iterations,
-                "linear_iterations": self.linear_iterations}
-
-    @property
-    def solver_options(self) -> dict:
-        return {**self.solver.options, **(self._overrides or {})}
+        self.last_iterations = self._solve_potentials(x, np.concatenate(phi))
+        return self.last_iterations[0]
 
     def destroy(self) -> None:
         self.solver.destroy()

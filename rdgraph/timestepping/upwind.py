@@ -37,7 +37,7 @@ from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.problem.config import Scheme, SolverSettings
 from rdgraph.solvers.nonlinear import NewtonSolver, newton_options
-from rdgraph.timestepping.base import Stepper
+from rdgraph.timestepping.potential_newton import PotentialNewtonStepper
 
 __all__ = ["UpwindStepper", "upwind_flux"]
 
@@ -56,7 +56,7 @@ def upwind_flux(weight: float, phi_g: np.ndarray, phi_h: np.ndarray,
     return weight * z * upwind, d_z, -d_z, weight * z * side, weight * z * (1.0 - side)
 
 
-class UpwindStepper(Stepper):
+class UpwindStepper(PotentialNewtonStepper):
     """Implicit Euler for the upwind coupling, Newton (PETSc SNES) on the potentials Φ.
 
     A one-step :class:`~rdgraph.timestepping.base.Stepper` (no history), so retries with halved
@@ -86,14 +86,13 @@ class UpwindStepper(Stepper):
         self._solver_settings = solver
         self._overrides = overrides
         self.steps_taken = 0
-        self.newton_iterations = self.linear_iterations = 0  # over all steps
         self.beta = model.settings.beta
         graph = model.graph
         self._n = n = layout.size_local
         model.check_positive_initial("model.coupling = 'upwind'")
         self._pattern = operators.pattern
         self._positions = operators.diagonal_positions()
-        self._lumped_mass = np.tile(operators.mass_row_sums(), graph.n)
+        self._block_mass = np.tile(operators.mass_row_sums(), graph.n)
         self._potential = np.concatenate([model.potential_nodal(g)[:n] for g in range(graph.n)])
         # ∫ exp((Φ − V_g)/β) ∇Φ·∇φ and its Jacobian: compiled once, V_g via the vertex constant.
         self._phi = dolfinx.fem.Function(model.V, name="phi")
@@ -113,10 +112,6 @@ class UpwindStepper(Stepper):
         self.solver = NewtonSolver(self._residual, self._update_jacobian, self._jacobian,
                                    options, name="upwind implicit-Euler step")
 
-    def _density(self, phi: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):  # inf residual: the line search backs off
-            return np.exp((phi - self._potential) / self.beta)
-
     def _set_phi(self, phi: np.ndarray, g: int) -> None:
         n = self._n
         self._phi.x.array[:n] = phi[g * n:(g + 1) * n]
@@ -127,7 +122,7 @@ class UpwindStepper(Stepper):
         graph, n, tau = self.model.graph, self._n, self.dt
         phi = x.array_r
         rho = self._density(phi)
-        out = self._lumped_mass * (rho - self._rho_old.array_r)
+        out = self._block_mass * (rho - self._rho_old.array_r)
         for g in range(graph.n):
             self._set_phi(phi, g)
             b = dolfinx.fem.assemble_vector(self._residual_form)
@@ -136,15 +131,15 @@ class UpwindStepper(Stepper):
         for g, h, w in graph.edges:
             sg, sh = slice(g * n, (g + 1) * n), slice(h * n, (h + 1) * n)
             flux = upwind_flux(w, phi[sg], phi[sh], rho[sg], rho[sh])[0]
-            out[sg] += tau * self._lumped_mass[sg] * flux
-            out[sh] -= tau * self._lumped_mass[sh] * flux
+            out[sg] += tau * self._block_mass[sg] * flux
+            out[sh] -= tau * self._block_mass[sh] * flux
         f.array[:] = out
 
     def _update_jacobian(self, x: PETSc.Vec, J: PETSc.Mat) -> None:
         graph, n, tau, beta = self.model.graph, self._n, self.dt, self.beta
         phi = x.array_r
         rho = self._density(phi)
-        mass, positions = self._lumped_mass, self._positions
+        mass, positions = self._block_mass, self._positions
         blocks = {key: np.zeros(self._pattern.nnz) for key in self._keys}
         for g in range(graph.n):
             self._set_phi(phi, g)
@@ -172,35 +167,9 @@ class UpwindStepper(Stepper):
             SolverError: Newton diverged, on every rank.
         """
         x.copy(self._rho_old)
-        potential = x.duplicate()
         with np.errstate(divide="ignore"):
-            potential.array[:] = self.beta * np.log(x.array_r) + self._potential
-        try:
-            newton, krylov = self.solver.solve(potential, scale=self._mass_scale())
-            x.array[:] = self._density(potential.array_r)
-        finally:
-            potential.destroy()
-        self.steps_taken += 1
-        self.newton_iterations += newton
-        self.linear_iterations += krylov
-        return newton
-
-    def _mass_scale(self) -> float:
-        """``‖M ρ^n‖``: the residual's part that does not depend on Φ (collective)."""
-        local = float(np.sum((self._lumped_mass * self._rho_old.array_r) ** 2))
-        return float(np.sqrt(self.layout.comm.allreduce(local)))
-
-    def with_dt(self, dt: float) -> UpwindStepper:
-        return UpwindStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
-                          self._overrides)
-
-    def solver_stats(self) -> dict[str, int]:
-        return {"steps": self.steps_taken, "nonlinear_iterations": self.newton_iterations,
-                "linear_iterations": self.linear_iterations}
-
-    @property
-    def solver_options(self) -> dict:
-        return {**self.solver.options, **(self._overrides or {})}
+            phi = self.beta * np.log(x.array_r) + self._potential
+        return self._solve_potentials(x, phi)[0]
 
     def destroy(self) -> None:
         self.solver.destroy()
