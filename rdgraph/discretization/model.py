@@ -18,7 +18,7 @@ from rdgraph.problem.config import ModelSettings, SpaceSettings
 from rdgraph.problem.expressions import Expression
 from rdgraph.problem.graph import Graph
 from rdgraph.problem.separable import Separation, separate
-from rdgraph.problem.validation import parse_per_vertex
+from rdgraph.problem.validation import parse_per_vertex, vertex_data
 
 __all__ = ["Model"]
 
@@ -48,9 +48,12 @@ class Model:
         self.degree = space.degree
         gdim = mesh.geometry.dim
         n = graph.n
-        self.potentials = parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0")
-        self.initials = parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1")
-        self.sources = parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
+        self.data = vertex_data(model, graph)
+        self.potentials = parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0",
+                                           self.data)
+        self.initials = parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1", self.data)
+        self.sources = parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None,
+                                        self.data)
 
         self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
         self._dof_points = None  # dof coordinates, tabulated once for nodal values
@@ -59,6 +62,11 @@ class Model:
         scalar = dolfinx.default_scalar_type
         self._g = fem.Constant(mesh, scalar(0))  # vertex a form is assembled for
         self._h = fem.Constant(mesh, scalar(0))  # second vertex, for edge forms
+        # Data columns name[g] in forms: one constant per column and vertex slot, set with
+        # the vertex (set_vertex), so that the forms stay compiled once for all N.
+        names = () if self.data is None else self.data.names
+        self._data_g = {name: fem.Constant(mesh, scalar(0)) for name in names}
+        self._data_h = {name: fem.Constant(mesh, scalar(0)) for name in names}
         self.time = fem.Constant(mesh, scalar(0))
         self.beta = fem.Constant(mesh, scalar(model.beta))
         qdeg = self.quadrature_degree = space.quadrature_degree or 2 * space.degree + 2
@@ -106,7 +114,8 @@ class Model:
         """A UFL expression equal to vertex ``index``'s expression, compiled once for all."""
         t = self.time
         if isinstance(exprs, Expression):
-            value = to_ufl(exprs, self.x, g=index, t=t)
+            data = self._data_h if index is self._h else self._data_g
+            value = to_ufl(exprs, self.x, g=index, t=t, data=data)
         else:
             # A list: select by the index constant (one compiled form for all vertices).
             value = ufl.as_ufl(to_ufl(exprs[-1], self.x, t=t))
@@ -314,6 +323,9 @@ class Model:
     def set_vertex(self, g: int, h: int = 0) -> None:
         self._g.value = g
         self._h.value = h
+        for name, constant in self._data_g.items():
+            constant.value = self.data[name][g]
+            self._data_h[name].value = self.data[name][h]
 
     def set_time(self, t: float) -> None:
         self.time.value = t

@@ -32,7 +32,7 @@ from rdgraph.errors import InputError
 from rdgraph.problem.config import Settings
 from rdgraph.problem.expressions import Expression
 from rdgraph.problem.graph import Graph
-from rdgraph.problem.validation import graph_from_settings, parse_per_vertex
+from rdgraph.problem.validation import graph_from_settings, parse_per_vertex, vertex_data
 
 __all__ = [
     "BOX_SHAPES",
@@ -151,14 +151,16 @@ class ParticleProblem:
                              "(particles are neither created nor destroyed); remove it")
         graph = graph_from_settings(settings)
         gdim = BOX_SHAPES[mesh.shape]
+        data = vertex_data(model, graph)
         problem = cls(
             graph=graph,
             lower=np.array(mesh.lower, dtype=np.float64),
             upper=np.array(mesh.upper, dtype=np.float64),
             coupling=model.coupling,
             beta=float(model.beta),
-            potentials=parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0"),
-            initials=parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1"),
+            potentials=parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0",
+                                        data),
+            initials=parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1", data),
             cells=list(mesh.cells),
         )
         problem._check()
