@@ -524,6 +524,9 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "final_free_energy": final.free_energy,
         "gibbs_free_energy": sim.model.gibbs_free_energy(first.vertex_masses),
     }
+    if sim.graph.labels is not None:
+        # Vertex names (architectures), in vertex order like final_vertex_masses.
+        summary["vertex_labels"] = list(sim.graph.labels)
     if not quiet:
         _report(sim, first, final, summary)
     summary["wall_time"] = time.perf_counter() - wall_start
