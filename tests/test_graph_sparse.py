@@ -35,8 +35,8 @@ def reference_hamming(dim: int, q: int, weight: float) -> np.ndarray:
     words = list(itertools.product(range(q), repeat=dim))
     n = len(words)
     w = np.zeros((n, n))
-    for i, a in enumerate(words):
-        for j, b in enumerate(words):
+    for a in words:
+        for b in words:
             if sum(x != y for x, y in zip(a, b, strict=True)) == 1:
                 w[np.ravel_multi_index(a, (q,) * dim), np.ravel_multi_index(b, (q,) * dim)] = weight
     return w
@@ -158,7 +158,7 @@ def test_h65_is_built_in_O_N_plus_E():
     # One N x N float64 array alone would be 1.8 GiB.
     assert peak < 100 * 2**20, peak
     with pytest.raises(ValueError, match="not formed"):
-        G.weights
+        _ = G.weights
     with pytest.raises(ValueError, match="not formed"):
         G.spectrum()
     assert not G.dense

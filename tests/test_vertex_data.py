@@ -194,3 +194,28 @@ def test_labels_round_trip_to_summary(shared_tmp):
     run(settings_from_dict(plain), out_dir=shared_tmp / "plain", quiet=True)
     MPI.COMM_WORLD.Barrier()
     assert "vertex_labels" not in json.loads((shared_tmp / "plain" / "summary.json").read_text())
+
+
+def test_python_callables_for_potential_and_initial(shared_tmp):
+    """Callables of (x, g) give the same run as the equivalent expressions (P1: the
+    interpolant of a P1-representable potential is exact)."""
+    loss = np.array([0.0, 0.5, 2.0])
+    path = write_table(shared_tmp / "three.csv", "loss", [repr(float(v)) for v in loss])
+    common = dict(graph={"kind": "path", "n": 3},
+                  time={"scheme": "implicit-euler", "dt": 0.1, "t_end": 0.5})
+    text = make_config(model={"coupling": "gibbs", "beta": 0.5, "data": path,
+                              "potential": "x[0] + 0.5*x[1] + loss[g]",
+                              "initial": "1 + loss[g]*x[0]"}, **common)
+    sim = Simulation(settings_from_dict(text))
+    expected = np.array([d.vertex_masses for d in sim.run()])
+    sim.destroy()
+    plain = make_config(model={"coupling": "gibbs", "beta": 0.5}, **common)
+    sim = Simulation(settings_from_dict(plain),
+                     potential=lambda x, g: x[0] + 0.5 * x[1] + loss[g],
+                     initial=lambda x, g: 1 + loss[g] * x[0])
+    got = np.array([d.vertex_masses for d in sim.run()])
+    assert np.allclose(got, expected, rtol=1e-10)
+    assert sim.model.potential_separation is None
+    sim.destroy()
+    with pytest.raises(InputError, match=r"potential=.*for g = 0: expected \d+ numbers"):
+        Simulation(settings_from_dict(plain), potential=lambda x, g: np.ones(2))

@@ -23,8 +23,8 @@ import numpy as np
 
 from rdgraph.errors import InputError
 
-__all__ = ["FUNCTIONS", "Bin", "Call", "Data", "Expression", "Neg", "Node", "Num", "Var", "X",
-           "parse"]
+__all__ = ["FUNCTIONS", "Bin", "Call", "Data", "Expression", "Neg", "Node", "Num",
+           "PythonFunction", "Var", "X", "parse"]
 
 FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "abs")
 CONSTANTS = {"pi": math.pi, "e": math.e}
@@ -243,6 +243,61 @@ class Expression:
             with np.errstate(all="ignore"):
                 return float(_OPERATORS[node.op](np.float64(left), np.float64(right)))
         return _OPERATORS[node.op](left, right)
+
+
+class PythonFunction:
+    """A potential or initial density given in the Python API as a callable ``f(x, g)``.
+
+    ``x`` has shape ``(3, P)`` (as for ``dolfinx.fem.Function.interpolate``) and ``g`` is the
+    vertex, an ``int``; ``f`` returns ``P`` values (a NumPy array, or a number for a
+    constant). It stands where a parsed :class:`Expression` would, for NumPy evaluation
+    only: the forms use its interpolant (see ``rdgraph.discretization.model``). It is code
+    the user passed in, never text from a config file.
+
+    Args:
+        function: The callable.
+        what: Its role, for messages ("potential", "initial").
+    """
+
+    def __init__(self, function: Callable, what: str):
+        if not callable(function):
+            raise InputError(f"{what}: expected a callable f(x, g), got {function!r}")
+        self.function, self.what = function, what
+        self.source = f"{what}={getattr(function, '__qualname__', repr(function))}(x, g)"
+        self.variables = frozenset({"x0", "x1", "x2", "g"})
+        self.data = None
+
+    def depends_on(self, name: str) -> bool:
+        """Any dependence but on ``t`` is assumed: a callable is opaque."""
+        return name != "t"
+
+    def __str__(self) -> str:
+        return self.source
+
+    def evaluate(self, x: np.ndarray, g=0, t: float = 0.0) -> np.ndarray:
+        """Values at points ``x`` of shape ``(3, P)``; ``g`` an int or an ``(P,)`` array.
+
+        Raises:
+            InputError: The callable raised, or returned values of the wrong shape.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        points = x.shape[1] if x.ndim == 2 else 1
+        if np.ndim(g) == 0:
+            return self._call(x, int(g), points)
+        g = np.asarray(g, dtype=np.int64)
+        out = np.empty(points)
+        for vertex in np.unique(g):
+            where = g == vertex
+            out[where] = self._call(x[:, where], int(vertex), int(where.sum()))
+        return out
+
+    def _call(self, x: np.ndarray, g: int, points: int) -> np.ndarray:
+        try:
+            value = np.asarray(self.function(x, g), dtype=np.float64)
+            return np.broadcast_to(value, (points,)).copy()
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{self.source} for g = {g}: expected {points} numbers for x of "
+                             f"shape {x.shape} ({e})") from None
 
 
 # -- parsing ----------------------------------------------------------------------------------

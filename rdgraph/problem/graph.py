@@ -61,6 +61,8 @@ def _is_real(value) -> bool:
 #: ``laplacian()``, ``spectrum()``) is formed: 4096² float64 is 128 MiB. Beyond it only the
 #: sparse matrix, the edge arrays and (for products) the factor spectra exist.
 DENSE_LIMIT = 4096
+#: The most vertices a generated graph may have (labels and index arrays stay in memory).
+MAX_VERTICES = 10**7
 
 
 def _too_large(n: int, what: str) -> ValueError:
@@ -839,6 +841,9 @@ def _build(kind: str, need, *, n, dim, shape, weight, p, edges, file, seed, choi
     if kind == "hamming":
         dim = _check_n(need(dim, "dim"), 1, "graph.dim")
         choices = _check_n(need(choices, "choices"), 2, "graph.choices")
+        if choices**dim > MAX_VERTICES:
+            raise InputError(f"graph.choices**graph.dim = {choices}**{dim} = {choices**dim} "
+                             f"vertices: more than {MAX_VERTICES}")
         if n is not None and n != choices**dim:
             raise InputError(f"graph.n = {n} does not match graph.choices**graph.dim = "
                              f"{choices}**{dim} = {choices**dim}")
@@ -849,7 +854,11 @@ def _build(kind: str, need, *, n, dim, shape, weight, p, edges, file, seed, choi
                 or not factors:
             raise InputError(f"graph.factors = {factors!r}: expected a non-empty list of "
                              f"tables such as {{kind = 'complete', n = 5}}")
-        graph = product([_factor(k, f) for k, f in enumerate(factors)])
+        built = [_factor(k, f) for k, f in enumerate(factors)]
+        if math.prod(f.n for f in built) > MAX_VERTICES:
+            raise InputError(f"graph.factors: the product has {math.prod(f.n for f in built)} "
+                             f"vertices: more than {MAX_VERTICES}")
+        graph = product(built)
         if n is not None and n != graph.n:
             raise InputError(f"graph.n = {n} does not match the product of graph.factors "
                              f"({graph.n} vertices)")

@@ -3,7 +3,8 @@
 Many per-vertex potentials are a few fixed functions of ``x`` with vertex-dependent weights:
 scaled bowls ``a_g |x − c|²``, shifted ones ``|x − c_g|²`` (``= |x|² − 2 c_g·x + |c_g|²``),
 tilts ``V(x) + a_g·x``, and coefficients from per-vertex data (``|x − c|² + s*loss[g]``,
-``depth[g]*exp(-|x|²)``: a data column ``name[g]`` is a function of ``g``). The drift form is linear in ``V``, so then
+``depth[g]*exp(-|x|²)``: a data column ``name[g]`` is a function of ``g``). The drift form
+is linear in ``V``, so then
 ``K_g = β S + Σ_k c_k(g) D[φ_k]`` costs ``1 + r`` assemblies for all vertices instead of N,
 and nodal values are one small matrix product. :func:`separate` finds such a sum by walking
 the expression tree (sums, products, integer powers up to 4, division by ``x``-free factors;
