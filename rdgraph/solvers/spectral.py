@@ -20,8 +20,8 @@ import numpy as np
 
 from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.operators import BlockOperators
-from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.errors import InputError, SolverError
+from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.solvers.petsc import configure_ksp, reason_name
 
