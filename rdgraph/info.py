@@ -18,6 +18,7 @@ from rdgraph.compat import MPI, versions
 from rdgraph.discretization.meshes import build_mesh
 from rdgraph.discretization.model import Model
 from rdgraph.problem.config import Settings
+from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.problem.validation import (
     MESH_GDIM,
     check_expressions,
@@ -60,10 +61,14 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     equal = model.shared_potential  # what BlockOperators.equal_vertex_operators uses
     exact = equal and model.coupling == "laplacian"
     # As the time step's solver counts its factorizations (BDF2's first step aside).
+    # The whole spectrum only where it is cheap: product graphs (from the factors, any N) and
+    # small graphs; a large sparse graph has its Fiedler value from a sparse eigensolver.
+    whole = graph.factors is not None or graph.n <= DENSE_LIMIT
+    laplacian_values = graph.eigenvalues() if whole else None
     values = (coupling_modes(graph, "gibbs", model.gibbs_integrals)[0]
-              if model.coupling == "gibbs" else graph.spectrum()[0])
+              if model.coupling == "gibbs" and graph.n <= DENSE_LIMIT else laplacian_values)
     coefficients = SCHEME_COEFFICIENTS.get(settings.time.scheme)
-    factorizations = None if coefficients is None else factorization_count(
+    factorizations = None if coefficients is None or values is None else factorization_count(
         values, coefficients.mass, coefficients.operator * settings.time.dt,
         model.same_stiffness)
     kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim, comm.size,
@@ -84,7 +89,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
                 solver["mumps_single_precision"] = mumps_single_precision_on(comm)
 
     components = len(model.components)
-    values, _ = graph.spectrum()
+    values = laplacian_values
     info = {
         "versions": {**versions(), "petsc4py": petsc4py.__version__},
         "ranks": comm.size,
@@ -98,7 +103,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
         "degree": settings.space.degree,
         "dofs_per_vertex": dofs,
         "graph": {"kind": settings.graph.kind, "vertices": graph.n,
-                  "edges": len(graph.edges), "components": components},
+                  "edges": graph.num_edges, "components": components},
         "graph_warning": disconnected_warning(graph, model.components),
         "unknowns": dofs * graph.n,
         "coupling": model.coupling,
@@ -106,10 +111,11 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
         "dt": settings.time.dt,
         "steps": settings.num_steps,
         "solver": solver,
-        "laplacian_eigenvalues": [float(v) for v in values],
-        "spectral_gap": _spectral_gap(values, components),
+        "laplacian_eigenvalues": None if values is None else [float(v) for v in values],
+        "spectral_gap": (_spectral_gap(values, components) if values is not None
+                         else graph.fiedler_value()),
     }
-    if model.coupling == "gibbs":
+    if model.coupling == "gibbs" and graph.n <= DENSE_LIMIT:
         # The vertex chain the spectral solver uses: exact for potentials V + c_g.
         chain, _, _ = coupling_modes(graph, "gibbs", model.gibbs_integrals)
         info["gibbs_chain_eigenvalues"] = [float(v) for v in chain]
@@ -174,7 +180,10 @@ def format_info(info: dict, max_values: int = 16) -> str:
         f"model: {info['coupling']} coupling, {info['scheme']}, dt = {info['dt']:g}, "
         f"{info['steps']} steps",
         f"solver: {s['type']} (configured: {s['configured']}): {how}",
-        f"Laplacian eigenvalues: {_numbers(info['laplacian_eigenvalues'], max_values)}",
+        "Laplacian eigenvalues: " + (
+            _numbers(info["laplacian_eigenvalues"], max_values)
+            if info["laplacian_eigenvalues"] is not None
+            else "not formed (a large graph without product structure)"),
         f"spectral gap: {_gap(info['spectral_gap'])}",
     ]
     if g["components"] > 1:

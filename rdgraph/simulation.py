@@ -58,6 +58,15 @@ class Simulation:
         comm: The communicator the mesh is distributed over.
         solver_overrides: PETSc options (without prefix) that override the config's,
             e.g. from the command line.
+        potential: Instead of ``model.potential(s)``: a Python callable ``V(x, g)`` with
+            ``x`` of shape ``(3, P)`` (as for ``dolfinx.fem.Function.interpolate``) and
+            ``g`` the vertex (an int), returning ``P`` values. Its nodal interpolant enters
+            the forms (N assemblies: use an expression for separable potentials at large N).
+        initial: Instead of ``model.initial(s)``: a Python callable ``ρ⁰(x, g)``, likewise.
+
+    Example:
+        >>> loss = np.load("loss.npy")
+        >>> sim = Simulation(settings, potential=lambda x, g: (x[0] - 0.5)**2 + loss[g])
     """
 
     def __init__(
@@ -65,6 +74,9 @@ class Simulation:
         settings: Settings,
         comm: MPI.Comm = MPI.COMM_WORLD,
         solver_overrides: dict | None = None,
+        *,
+        potential: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        initial: Callable[[np.ndarray, int], np.ndarray] | None = None,
     ):
         start = time.perf_counter()
         self.settings = settings
@@ -78,7 +90,8 @@ class Simulation:
             check_expressions(settings, self.graph, MESH_GDIM[settings.mesh.shape])
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
-        self.model = Model(self.mesh, self.graph, settings.model, settings.space)
+        self.model = Model(self.mesh, self.graph, settings.model, settings.space,
+                           potential=potential, initial=initial)
         warning = disconnected_warning(self.graph, self.model.components)
         if warning and comm.rank == 0:
             print(f"rdgraph: warning: {warning}", file=sys.stderr, flush=True)
@@ -524,6 +537,9 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "final_free_energy": final.free_energy,
         "gibbs_free_energy": sim.model.gibbs_free_energy(first.vertex_masses),
     }
+    if sim.graph.labels is not None:
+        # Vertex names (architectures), in vertex order like final_vertex_masses.
+        summary["vertex_labels"] = list(sim.graph.labels)
     if not quiet:
         _report(sim, first, final, summary)
     summary["wall_time"] = time.perf_counter() - wall_start

@@ -15,10 +15,10 @@ from rdgraph.compat import MPI, dolfinx
 from rdgraph.discretization.ufl_expressions import to_ufl
 from rdgraph.errors import InputError
 from rdgraph.problem.config import ModelSettings, SpaceSettings
-from rdgraph.problem.expressions import Expression
+from rdgraph.problem.expressions import Expression, PythonFunction
 from rdgraph.problem.graph import Graph
 from rdgraph.problem.separable import Separation, separate
-from rdgraph.problem.validation import parse_per_vertex
+from rdgraph.problem.validation import parse_per_vertex, vertex_data
 
 __all__ = ["Model"]
 
@@ -36,10 +36,15 @@ class Model:
         graph: The vertex graph.
         model: Model settings (coupling, beta, expressions).
         space: Space settings (degree, quadrature degree).
+        potential: A Python callable ``V(x, g)`` instead of ``model.potential(s)`` (see
+            :class:`rdgraph.problem.expressions.PythonFunction`). The forms then use its
+            interpolant in the Lagrange space, set per vertex: N assemblies, no separation.
+        initial: A Python callable ``ρ⁰(x, g)`` instead of ``model.initial(s)``.
     """
 
     def __init__(
-        self, mesh: dolfinx.mesh.Mesh, graph: Graph, model: ModelSettings, space: SpaceSettings
+        self, mesh: dolfinx.mesh.Mesh, graph: Graph, model: ModelSettings, space: SpaceSettings,
+        *, potential=None, initial=None,
     ):
         self.mesh = mesh
         self.graph = graph
@@ -48,9 +53,16 @@ class Model:
         self.degree = space.degree
         gdim = mesh.geometry.dim
         n = graph.n
-        self.potentials = parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0")
-        self.initials = parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1")
-        self.sources = parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None)
+        self.data = vertex_data(model, graph)
+        self.potentials = parse_per_vertex(model, "potential", n, ("x", "g"), gdim, "0",
+                                           self.data)
+        self.initials = parse_per_vertex(model, "initial", n, ("x", "g"), gdim, "1", self.data)
+        self.sources = parse_per_vertex(model, "source", n, ("x", "g", "t"), gdim, None,
+                                        self.data)
+        for key, function in (("potential", potential), ("initial", initial)):
+            if function is not None:  # replaces model.{key}(s) of the settings
+                setattr(self, key + "s", PythonFunction(function, key))
+        self._python_potential: dict[int, fem.Function] = {}
 
         self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
         self._dof_points = None  # dof coordinates, tabulated once for nodal values
@@ -59,6 +71,11 @@ class Model:
         scalar = dolfinx.default_scalar_type
         self._g = fem.Constant(mesh, scalar(0))  # vertex a form is assembled for
         self._h = fem.Constant(mesh, scalar(0))  # second vertex, for edge forms
+        # Data columns name[g] in forms: one constant per column and vertex slot, set with
+        # the vertex (set_vertex), so that the forms stay compiled once for all N.
+        names = () if self.data is None else self.data.names
+        self._data_g = {name: fem.Constant(mesh, scalar(0)) for name in names}
+        self._data_h = {name: fem.Constant(mesh, scalar(0)) for name in names}
         self.time = fem.Constant(mesh, scalar(0))
         self.beta = fem.Constant(mesh, scalar(model.beta))
         qdeg = self.quadrature_degree = space.quadrature_degree or 2 * space.degree + 2
@@ -78,8 +95,8 @@ class Model:
         if self.sources is not None:
             self.source_form = fem.form(self._vertex_ufl(self.sources, self._g) * v * dx)
         # V_g = c_0(g) + Σ_k c_k(g) φ_k(x) with fewer than N terms: K_g from 1 + r assemblies.
-        self.potential_separation = None if self.shared_potential else separate(
-            self.potentials, n)
+        self.potential_separation = None if self.shared_potential or isinstance(
+            self.potentials, PythonFunction) else separate(self.potentials, n)
         self.diffusion_form = self.drift_form = None
         if self.potential_separation is not None:
             self._basis_index = fem.Constant(mesh, scalar(0))
@@ -90,7 +107,8 @@ class Model:
 
         # Vertex expressions are evaluated once: set-up must not grow with N more than it must.
         self._potential_nodal = self._nodal_all(self.potentials, self.potential_separation)
-        self._initial_nodal = self._nodal_all(self.initials, separate(self.initials, n))
+        self._initial_nodal = self._nodal_all(self.initials, None if isinstance(
+            self.initials, PythonFunction) else separate(self.initials, n))
         # NaN/inf expressions first: they would otherwise surface as overflowing rates.
         self.check_finite()
         self.check_finite_at_points()
@@ -105,8 +123,14 @@ class Model:
     def _vertex_ufl(self, exprs, index: fem.Constant):
         """A UFL expression equal to vertex ``index``'s expression, compiled once for all."""
         t = self.time
+        if isinstance(exprs, PythonFunction):
+            # The interpolant of V_index, filled in by set_vertex from the nodal values.
+            function = fem.Function(self.V)
+            self._python_potential[id(index)] = function
+            return function
         if isinstance(exprs, Expression):
-            value = to_ufl(exprs, self.x, g=index, t=t)
+            data = self._data_h if index is self._h else self._data_g
+            value = to_ufl(exprs, self.x, g=index, t=t, data=data)
         else:
             # A list: select by the index constant (one compiled form for all vertices).
             value = ufl.as_ufl(to_ufl(exprs[-1], self.x, t=t))
@@ -126,7 +150,7 @@ class Model:
     @staticmethod
     def _values(exprs, g: int, points: np.ndarray, t: float = 0.0) -> np.ndarray:
         """Values of vertex ``g``'s expression at ``points`` of shape ``(3, P)``."""
-        expr = exprs if isinstance(exprs, Expression) else exprs[g]
+        expr = exprs if isinstance(exprs, Expression | PythonFunction) else exprs[g]
         return np.asarray(expr.evaluate(points, g=g, t=t), dtype=np.float64) * np.ones(
             points.shape[1]
         )
@@ -209,7 +233,7 @@ class Model:
         self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)  # one reduction for all vertices
         for (what, g, _, exprs), ok in zip(checks, finite):
             if not ok:
-                src = exprs if isinstance(exprs, Expression) else exprs[g]
+                src = exprs if isinstance(exprs, Expression | PythonFunction) else exprs[g]
                 raise InputError(
                     f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
                     f"for vertex g = {g}"
@@ -239,9 +263,9 @@ class Model:
         self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)
         for (what, exprs, _, _), ok in zip(items, finite, strict=True):
             if not ok:
-                text = (f"'{exprs}'" if isinstance(exprs, Expression)
-                        else "[" + ", ".join(f"'{e}'" for e in exprs) + "]")
-                key = f"model.{what}" if isinstance(exprs, Expression) else f"model.{what}s"
+                single = isinstance(exprs, Expression | PythonFunction)
+                text = f"'{exprs}'" if single else "[" + ", ".join(f"'{e}'" for e in exprs) + "]"
+                key = f"model.{what}" if single else f"model.{what}s"
                 raise InputError(f"{key} {text} is not finite (NaN or inf) at a node or a "
                                  "quadrature point of the mesh")
 
@@ -320,6 +344,13 @@ class Model:
     def set_vertex(self, g: int, h: int = 0) -> None:
         self._g.value = g
         self._h.value = h
+        for name, constant in self._data_g.items():
+            constant.value = self.data[name][g]
+            self._data_h[name].value = self.data[name][h]
+        for index, vertex in ((self._g, g), (self._h, h)):
+            function = self._python_potential.get(id(index))
+            if function is not None:
+                function.x.array[:] = self._potential_nodal[vertex]
 
     def set_time(self, t: float) -> None:
         self.time.value = t

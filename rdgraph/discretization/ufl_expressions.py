@@ -17,7 +17,7 @@ UFL_FUNCTIONS = {"sin": ufl.sin, "cos": ufl.cos, "tan": ufl.tan, "exp": ufl.exp,
                  "sqrt": ufl.sqrt, "tanh": ufl.tanh, "abs": abs}
 
 
-def to_ufl(expression: Expression, x, g=None, t=None):
+def to_ufl(expression: Expression, x, g=None, t=None, data=None):
     """The expression in UFL.
 
     Args:
@@ -25,6 +25,7 @@ def to_ufl(expression: Expression, x, g=None, t=None):
         x: The mesh's ``ufl.SpatialCoordinate`` (anything indexable by ``0..2``).
         g: The vertex index: a UFL object (e.g. a ``fem.Constant``) or a number.
         t: The time: a UFL object or a number.
+        data: For a UFL ``g``: the UFL object of each data column ``name[g]`` it uses.
 
     Returns:
         A UFL expression, or a float when the expression is a plain number.
@@ -32,4 +33,4 @@ def to_ufl(expression: Expression, x, g=None, t=None):
     Raises:
         InputError: The expression uses ``g`` or ``t`` and no value was given.
     """
-    return expression.substitute(x, g, t, functions=UFL_FUNCTIONS.__getitem__)
+    return expression.substitute(x, g, t, functions=UFL_FUNCTIONS.__getitem__, data=data)

@@ -32,7 +32,7 @@ from rdgraph.errors import InputError
 from rdgraph.problem.config import Settings
 from rdgraph.problem.expressions import Expression
 from rdgraph.problem.graph import Graph
-from rdgraph.problem.validation import graph_from_settings, parse_per_vertex
+from rdgraph.problem.validation import graph_from_settings, parse_per_vertex, vertex_data
 
 __all__ = [
     "BOX_SHAPES",
@@ -151,14 +151,16 @@ class ParticleProblem:
                              "(particles are neither created nor destroyed); remove it")
         graph = graph_from_settings(settings)
         gdim = BOX_SHAPES[mesh.shape]
+        data = vertex_data(model, graph)
         problem = cls(
             graph=graph,
             lower=np.array(mesh.lower, dtype=np.float64),
             upper=np.array(mesh.upper, dtype=np.float64),
             coupling=model.coupling,
             beta=float(model.beta),
-            potentials=parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0"),
-            initials=parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1"),
+            potentials=parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0",
+                                        data),
+            initials=parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1", data),
             cells=list(mesh.cells),
         )
         problem._check()
@@ -349,16 +351,18 @@ class ParticleSystem:
 
     # -- dynamics ---------------------------------------------------------------------------
     def _jump_setup(self) -> None:
-        w = self.problem.graph.weights
-        n = w.shape[0]
-        degree = max(1, int((w > 0).sum(axis=1).max(initial=0)))
+        # From the CSR rows: O(N · max degree) memory, no dense (N, N) weight matrix.
+        m = self.problem.graph.matrix
+        n = m.shape[0]
+        counts = np.diff(m.indptr)
+        degree = max(1, int(counts.max(initial=0)))
         # Neighbour table padded with the vertex itself at weight 0 (a null jump).
         self._neighbours = np.tile(np.arange(n)[:, None], (1, degree))
         self._weights = np.zeros((n, degree))
-        for g in range(n):
-            nbrs = np.flatnonzero(w[g] > 0)
-            self._neighbours[g, : nbrs.size] = nbrs
-            self._weights[g, : nbrs.size] = w[g, nbrs]
+        rows = np.repeat(np.arange(n), counts)
+        slots = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
+        self._neighbours[rows, slots] = m.indices
+        self._weights[rows, slots] = m.data
         self._transition_dt = None
 
     def _laplacian_cumulative(self, dt: float) -> np.ndarray:

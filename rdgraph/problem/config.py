@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 MESH_SHAPES = ("interval", "rectangle", "box", "file")
-GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
+GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file",
+               "hamming", "product")
 COUPLINGS = ("laplacian", "gibbs", "upwind")
 GIBBS_RATES = ("weighted-mass", "nodal")
 SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
@@ -143,6 +144,19 @@ class GraphSettings:
     config file's folder."""
     seed: int = 0
     """``random``: the seed of the draw (the same graph on every rank)."""
+    choices: int | None = None
+    """Hamming graph (``kind = "hamming"``): letters per position, so ``n = choices**dim``;
+    vertex ``g`` is the word ``a_0-a_1-...`` with ``g = Σ a_i choices^(dim-1-i)`` (the order of
+    ``numpy.ravel_multi_index``), joined to the words differing in one letter. NAS-Bench-201's
+    cell space is ``dim = 6``, ``choices = 5``."""
+    factors: list[dict] | None = None
+    """Product graph (``kind = "product"``): the factors of the Cartesian product, first most
+    significant, each a table of graph keys, e.g. ``[{kind = "complete", n = 5},
+    {kind = "path", n = 3}]``. Its spectrum comes from the factors'."""
+    labels: list[str] | str | None = None
+    """Vertex names (architecture names), shown in the outputs: a list of N strings, or a CSV
+    file with a header and a ``label`` column (optionally a ``vertex`` column of indices).
+    Hamming and product graphs are labelled by their words by default."""
 
 
 @dataclass
@@ -172,6 +186,11 @@ class ModelSettings:
     """``gibbs`` only: the rate-weighted mass matrices ``M[k]`` (``weighted-mass``), or
     ``M diag(k)`` with the rates at the nodes (``nodal``: the coupling is applied from ``M``
     alone, memory linear in N, and the nodal Gibbs state is exactly in detailed balance)."""
+    data: str | None = None
+    """Per-vertex data: a CSV file with a header and one row per vertex (in vertex order, or
+    matched through a ``vertex`` column of indices or a ``label`` column of vertex labels).
+    Each numeric column ``name`` is usable in expressions as ``name[g]``, e.g.
+    ``potential = "(x[0]-0.5)**2 + s*loss[g]"`` with the number ``s`` written out."""
 
 
 @dataclass
@@ -397,6 +416,21 @@ def _check_graph(s: GraphSettings) -> None:
         raise InputError(f"graph.edges = {s.edges!r}: expected a list of [g, h, w] triples")
     if s.file is not None:
         _str("graph.file", s.file)
+    if s.choices is not None:
+        s.choices = _int("graph.choices", s.choices, low=2)
+    if s.factors is not None:
+        if not isinstance(s.factors, list) or not s.factors or not all(
+                isinstance(f, dict) for f in s.factors):
+            raise InputError(f"graph.factors = {s.factors!r}: expected a non-empty list of "
+                             f"tables such as {{kind = \"complete\", n = 5}}")
+    if s.labels is not None and not isinstance(s.labels, str):
+        _list("graph.labels", s.labels, _str)
+    if s.kind == "hamming" and (s.dim is None or s.choices is None):
+        raise InputError("graph.kind = 'hamming' needs graph.dim and graph.choices "
+                         "(n = choices**dim vertices)")
+    if s.kind == "product" and s.factors is None:
+        raise InputError("graph.kind = 'product' needs graph.factors, e.g. "
+                         "[{kind = \"complete\", n = 5}, {kind = \"path\", n = 3}]")
 
 
 def _exprs(key: str, single, many) -> None:
@@ -415,6 +449,8 @@ def _check_model(s: ModelSettings) -> None:
     _exprs("initial", s.initial, s.initials)
     _exprs("source", s.source, s.sources)
     _str("model.gibbs_rates", s.gibbs_rates, GIBBS_RATES)
+    if s.data is not None:
+        _str("model.data", s.data)
 
 
 def _check_time(s: TimeSettings) -> None:
@@ -574,10 +610,11 @@ def _check_combinations(s: Settings) -> None:
 
 def resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative file paths in a config file relative to the file's folder."""
-    for section in ("mesh", "graph"):
-        value = data.get(section, {}).get("file") if isinstance(data.get(section), dict) else None
+    for section, key in (("mesh", "file"), ("graph", "file"), ("graph", "labels"),
+                         ("model", "data")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and not Path(value).is_absolute():
-            data[section]["file"] = str(base / value)
+            data[section][key] = str(base / value)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -2,7 +2,8 @@
 
 ``parse`` reads a string with Python's ``ast`` parser (which runs nothing), accepts only
 numbers, ``+ - * / **``, unary signs, parentheses, ``pi``, ``e``, the variables ``x[0..2]``,
-``g`` (vertex index), ``t`` and the one-argument functions in :data:`FUNCTIONS`, and turns
+``g`` (vertex index), ``t``, per-vertex data ``name[g]`` (a column of ``[model] data``, see
+:mod:`rdgraph.problem.data`) and the one-argument functions in :data:`FUNCTIONS`, and turns
 the tree into small immutable nodes. Those nodes evaluate to NumPy (nodal values and
 particles) here, and to UFL through :func:`rdgraph.discretization.ufl_expressions.to_ufl`
 (for forms; this module does not import UFL). Nothing is ever passed to ``eval``, ``exec``
@@ -15,14 +16,15 @@ import ast
 import difflib
 import math
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rdgraph.errors import InputError
 
-__all__ = ["FUNCTIONS", "Bin", "Call", "Expression", "Neg", "Node", "Num", "Var", "X", "parse"]
+__all__ = ["FUNCTIONS", "Bin", "Call", "Data", "Expression", "Neg", "Node", "Num",
+           "PythonFunction", "Var", "X", "parse"]
 
 FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "abs")
 CONSTANTS = {"pi": math.pi, "e": math.e}
@@ -75,6 +77,13 @@ class X:
 
 
 @dataclass(frozen=True)
+class Data:
+    """``name[g]``: a per-vertex data column at the vertex (a number for each ``g``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Neg:
     """``-operand``."""
 
@@ -98,7 +107,7 @@ class Call:
     arg: Node
 
 
-Node = Num | Var | X | Neg | Bin | Call
+Node = Num | Var | X | Data | Neg | Bin | Call
 
 
 def _numpy_function(name: str) -> Callable:
@@ -112,12 +121,16 @@ class Expression:
     Attributes:
         source: The expression text (stripped of surrounding blanks).
         tree: The validated tree (:data:`Node`).
-        variables: The variables it uses, a subset of ``{"x0", "x1", "x2", "g", "t"}``.
+        variables: The variables it uses, a subset of ``{"x0", "x1", "x2", "g", "t"}``
+            (a data column ``name[g]`` counts as ``g``).
+        data: The per-vertex columns ``name[g]`` refers to (name to an ``(N,)`` array).
     """
 
     source: str
     tree: Node = field(repr=False)
     variables: frozenset[str] = frozenset()
+    data: Mapping[str, np.ndarray] | None = field(default=None, repr=False, compare=False,
+                                                  hash=False)
 
     def depends_on(self, name: str) -> bool:
         """Whether ``name`` appears: "x" (any component), "x0".."x2", "g" or "t"."""
@@ -128,7 +141,8 @@ class Expression:
     def __str__(self) -> str:
         return self.source
 
-    def substitute(self, x, g=None, t=None, *, functions: Callable[[str], Callable]):
+    def substitute(self, x, g=None, t=None, *, functions: Callable[[str], Callable],
+                   data: Mapping | None = None):
         """The expression built from other objects than NumPy arrays, e.g. UFL.
 
         ``rdgraph.discretization.forms.to_ufl`` calls this with UFL's functions; this layer
@@ -139,6 +153,9 @@ class Expression:
             g: The vertex index: an object of that algebra or a number.
             t: The time: an object of that algebra or a number.
             functions: Maps a name of :data:`FUNCTIONS` to the function to apply.
+            data: For a ``g`` that is not a number: the object standing for each data column
+                ``name[g]`` (e.g. a constant updated per vertex). For a number ``g``, the
+                column's value at ``g`` is used.
 
         Returns:
             The built object, or a float when the expression is a plain number.
@@ -152,7 +169,33 @@ class Expression:
                 raise InputError(f"'{self.source}': '{name}' has no value here")
             # Python numbers as floats, so constant parts fold with float (not int) semantics.
             values[name] = float(value) if isinstance(value, int | float | np.number) else value
+        for name in self._data_names():
+            if isinstance(g, int | float | np.number):
+                values["@" + name] = float(self.data[name][int(g)])
+            elif data is not None and name in data:
+                values["@" + name] = data[name]
+            else:
+                raise InputError(f"'{self.source}': '{name}[g]' has no value here")
         return self._visit(self.tree, lambda i: x[i], values, functions)
+
+    def _data_names(self) -> list[str]:
+        """The data columns the expression uses."""
+        found: list[str] = []
+
+        def walk(node: Node) -> None:
+            if isinstance(node, Data):
+                if node.name not in found:
+                    found.append(node.name)
+            elif isinstance(node, Neg):
+                walk(node.operand)
+            elif isinstance(node, Call):
+                walk(node.arg)
+            elif isinstance(node, Bin):
+                walk(node.left)
+                walk(node.right)
+
+        walk(self.tree)
+        return found
 
     def evaluate(self, x: np.ndarray, g=0, t: float = 0.0) -> np.ndarray:
         """Values at points.
@@ -169,6 +212,8 @@ class Expression:
         x = np.asarray(x, dtype=np.float64)
         points = x.shape[1] if x.ndim == 2 else 1
         values = {"g": np.asarray(g, dtype=np.float64), "t": np.asarray(t, dtype=np.float64)}
+        for name in self._data_names():
+            values["@" + name] = self.data[name][np.asarray(g, dtype=np.int64)]
         with np.errstate(all="ignore"):
             value = self._visit(self.tree, lambda i: x[i], values, _numpy_function)
             return np.broadcast_to(np.asarray(value, dtype=np.float64), (points,)).copy()
@@ -182,6 +227,8 @@ class Expression:
             return coordinate(node.index)
         if isinstance(node, Var):
             return values[node.name]
+        if isinstance(node, Data):
+            return values["@" + node.name]
         if isinstance(node, Neg):
             return -self._visit(node.operand, coordinate, values, function)
         if isinstance(node, Call):
@@ -198,12 +245,69 @@ class Expression:
         return _OPERATORS[node.op](left, right)
 
 
+class PythonFunction:
+    """A potential or initial density given in the Python API as a callable ``f(x, g)``.
+
+    ``x`` has shape ``(3, P)`` (as for ``dolfinx.fem.Function.interpolate``) and ``g`` is the
+    vertex, an ``int``; ``f`` returns ``P`` values (a NumPy array, or a number for a
+    constant). It stands where a parsed :class:`Expression` would, for NumPy evaluation
+    only: the forms use its interpolant (see ``rdgraph.discretization.model``). It is code
+    the user passed in, never text from a config file.
+
+    Args:
+        function: The callable.
+        what: Its role, for messages ("potential", "initial").
+    """
+
+    def __init__(self, function: Callable, what: str):
+        if not callable(function):
+            raise InputError(f"{what}: expected a callable f(x, g), got {function!r}")
+        self.function, self.what = function, what
+        self.source = f"{what}={getattr(function, '__qualname__', repr(function))}(x, g)"
+        self.variables = frozenset({"x0", "x1", "x2", "g"})
+        self.data = None
+
+    def depends_on(self, name: str) -> bool:
+        """Any dependence but on ``t`` is assumed: a callable is opaque."""
+        return name != "t"
+
+    def __str__(self) -> str:
+        return self.source
+
+    def evaluate(self, x: np.ndarray, g=0, t: float = 0.0) -> np.ndarray:
+        """Values at points ``x`` of shape ``(3, P)``; ``g`` an int or an ``(P,)`` array.
+
+        Raises:
+            InputError: The callable raised, or returned values of the wrong shape.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        points = x.shape[1] if x.ndim == 2 else 1
+        if np.ndim(g) == 0:
+            return self._call(x, int(g), points)
+        g = np.asarray(g, dtype=np.int64)
+        out = np.empty(points)
+        for vertex in np.unique(g):
+            where = g == vertex
+            out[where] = self._call(x[:, where], int(vertex), int(where.sum()))
+        return out
+
+    def _call(self, x: np.ndarray, g: int, points: int) -> np.ndarray:
+        try:
+            value = np.asarray(self.function(x, g), dtype=np.float64)
+            return np.broadcast_to(value, (points,)).copy()
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{self.source} for g = {g}: expected {points} numbers for x of "
+                             f"shape {x.shape} ({e})") from None
+
+
 # -- parsing ----------------------------------------------------------------------------------
 class _Builder:
     """Turns a parsed ``ast`` tree into ``Node``s, refusing everything off the whitelist."""
 
-    def __init__(self, source: str, allowed: frozenset[str], gdim: int, what: str):
+    def __init__(self, source: str, allowed: frozenset[str], gdim: int, what: str,
+                 data: Mapping[str, np.ndarray] | None = None, data_source: str | None = None):
         self.source, self.allowed, self.gdim, self.what = source, allowed, gdim, what
+        self.data, self.data_source = data, data_source
         self.used: set[str] = set()
 
     def fail(self, why: str) -> InputError:
@@ -277,6 +381,8 @@ class _Builder:
             return Var(name)
         if name == "x":
             raise self.fail("'x' needs a component, e.g. x[0]")
+        if self.data is not None and name in self.data:
+            raise self.fail(f"'{name}' is a data column: write {name}[g]")
         if name in FUNCTIONS:
             raise self.fail(f"'{name}' is a function: write {name}(...)")
         known = list(CONSTANTS) + list(FUNCTIONS) + [v for v in VARIABLES if v in self.allowed]
@@ -284,7 +390,32 @@ class _Builder:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise self.fail(f"unknown name '{name}'{hint}; allowed: {self.allowed_everything()}")
 
-    def subscript(self, node: ast.Subscript) -> X:
+    def data_column(self, node: ast.Subscript) -> Data:
+        """``name[g]``: a column of ``[model] data`` at the vertex."""
+        name = node.value.id
+        if self.data is None:
+            raise self.fail(f"'{self.segment(node)}' is not allowed: only x is indexed, as "
+                            f"x[0], x[1], x[2], and there is no per-vertex data table for "
+                            f"'{name}[g]' (set model.data = \"file.csv\")")
+        if name not in self.data:
+            columns = ", ".join(self.data) or "none"
+            close = difflib.get_close_matches(name, list(self.data), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise self.fail(f"unknown data column '{name}'{hint}: {self.data_source} line 1 "
+                            f"has the columns {columns}")
+        if not (isinstance(node.slice, ast.Name) and node.slice.id == "g"):
+            raise self.fail(f"'{self.segment(node)}': a data column is indexed by the vertex, "
+                            f"as {name}[g]")
+        if "g" not in self.allowed:
+            raise self.fail(f"'{self.segment(node)}': 'g' is not allowed here (allowed: "
+                            f"{self.allowed_variables()})")
+        self.used.add("g")
+        return Data(name)
+
+    def subscript(self, node: ast.Subscript) -> X | Data:
+        if isinstance(node.value, ast.Name) and node.value.id not in VARIABLES + tuple(
+                CONSTANTS) + FUNCTIONS:
+            return self.data_column(node)
         if not (isinstance(node.value, ast.Name) and node.value.id == "x"):
             raise self.fail(f"'{self.segment(node)}' is not allowed: only x is indexed, "
                             "as x[0], x[1], x[2]")
@@ -327,6 +458,8 @@ def parse(
     variables: Iterable[str] = VARIABLES,
     gdim: int = 3,
     what: str = "expression",
+    data: Mapping[str, np.ndarray] | None = None,
+    data_source: str | None = None,
 ) -> Expression:
     """Validate ``source`` and return an :class:`Expression`.
 
@@ -338,6 +471,8 @@ def parse(
         variables: Which of ``"x"``, ``"g"``, ``"t"`` may appear.
         gdim: Number of components ``x`` has (1, 2 or 3).
         what: The config key, to prefix messages.
+        data: Per-vertex columns usable as ``name[g]`` (``None``: no data table).
+        data_source: The data file, for messages.
 
     Raises:
         InputError: The text is not in the language; the message starts with ``what``,
@@ -363,9 +498,9 @@ def parse(
         raise InputError(f"{what} '{text}': not a valid expression ({e.msg})") from None
     except (ValueError, RecursionError, MemoryError):
         raise InputError(f"{what} '{text}': not a valid expression") from None
-    builder = _Builder(text, allowed, gdim, what)
+    builder = _Builder(text, allowed, gdim, what, data, data_source)
     try:
         node = builder.build(tree)
     except RecursionError:
         raise builder.fail("nested too deeply") from None
-    return Expression(text, node, frozenset(builder.used))
+    return Expression(text, node, frozenset(builder.used), data)

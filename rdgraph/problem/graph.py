@@ -8,29 +8,41 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.sparse import linalg as splinalg
 
 from rdgraph.errors import InputError
 
 __all__ = [
+    "DENSE_LIMIT",
+    "FACTOR_KINDS",
     "GRAPH_KINDS",
     "Graph",
+    "ProductSpectrum",
     "build_graph",
     "complete",
     "cycle",
     "grid",
+    "hamming",
     "hypercube",
     "path",
+    "product",
     "random",
     "read_edge_file",
     "star",
 ]
 
-GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file")
+GRAPH_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges", "file",
+               "hamming", "product")
+#: Kinds a product's factor may have (not a product itself, not a file).
+FACTOR_KINDS = ("path", "cycle", "complete", "star", "hypercube", "grid", "random", "edges",
+                "hamming")
 
 
 def _is_int(value) -> bool:
@@ -45,97 +57,294 @@ def _is_real(value) -> bool:
     )
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Graph:
-    """A finite, undirected, weighted graph ``G = (V, w)`` with ``w_gg = 0``.
+#: The largest number of vertices for which a dense ``(N, N)`` view (``Graph.weights``,
+#: ``laplacian()``, ``spectrum()``) is formed: 4096² float64 is 128 MiB. Beyond it only the
+#: sparse matrix, the edge arrays and (for products) the factor spectra exist.
+DENSE_LIMIT = 4096
+#: The most vertices a generated graph may have (labels and index arrays stay in memory).
+MAX_VERTICES = 10**7
 
-    Two graphs are equal when their weight matrices are.
+
+def _too_large(n: int, what: str) -> ValueError:
+    return ValueError(f"{what} of a graph of {n} vertices is not formed (more than "
+                      f"{DENSE_LIMIT}): use the sparse matrix (Graph.matrix), the edge arrays "
+                      f"or, for product graphs, Graph.product_spectrum()")
+
+
+class Graph:
+    """A finite, undirected, weighted graph ``G = (V, w)`` with ``w_gg = 0``, stored sparse.
+
+    Memory is O(N + E): the weights are a CSR matrix (:attr:`matrix`); a dense view
+    (:attr:`weights`) is formed only on demand and only up to :data:`DENSE_LIMIT` vertices.
+    Two graphs are equal when their weight matrices are (labels aside).
 
     Args:
-        weights: ``(N, N)`` symmetric matrix of finite, non-negative weights with a zero
-            diagonal. A read-only float64 copy is stored.
+        weights: ``(N, N)`` symmetric matrix (dense array or SciPy sparse) of finite,
+            non-negative weights with a zero diagonal. A float64 copy is stored.
+        labels: Optional vertex names, one string per vertex (e.g. architecture names).
+        factors: For a Cartesian product, its factor graphs, first factor most significant
+            (vertex ``g = ravel_multi_index(a, sizes)``); gives :meth:`product_spectrum`.
 
     Raises:
         InputError: The matrix is not square, finite, non-negative, symmetric, or has a
-            non-zero diagonal entry.
+            non-zero diagonal entry; labels of the wrong number.
     """
 
-    weights: np.ndarray
-
-    def __post_init__(self) -> None:
-        try:
-            w = np.array(self.weights, dtype=np.float64, copy=True)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"graph weights must be a numeric (N, N) matrix: {e}") from None
-        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 1:
-            raise InputError(f"graph weights must be a non-empty square matrix, "
-                             f"got shape {w.shape}")
-        w += 0.0  # -0.0 -> 0.0, so equal graphs hash equally
-        for bad, why in ((~np.isfinite(w), "is not finite"), (w < 0, "is negative")):
+    def __init__(self, weights, *, labels: Sequence[str] | None = None,
+                 factors: Sequence[Graph] | None = None):
+        if sparse.issparse(weights):
+            w = sparse.csr_array(weights, dtype=np.float64, copy=True)
+            if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 1:
+                raise InputError(f"graph weights must be a non-empty square matrix, "
+                                 f"got shape {w.shape}")
+            w.sum_duplicates()
+            coo = w.tocoo()
+            rows, cols, vals = coo.row, coo.col, coo.data
+        else:
+            try:
+                dense = np.array(weights, dtype=np.float64, copy=True)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"graph weights must be a numeric (N, N) matrix: {e}") from None
+            if dense.ndim != 2 or dense.shape[0] != dense.shape[1] or dense.shape[0] < 1:
+                raise InputError(f"graph weights must be a non-empty square matrix, "
+                                 f"got shape {dense.shape}")
+            rows, cols = np.nonzero(dense)
+            vals = dense[rows, cols]
+            bad = ~np.isfinite(dense)  # NaN is "non-zero" but check the whole matrix anyway
             if bad.any():
                 g, h = np.argwhere(bad)[0]
-                raise InputError(f"graph weight w[{g}, {h}] = {w[g, h]} {why}")
-        loops = np.nonzero(np.diag(w))[0]
+                raise InputError(f"graph weight w[{g}, {h}] = {dense[g, h]} is not finite")
+            w = None
+            n = dense.shape[0]
+        n = weights.shape[0] if w is not None else n
+        for bad, why in ((~np.isfinite(vals), "is not finite"), (vals < 0, "is negative")):
+            if bad.any():
+                k = np.flatnonzero(bad)[0]
+                raise InputError(f"graph weight w[{rows[k]}, {cols[k]}] = {vals[k]} {why}")
+        loops = np.flatnonzero((rows == cols) & (vals != 0))
         if loops.size:
-            g = loops[0]
-            raise InputError(f"graph weight w[{g}, {g}] = {w[g, g]}: self loops are not allowed")
-        asym = np.argwhere(w != w.T)
-        if asym.size:
-            g, h = asym[0]
+            g = rows[loops[0]]
+            raise InputError(f"graph weight w[{g}, {g}] = {vals[loops[0]]}: self loops are not "
+                             f"allowed")
+        keep = vals != 0  # -0.0 and explicit zeros go: equal graphs have equal CSR arrays
+        w = sparse.csr_array((vals[keep] + 0.0, (rows[keep], cols[keep])), shape=(n, n))
+        w.sum_duplicates()
+        w.sort_indices()
+        asym = (w != w.T).tocoo()
+        if asym.nnz:
+            order = np.lexsort((asym.col, asym.row))
+            g, h = int(asym.row[order[0]]), int(asym.col[order[0]])
             raise InputError(f"graph weights must be symmetric (the graph is undirected): "
                              f"w[{g}, {h}] = {w[g, h]} but w[{h}, {g}] = {w[h, g]}")
-        w.flags.writeable = False
-        object.__setattr__(self, "weights", w)
+        for array in (w.data, w.indices, w.indptr):
+            array.flags.writeable = False
+        self._matrix = w
+        self._labels = _check_labels(labels, n)
+        self._factors = tuple(factors) if factors else None
+        if self._factors is not None and math.prod(f.n for f in self._factors) != n:
+            raise ValueError("the factors' sizes do not multiply to the number of vertices")
+        self._cache: dict = {}
+
+    @classmethod
+    def _trusted(cls, n: int, g: np.ndarray, h: np.ndarray, w: np.ndarray, **kwargs) -> Graph:
+        """A graph from edge arrays already known valid (generators): no Python loop."""
+        rows = np.concatenate([g, h])
+        cols = np.concatenate([h, g])
+        vals = np.concatenate([w, w]).astype(np.float64)
+        return cls(sparse.csr_array((vals, (rows, cols)), shape=(n, n)), **kwargs)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return np.array_equal(self.weights, other.weights)
+        a, b = self._matrix, other._matrix
+        return (a.shape == b.shape and np.array_equal(a.indptr, b.indptr)
+                and np.array_equal(a.indices, b.indices) and np.array_equal(a.data, b.data))
 
     def __hash__(self) -> int:
-        return hash((self.weights.shape, self.weights.tobytes()))
+        m = self._matrix
+        # Index arrays may be int32 or int64 (SciPy picks): hash a fixed width.
+        return hash((m.shape, m.indptr.astype(np.int64).tobytes(),
+                     m.indices.astype(np.int64).tobytes(), m.data.tobytes()))
 
     def __repr__(self) -> str:
-        return f"Graph(n={self.n}, edges={len(self.edges)})"
+        return f"Graph(n={self.n}, edges={self.num_edges})"
 
     @property
     def n(self) -> int:
         """Number of vertices."""
-        return self.weights.shape[0]
+        return self._matrix.shape[0]
+
+    @property
+    def matrix(self) -> sparse.csr_array:
+        """The weights ``W`` as a read-only CSR matrix (sorted indices, no explicit zeros)."""
+        return self._matrix
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The dense ``(N, N)`` weight matrix, read-only; only for ``N <= DENSE_LIMIT``.
+
+        Raises:
+            ValueError: The graph has more than :data:`DENSE_LIMIT` vertices.
+        """
+        if "weights" not in self._cache:
+            if self.n > DENSE_LIMIT:
+                raise _too_large(self.n, "the dense weight matrix")
+            dense = self._matrix.toarray()
+            dense.flags.writeable = False
+            self._cache["weights"] = dense
+        return self._cache["weights"]
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Vertex names (one per vertex), or ``None`` when the graph has none."""
+        return self._labels
+
+    def with_labels(self, labels: Sequence[str] | None) -> Graph:
+        """The same graph with other vertex names (``None``: none)."""
+        return Graph(self._matrix, labels=labels, factors=self._factors)
+
+    def label(self, g: int) -> str:
+        """The name of vertex ``g``: its label, else its index."""
+        return self._labels[g] if self._labels is not None else str(g)
+
+    @property
+    def factors(self) -> tuple[Graph, ...] | None:
+        """The factors of a Cartesian product graph (first most significant), else ``None``."""
+        return self._factors
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges (pairs ``g < h`` with ``w_gh > 0``)."""
+        return self._matrix.nnz // 2
+
+    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(g, h, w)`` arrays of the edges with ``g < h``, sorted by ``(g, h)``."""
+        if "edge_arrays" not in self._cache:
+            m = self._matrix
+            rows = np.repeat(np.arange(self.n), np.diff(m.indptr))
+            upper = m.indices > rows  # CSR rows in order, sorted columns: (g, h) sorted
+            self._cache["edge_arrays"] = (rows[upper], m.indices[upper].astype(np.int64),
+                                          m.data[upper].copy())
+        return self._cache["edge_arrays"]
 
     @property
     def edges(self) -> list[tuple[int, int, float]]:
-        """``(g, h, w)`` with ``g < h`` and ``w > 0``, sorted by ``(g, h)``."""
-        g, h = np.nonzero(np.triu(self.weights, 1))  # row-major, hence sorted
-        return [(int(a), int(b), float(self.weights[a, b])) for a, b in zip(g, h, strict=True)]
+        """``(g, h, w)`` with ``g < h`` and ``w > 0``, sorted by ``(g, h)`` (O(E) tuples)."""
+        g, h, w = self.edge_arrays()
+        return list(zip(g.tolist(), h.tolist(), w.tolist(), strict=True))
 
     def degrees(self) -> np.ndarray:
         """Weighted degrees ``W 1``."""
-        return self.weights.sum(axis=1)
+        return np.asarray(self._matrix.sum(axis=1)).ravel()
 
     @property
     def dense(self) -> bool:
-        """At least N²/4 edges: a dense ``W @ X`` then costs no more than one update per edge."""
-        return 4 * len(self.edges) >= self.n * self.n
+        """At least N²/4 edges (and a dense view allowed): a dense ``W @ X`` then costs no more
+        than one update per edge."""
+        return self.n <= DENSE_LIMIT and 4 * self.num_edges >= self.n * self.n
 
     @property
     def max_degree(self) -> float:
         """The largest weighted degree."""
         return float(self.degrees().max())
 
-    def laplacian(self) -> np.ndarray:
-        """The graph Laplacian ``L = diag(W 1) − W`` (rows sum to zero)."""
-        return np.diag(self.degrees()) - self.weights
+    def laplacian(self, *, sparse_format: bool = False):
+        """The graph Laplacian ``L = diag(W 1) − W`` (rows sum to zero).
+
+        Args:
+            sparse_format: Return a CSR matrix (any N) instead of a dense array
+                (``N <= DENSE_LIMIT`` only).
+        """
+        L = sparse.diags_array(self.degrees()).tocsr() - self._matrix
+        if sparse_format:
+            return L
+        if self.n > DENSE_LIMIT:
+            raise _too_large(self.n, "the dense Laplacian")
+        return L.toarray()
+
+    def _zero_tolerance(self) -> float:
+        return 1e-12 * max(1.0, self.max_degree)
+
+    def product_spectrum(self) -> ProductSpectrum | None:
+        """The spectrum of a product graph from its factors' (``None`` for other graphs)."""
+        if self._factors is None:
+            return None
+        if "product" not in self._cache:
+            self._cache["product"] = ProductSpectrum(
+                [f.spectrum() for f in self._factors], self._zero_tolerance())
+        return self._cache["product"]
+
+    def eigenvalues(self) -> np.ndarray:
+        """All eigenvalues of ``L``, ascending; small values set to 0 as in :meth:`spectrum`.
+
+        Product graphs: sums of the factors' eigenvalues (O(N log N), any N). Other graphs:
+        a dense eigendecomposition, so only up to :data:`DENSE_LIMIT` vertices.
+        """
+        product = self.product_spectrum()
+        if product is not None:
+            return np.sort(product.values)
+        if self.n > DENSE_LIMIT:
+            raise _too_large(self.n, "the full spectrum")
+        values = np.linalg.eigvalsh(self.laplacian())
+        values[np.abs(values) < self._zero_tolerance()] = 0.0
+        return values
+
+    def fiedler_value(self) -> float:
+        """The second smallest eigenvalue of ``L`` (0 for a disconnected graph or ``N = 1``).
+
+        Product graphs and small graphs: from :meth:`eigenvalues`. Large sparse graphs: a
+        sparse eigensolver (LOBPCG on the complement of the constant vector), O(N + E) memory.
+        """
+        if self.n == 1:
+            return 0.0
+        if self._factors is not None or self.n <= DENSE_LIMIT:
+            return float(self.eigenvalues()[1])
+        if len(self.components()) > 1:
+            return 0.0
+        L = self.laplacian(sparse_format=True)
+        rng = np.random.default_rng(0)  # the same start on every rank
+        X = rng.standard_normal((self.n, 1))
+        ones = np.ones((self.n, 1)) / math.sqrt(self.n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # non-convergence is checked below
+            values, vectors = splinalg.lobpcg(L, X, Y=ones, tol=1e-9, maxiter=500,
+                                              largest=False)
+        value, v = float(values[0]), vectors[:, 0]
+        if np.linalg.norm(L @ v - value * v) > 1e-6 * max(1.0, self.max_degree):
+            # A small gap (long paths and cycles): shift-invert, whose factorization is cheap
+            # on exactly such graphs (small bandwidth).
+            shift = 1e-3 * max(value, 1e-12)
+            values = splinalg.eigsh(L, k=2, sigma=-shift, which="LM",
+                                    return_eigenvectors=False)
+            value = float(np.sort(values)[1])
+        return 0.0 if abs(value) < self._zero_tolerance() else value
 
     def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
         """Eigenvalues (ascending) and orthonormal eigenvectors (columns) of ``L``.
 
         Eigenvalues of magnitude below ``1e-12 · max(1, max degree)`` are set to 0 exactly,
-        so the constant mode of each component is recognised as such.
+        so the constant mode of each component is recognised as such. Dense, hence only for
+        ``N <= DENSE_LIMIT``; a product graph's comes from its factors' (Kronecker products),
+        never from an eigendecomposition of the whole graph.
+
+        Raises:
+            ValueError: More than :data:`DENSE_LIMIT` vertices.
         """
-        values, vectors = np.linalg.eigh(self.laplacian())
-        values[np.abs(values) < 1e-12 * max(1.0, self.max_degree)] = 0.0
-        return values, vectors
+        if "spectrum" not in self._cache:
+            if self.n > DENSE_LIMIT:
+                raise _too_large(self.n, "the dense eigenvector matrix")
+            product = self.product_spectrum()
+            if product is not None:
+                order = np.argsort(product.values, kind="stable")
+                values = product.values[order]
+                vectors = product.apply(np.eye(self.n)[:, order])
+            else:
+                values, vectors = np.linalg.eigh(self.laplacian())
+                values[np.abs(values) < self._zero_tolerance()] = 0.0
+            values.flags.writeable = vectors.flags.writeable = False
+            self._cache["spectrum"] = (values, vectors)
+        values, vectors = self._cache["spectrum"]
+        return values.copy(), vectors.copy()
 
     def neighbours(self, g: int) -> np.ndarray:
         """Vertices ``h`` with ``w_gh > 0``, ascending.
@@ -145,39 +354,33 @@ class Graph:
         """
         if not _is_int(g) or not 0 <= g < self.n:
             raise InputError(f"vertex {g!r} is not in 0..{self.n - 1}")
-        return np.nonzero(self.weights[g])[0]
+        m = self._matrix
+        return m.indices[m.indptr[g]: m.indptr[g + 1]].astype(np.int64)
 
     def components(self) -> list[np.ndarray]:
         """Connected components, each a sorted array of vertices, ordered by smallest vertex."""
-        label = np.full(self.n, -1)
-        comps = []
-        for start in range(self.n):
-            if label[start] >= 0:
-                continue
-            stack, members = [start], []
-            label[start] = len(comps)
-            while stack:
-                g = stack.pop()
-                members.append(g)
-                for h in np.nonzero(self.weights[g])[0]:
-                    if label[h] < 0:
-                        label[h] = len(comps)
-                        stack.append(int(h))
-            comps.append(np.array(sorted(members)))
-        return comps
+        if "components" not in self._cache:
+            count, label = csgraph.connected_components(self._matrix, directed=False)
+            order = np.argsort(label, kind="stable")  # vertices ascending within a component
+            bounds = np.cumsum(np.bincount(label, minlength=count))[:-1]
+            comps = np.split(order, bounds)
+            self._cache["components"] = sorted(comps, key=lambda c: int(c[0]))
+        return [c.copy() for c in self._cache["components"]]
 
     def is_connected(self) -> bool:
         """Whether every vertex can be reached from every other (true for ``n = 1``)."""
         return len(self.components()) == 1
 
     @classmethod
-    def from_edges(cls, n: int, edges: Iterable[Sequence], *, source: str = "edges") -> Graph:
+    def from_edges(cls, n: int, edges: Iterable[Sequence], *, source: str = "edges",
+                   labels: Sequence[str] | None = None) -> Graph:
         """A graph on ``n`` vertices from ``(g, h, w)`` or ``(g, h)`` (w = 1) edges.
 
         Args:
             n: Number of vertices, an integer >= 1.
             edges: Edges in either orientation; an edge of weight 0 is allowed (and absent).
             source: Where the edges came from (a config key or a file), for messages.
+            labels: Optional vertex names.
 
         Raises:
             InputError: Bad indices (out of range, floats, bools), self loops, duplicates
@@ -190,7 +393,7 @@ class Graph:
         if isinstance(edges, str | bytes) or not isinstance(edges, Iterable):
             raise InputError(f"{source} = {edges!r}: expected a list of [g, h, w] or [g, h] "
                              f"(a missing weight w means 1)")
-        w = np.zeros((n, n))
+        gs, hs, ws = [], [], []
         seen: set[tuple[int, int]] = set()
         for k, edge in enumerate(edges):
             if isinstance(edge, np.ndarray):
@@ -219,8 +422,91 @@ class Graph:
             if pair in seen:
                 raise InputError(f"{where}: duplicate edge {pair[0]}-{pair[1]}")
             seen.add(pair)
-            w[g, h] = w[h, g] = weight
-        return cls(w)
+            gs.append(g)
+            hs.append(h)
+            ws.append(weight)
+        return cls._trusted(n, np.array(gs, dtype=np.int64), np.array(hs, dtype=np.int64),
+                            np.array(ws, dtype=np.float64), labels=labels)
+
+
+def _check_labels(labels, n: int) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, str | bytes) or not isinstance(labels, Iterable):
+        raise InputError(f"vertex labels must be a list of {n} strings, got {labels!r}")
+    labels = tuple(labels)
+    if len(labels) != n:
+        raise InputError(f"{len(labels)} vertex labels for a graph of {n} vertices")
+    for g, name in enumerate(labels):
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"vertex label {g} = {name!r}: expected a non-empty string")
+    return labels
+
+
+class ProductSpectrum:
+    """The spectrum of a Cartesian product graph ``G_1 □ ... □ G_d`` from its factors'.
+
+    With ``L_i = Q_i Λ_i Q_iᵀ``, ``L = Σ_i I ⊗ .. ⊗ L_i ⊗ .. ⊗ I`` has the eigenvalues
+    ``λ_{a} = Σ_i λ_{i, a_i}`` and the eigenvectors ``Q = Q_1 ⊗ ... ⊗ Q_d``; mode ``a`` is
+    numbered like a vertex (``ravel_multi_index``). ``Q`` is never formed: :meth:`apply`
+    contracts one factor at a time, O(N Σ q_i) per column instead of O(N²).
+
+    Args:
+        factor_spectra: ``(values, vectors)`` of each factor, first most significant.
+        tolerance: Sums below it are set to 0 exactly; distinct eigenvalues closer than it
+            (relative to the largest) are one.
+    """
+
+    def __init__(self, factor_spectra: Sequence[tuple[np.ndarray, np.ndarray]],
+                 tolerance: float = 1e-12):
+        self.factor_values = [np.asarray(v, dtype=np.float64) for v, _ in factor_spectra]
+        self.factor_vectors = [np.asarray(q, dtype=np.float64) for _, q in factor_spectra]
+        self.shape = tuple(v.size for v in self.factor_values)
+        self.n = math.prod(self.shape)
+        total = np.zeros(1)
+        for v in self.factor_values:
+            total = np.add.outer(total, v).ravel()
+        total[np.abs(total) < tolerance] = 0.0
+        self.tolerance = tolerance
+        self.values = total  # in mode (multi-index) order, not sorted
+        self.values.flags.writeable = False
+
+    def distinct(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct eigenvalues (ascending), their multiplicities, and each mode's group.
+
+        Returns:
+            ``(values, multiplicities, group)`` with ``group[a]`` the index in ``values`` of
+            mode ``a``'s eigenvalue. Sums that differ by rounding only are one value.
+        """
+        order = np.argsort(self.values, kind="stable")
+        sorted_values = self.values[order]
+        scale = max(1.0, float(np.abs(sorted_values).max()))
+        new = np.ones(self.n, dtype=bool)
+        new[1:] = np.diff(sorted_values) > 1e-10 * scale
+        starts = np.flatnonzero(new)
+        group_sorted = np.cumsum(new) - 1
+        group = np.empty(self.n, dtype=np.int64)
+        group[order] = group_sorted
+        multiplicities = np.diff(np.append(starts, self.n))
+        values = np.array([sorted_values[s:s + m].mean() for s, m in zip(starts, multiplicities,
+                                                                           strict=True)])
+        values[np.abs(values) < self.tolerance] = 0.0
+        return values, multiplicities, group
+
+    def apply(self, X: np.ndarray, *, transpose: bool = False) -> np.ndarray:
+        """``Q X`` (modes to vertices), or ``Qᵀ X`` with ``transpose`` (vertices to modes).
+
+        Args:
+            X: Shape ``(N,)`` or ``(N, k)``, rows in vertex (or mode) order.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        columns = X.shape[1:]
+        Y = X.reshape(self.shape + columns)
+        for axis, Q in enumerate(self.factor_vectors):
+            # Contract axis ``axis`` with Q (or Qᵀ) and put the result back in its place.
+            Y = np.moveaxis(np.tensordot(Q.T if transpose else Q, Y, axes=([1], [axis])),
+                            0, axis)
+        return np.ascontiguousarray(Y).reshape((self.n,) + columns)
 
 
 def _check_weight(weight) -> float:
@@ -239,52 +525,99 @@ def _check_n(n, low: int = 1, key: str = "graph.n") -> int:
     return int(n)
 
 
+def _edges(n: int, g, h, weight: float, **kwargs) -> Graph:
+    g, h = np.asarray(g, dtype=np.int64), np.asarray(h, dtype=np.int64)
+    return Graph._trusted(n, g, h, np.full(g.size, weight), **kwargs)
+
+
 def path(n: int, weight: float = 1.0) -> Graph:
     """The path 0 — 1 — ... — n−1 (``n >= 1``)."""
     n, weight = _check_n(n), _check_weight(weight)
-    return Graph.from_edges(n, [(g, g + 1, weight) for g in range(n - 1)])
+    return _edges(n, np.arange(n - 1), np.arange(1, n), weight)
 
 
 def cycle(n: int, weight: float = 1.0) -> Graph:
     """A ring of ``n >= 3`` vertices."""
     n, weight = _check_n(n, 3), _check_weight(weight)
-    return Graph.from_edges(n, [(g, (g + 1) % n, weight) for g in range(n)])
+    return _edges(n, np.arange(n), (np.arange(n) + 1) % n, weight)
 
 
 def complete(n: int, weight: float = 1.0) -> Graph:
     """Every pair of the ``n >= 1`` vertices joined."""
     n, weight = _check_n(n), _check_weight(weight)
-    return Graph.from_edges(n, [(g, h, weight) for g in range(n) for h in range(g + 1, n)])
+    g, h = np.triu_indices(n, 1)
+    return _edges(n, g, h, weight)
 
 
 def star(n: int, weight: float = 1.0) -> Graph:
     """Vertex 0 (the hub) joined to each of the ``n − 1`` others."""
     n, weight = _check_n(n), _check_weight(weight)
-    return Graph.from_edges(n, [(0, h, weight) for h in range(1, n)])
+    return _edges(n, np.zeros(n - 1), np.arange(1, n), weight)
+
+
+def product(factors: Sequence[Graph], labels: Sequence[str] | None = None) -> Graph:
+    """The Cartesian product ``G_1 □ G_2 □ ...``, first factor most significant.
+
+    Vertex ``g = ravel_multi_index((a_1, a_2, ...), (n_1, n_2, ...))``; ``g`` and ``h`` are
+    joined with weight ``w_i(a_i, b_i)`` when they differ in coordinate ``i`` only. The
+    result keeps its factors, so its spectrum comes from theirs
+    (:meth:`Graph.product_spectrum`). Without ``labels``, vertex names join the factors'
+    names (their labels, else indices) with ``-``, e.g. ``"0-3-1"``.
+
+    Raises:
+        InputError: No factors.
+    """
+    factors = list(factors)
+    if not factors:
+        raise InputError("graph.factors: a product needs at least one factor")
+    sizes = [f.n for f in factors]
+    n = math.prod(sizes)
+    matrix = sparse.csr_array((n, n))
+    for i, f in enumerate(factors):
+        before, after = math.prod(sizes[:i]), math.prod(sizes[i + 1:])
+        term = sparse.kron(sparse.kron(sparse.identity(before), f.matrix), sparse.identity(after))
+        matrix = matrix + term
+    if labels is None:
+        names = [np.array([f.label(a) for a in range(f.n)], dtype=object) for f in factors]
+        digits = np.unravel_index(np.arange(n), sizes)
+        labels = names[0][digits[0]]
+        for name, digit in zip(names[1:], digits[1:], strict=True):
+            labels = labels + "-" + name[digit]
+        labels = labels.tolist()
+    return Graph(matrix, labels=labels, factors=factors)
+
+
+def hamming(dim: int, choices: int, weight: float = 1.0, *, labels: bool = True) -> Graph:
+    """The Hamming graph ``H(dim, choices)``: words of ``dim`` letters in ``0..choices−1``,
+    joined (weight ``weight``) when they differ in one letter.
+
+    Vertex ``g = Σ a_i choices^(dim−1−i)`` (``numpy.ravel_multi_index``), labelled by its
+    word ``"a_0-a_1-..."``: e.g. NAS-Bench-201's cell space is H(6, 5). The product of
+    ``dim`` complete graphs ``K_choices``, so its spectrum comes from theirs: eigenvalues
+    ``k · choices · weight`` with multiplicity ``C(dim, k) (choices − 1)^k``.
+    """
+    dim = _check_n(dim, 1, "graph.dim")
+    choices = _check_n(choices, 2, "graph.choices")
+    weight = _check_weight(weight)
+    factor = complete(choices, weight)
+    graph = product([factor] * dim)
+    return graph if labels else graph.with_labels(None)
 
 
 def hypercube(dim: int, weight: float = 1.0) -> Graph:
     """``2**dim`` vertices (``dim >= 1``), edges between indices that differ in one bit."""
     dim, weight = _check_n(dim, 1, "graph.dim"), _check_weight(weight)
-    n = 2**dim
-    return Graph.from_edges(
-        n, [(g, g ^ (1 << b), weight) for g in range(n) for b in range(dim) if g < g ^ (1 << b)]
-    )
+    return hamming(dim, 2, weight, labels=False)
 
 
 def grid(rows: int, cols: int, weight: float = 1.0) -> Graph:
     """A ``rows × cols`` 4-neighbour grid; vertex ``r*cols + c``."""
     rows, cols = _check_n(rows, 1, "graph.shape[0]"), _check_n(cols, 1, "graph.shape[1]")
     weight = _check_weight(weight)
-    edges = []
-    for r in range(rows):
-        for c in range(cols):
-            g = r * cols + c
-            if c + 1 < cols:
-                edges.append((g, g + 1, weight))
-            if r + 1 < rows:
-                edges.append((g, g + cols, weight))
-    return Graph.from_edges(rows * cols, edges)
+    index = np.arange(rows * cols).reshape(rows, cols)
+    g = np.concatenate([index[:, :-1].ravel(), index[:-1, :].ravel()])
+    h = np.concatenate([index[:, 1:].ravel(), index[1:, :].ravel()])
+    return _edges(rows * cols, g, h, weight)
 
 
 def random(n: int, p: float = 0.5, seed: int = 0, weight: float = 1.0) -> Graph:
@@ -294,7 +627,9 @@ def random(n: int, p: float = 0.5, seed: int = 0, weight: float = 1.0) -> Graph:
     rank. If the draw is disconnected, its components (ordered by smallest vertex) are
     chained: one extra edge joins the smallest vertex of each component to that of the next,
     with a weight drawn from the same distribution. That is the fewest edges that connect it,
-    so for ``p = 0`` the result is a path.
+    so for ``p = 0`` the result is a path. Up to :data:`DENSE_LIMIT` vertices the draw is
+    the same as ever (a dense uniform matrix); beyond, the edges are drawn sparsely (their
+    number binomial, the pairs uniform without repetition), in O(N + E) memory.
 
     Raises:
         InputError: ``n < 1``, ``p`` not in [0, 1], a negative or non-integer seed, or a
@@ -306,14 +641,34 @@ def random(n: int, p: float = 0.5, seed: int = 0, weight: float = 1.0) -> Graph:
     if not _is_int(seed) or seed < 0:
         raise InputError(f"graph.seed = {seed!r}: expected an integer >= 0")
     rng = np.random.default_rng(seed)
-    upper = np.triu(rng.random((n, n)) < p, 1)
-    values = weight * rng.uniform(0.5, 1.5, size=(n, n))
-    w = np.where(upper, values, 0.0)
-    w = w + w.T
-    comps = Graph(w).components()
-    for a, b in zip(comps[:-1], comps[1:], strict=True):
-        w[a[0], b[0]] = w[b[0], a[0]] = weight * rng.uniform(0.5, 1.5)
-    return Graph(w)
+    if n <= DENSE_LIMIT:
+        upper = np.triu(rng.random((n, n)) < p, 1)
+        values = weight * rng.uniform(0.5, 1.5, size=(n, n))
+        g, h = np.nonzero(upper)
+        w = values[g, h]
+    else:
+        pairs = n * (n - 1) // 2
+        count = int(rng.binomial(pairs, p))
+        k = np.sort(rng.choice(pairs, size=count, replace=False))
+        # Pair k (row-major over g < h) -> (g, h): row g starts at g(2n − g − 1)/2.
+        g = np.floor((2 * n - 1 - np.sqrt((2 * n - 1) ** 2 - 8.0 * k)) / 2).astype(np.int64)
+        start = g * (2 * n - g - 1) // 2
+        g = np.where(start > k, g - 1, g)  # rounding of the square root, either way
+        start = g * (2 * n - g - 1) // 2
+        nxt = (g + 1) * (2 * n - g - 2) // 2
+        g = np.where(k >= nxt, g + 1, g)
+        start = g * (2 * n - g - 1) // 2
+        h = g + 1 + (k - start)
+        w = weight * rng.uniform(0.5, 1.5, size=count)
+    graph = Graph._trusted(n, g, h, w)
+    comps = graph.components()
+    if len(comps) == 1:
+        return graph
+    extra = [(a[0], b[0], weight * rng.uniform(0.5, 1.5))
+             for a, b in zip(comps[:-1], comps[1:], strict=True)]
+    eg, eh, ew = (np.array(c) for c in zip(*extra, strict=True))
+    return Graph._trusted(n, np.concatenate([g, eg]), np.concatenate([h, eh]),
+                          np.concatenate([w, ew]))
 
 
 _SEPARATOR = re.compile(r"\s*,\s*|\s+")
@@ -418,6 +773,9 @@ def build_graph(
     edges: Sequence | None = None,
     file: str | Path | None = None,
     seed: int = 0,
+    choices: int | None = None,
+    factors: Sequence[dict] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Graph:
     """The graph of a ``[graph]`` config section.
 
@@ -433,6 +791,10 @@ def build_graph(
         edges: ``[[g, h, w], ...]`` or ``[[g, h], ...]`` for kind "edges".
         file: Edge-list file for kind "file" (see :func:`read_edge_file`).
         seed: Seed of a random graph.
+        choices: Letters per position of a Hamming graph (``n = choices**dim``).
+        factors: The factors of a product, each a dict of these keywords (``kind`` and its
+            keys), first most significant.
+        labels: Vertex names (replacing the generated ones of hamming and product).
 
     Raises:
         InputError: An unknown kind, missing or inconsistent keys, or an invalid graph; the
@@ -450,6 +812,57 @@ def build_graph(
 
     if n is not None:
         n = _check_n(n)
+    graph = _build(kind, need, n=n, dim=dim, shape=shape, weight=weight, p=p, edges=edges,
+                   file=file, seed=seed, choices=choices, factors=factors)
+    return graph if labels is None else graph.with_labels(labels)
+
+
+def _factor(k: int, spec) -> Graph:
+    """Factor ``k`` of ``graph.factors``: a dict of ``build_graph`` keywords."""
+    key = f"graph.factors[{k}]"
+    if not isinstance(spec, dict):
+        raise InputError(f"{key} = {spec!r}: expected a table such as {{kind = 'complete', "
+                         f"n = 5}}")
+    allowed = ("kind", "n", "dim", "shape", "weight", "p", "edges", "seed", "choices")
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise InputError(f"{key}: unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    kind = spec.get("kind")
+    if kind not in FACTOR_KINDS:
+        raise InputError(f"{key}.kind = {kind!r}: must be one of {', '.join(FACTOR_KINDS)}")
+    try:
+        return build_graph(**spec)
+    except InputError as e:
+        raise InputError(f"{key}: {e}") from None
+
+
+def _build(kind: str, need, *, n, dim, shape, weight, p, edges, file, seed, choices,
+           factors) -> Graph:
+    if kind == "hamming":
+        dim = _check_n(need(dim, "dim"), 1, "graph.dim")
+        choices = _check_n(need(choices, "choices"), 2, "graph.choices")
+        if choices**dim > MAX_VERTICES:
+            raise InputError(f"graph.choices**graph.dim = {choices}**{dim} = {choices**dim} "
+                             f"vertices: more than {MAX_VERTICES}")
+        if n is not None and n != choices**dim:
+            raise InputError(f"graph.n = {n} does not match graph.choices**graph.dim = "
+                             f"{choices}**{dim} = {choices**dim}")
+        return hamming(dim, choices, weight)
+    if kind == "product":
+        factors = need(factors, "factors")
+        if isinstance(factors, str | bytes | dict) or not isinstance(factors, Sequence) \
+                or not factors:
+            raise InputError(f"graph.factors = {factors!r}: expected a non-empty list of "
+                             f"tables such as {{kind = 'complete', n = 5}}")
+        built = [_factor(k, f) for k, f in enumerate(factors)]
+        if math.prod(f.n for f in built) > MAX_VERTICES:
+            raise InputError(f"graph.factors: the product has {math.prod(f.n for f in built)} "
+                             f"vertices: more than {MAX_VERTICES}")
+        graph = product(built)
+        if n is not None and n != graph.n:
+            raise InputError(f"graph.n = {n} does not match the product of graph.factors "
+                             f"({graph.n} vertices)")
+        return graph
     if kind in ("path", "cycle", "complete", "star"):
         generator = {"path": path, "cycle": cycle, "complete": complete, "star": star}[kind]
         return generator(need(n, "n"), weight)

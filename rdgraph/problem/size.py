@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import types
 
 from rdgraph.errors import InputError
 
@@ -32,6 +33,14 @@ def _vertices(settings) -> int | None:
 def _count_vertices(g) -> int | None:
     if g.kind == "hypercube" and g.dim is not None:
         return 2 ** min(int(g.dim), 64)
+    if g.kind == "hamming" and g.dim is not None and g.choices is not None:
+        return int(g.choices) ** min(int(g.dim), 64)
+    if g.kind == "product" and isinstance(g.factors, list) and g.factors:
+        counts = [_count_vertices(types.SimpleNamespace(
+            kind=f.get("kind"), dim=f.get("dim"), shape=f.get("shape"), n=f.get("n"),
+            edges=f.get("edges"), choices=f.get("choices"), factors=None))
+            for f in g.factors if isinstance(f, dict)]
+        return None if None in counts or not counts else math.prod(counts)
     if g.kind == "grid" and g.shape is not None:
         return int(g.shape[0]) * int(g.shape[1])
     if g.n is not None:

@@ -10,11 +10,12 @@ import numpy as np
 
 from rdgraph.errors import InputError
 from rdgraph.problem.config import ModelSettings, Settings
+from rdgraph.problem.data import VertexData, read_labels, read_vertex_data
 from rdgraph.problem.expressions import Expression, parse
 from rdgraph.problem.graph import Graph, build_graph, read_edge_file
 
 __all__ = ["MESH_GDIM", "check_expressions", "check_vertex_lists", "disconnected_warning",
-           "graph_from_settings", "parse_per_vertex"]
+           "graph_from_settings", "parse_per_vertex", "vertex_data"]
 
 #: The geometric dimension of the built-in mesh shapes (a mesh file's is known when read).
 MESH_GDIM = {"interval": 1, "rectangle": 2, "box": 3}
@@ -23,10 +24,25 @@ MESH_GDIM = {"interval": 1, "rectangle": 2, "box": 3}
 def graph_from_settings(settings: Settings) -> Graph:
     """The graph described by ``[graph]`` (pure Python, identical on every rank)."""
     s = settings.graph
-    return build_graph(
+    graph = build_graph(
         s.kind, n=s.n, dim=s.dim, shape=s.shape, weight=s.weight, p=s.p, edges=s.edges,
-        file=s.file, seed=s.seed,
+        file=s.file, seed=s.seed, choices=s.choices, factors=s.factors,
     )
+    if isinstance(s.labels, str):
+        return graph.with_labels(read_labels(s.labels, graph.n))
+    if s.labels is not None:
+        if len(s.labels) != graph.n:
+            raise InputError(f"graph.labels has {len(s.labels)} entries but the graph has "
+                             f"{graph.n} vertices")
+        return graph.with_labels(s.labels)
+    return graph
+
+
+def vertex_data(settings: ModelSettings, graph: Graph) -> VertexData | None:
+    """The table of ``[model] data`` for ``graph`` (``None`` when not set)."""
+    if settings.data is None:
+        return None
+    return read_vertex_data(settings.data, graph.n, graph.labels)
 
 
 def _graph_origin(settings: Settings) -> str:
@@ -77,7 +93,8 @@ def disconnected_warning(graph: Graph, components: list[np.ndarray] | None = Non
 
 
 def parse_per_vertex(
-    settings: ModelSettings, key: str, n: int, variables: tuple[str, ...], gdim: int, default
+    settings: ModelSettings, key: str, n: int, variables: tuple[str, ...], gdim: int, default,
+    data: VertexData | None = None,
 ) -> list[Expression] | Expression | None:
     """One expression in ``g`` or a list of ``n`` expressions, from ``model.key(s)``.
 
@@ -88,11 +105,14 @@ def parse_per_vertex(
         variables: The variables the expression may use ("x", "g", "t").
         gdim: The geometric dimension (components of ``x``).
         default: The expression text when neither key is set, or ``None`` for no expression.
+        data: The per-vertex table of ``model.data`` (its columns are ``name[g]``).
 
     Raises:
         InputError: A list of the wrong length or an invalid expression.
     """
     single, many = getattr(settings, key), getattr(settings, key + "s")
+    columns = None if data is None else data.columns
+    source = None if data is None else f"model.data {data.source!r}"
     if many is not None:
         if len(many) != n:
             raise InputError(f"model.{key}s has {len(many)} entries but the graph has {n} vertices")
@@ -103,13 +123,15 @@ def parse_per_vertex(
         ]
     if single is None:
         return None if default is None else parse(default, variables=variables, gdim=gdim)
-    return parse(single, variables=variables, gdim=gdim, what=f"model.{key}")
+    return parse(single, variables=variables, gdim=gdim, what=f"model.{key}", data=columns,
+                 data_source=source)
 
 
 def check_expressions(settings: Settings, graph: Graph, gdim: int) -> None:
     """Parse every expression of ``[model]``; raise :class:`InputError` for the first bad one."""
     check_vertex_lists(settings, graph)
     model = settings.model
-    parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0")
-    parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1")
-    parse_per_vertex(model, "source", graph.n, ("x", "g", "t"), gdim, None)
+    data = vertex_data(model, graph)
+    parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0", data)
+    parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1", data)
+    parse_per_vertex(model, "source", graph.n, ("x", "g", "t"), gdim, None, data)

@@ -20,7 +20,8 @@ import numpy as np
 
 from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.operators import BlockOperators
-from rdgraph.errors import SolverError
+from rdgraph.errors import InputError, SolverError
+from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.solvers.petsc import configure_ksp, reason_name
 
@@ -64,6 +65,11 @@ def coupling_modes(graph, coupling: str, gibbs_integrals: np.ndarray | None = No
     laplacian: the graph Laplacian. gibbs: the vertex chain with rates ``w_gh sqrt(π̄_h/π̄_g)``,
     ``π̄_g`` the integrals ``∫exp(-V_g/β)``, symmetrized by ``diag(sqrt π̄)``.
     """
+    if graph.n > DENSE_LIMIT:
+        # The transforms below are dense N x N matrices.
+        raise InputError(f"the spectral solver forms the graph's eigenvectors as dense "
+                         f"matrices, up to {DENSE_LIMIT} vertices; this graph has {graph.n}: "
+                         f"set solver.type = 'krylov'")
     if coupling == "laplacian":
         values, Q = graph.spectrum()
         return values, Q, Q.T
