@@ -32,7 +32,8 @@ from rdgraph.problem.defaults import default_config
 from rdgraph.simulation import Simulation
 
 # Six architectures on a path: a double well tilted towards x = +1, each vertex 0.2 higher
-# in loss than the one before (vertex 0 wins, Gibbs share about 0.86).
+# in loss than the one before (vertex 0 wins, Gibbs share about 0.86). A stand-in for the
+# issue's problem, whose potentials it does not give: its exchange is faster than there.
 DOUBLE_WELLS = "0.6*(x[0]**2 - 1)**2 - 0.1*x[0] + 0.2*g"
 UPHILL_START = "exp(-(x[0] + 1)**2 / 0.05) / (6*sqrt(0.05*pi))"
 
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=None,
                         help="cells per side of the toy's mesh (default 32; --quick 16)")
     parser.add_argument("--t-end", type=float, default=100.0)
-    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--tolerance", type=float, default=1e-3)
     args = parser.parse_args()
     cells = args.cells or (16 if args.quick else 32)
     say(f"rdgraph time benchmark on {MPI.COMM_WORLD.size} rank(s)")
