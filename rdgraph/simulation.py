@@ -336,13 +336,14 @@ def _milestones(path: Path, gibbs: np.ndarray, comm: MPI.Comm) -> dict:
 def _milestone_lines(summary: dict) -> list[str]:
     m = summary["milestones"]
 
-    def text(times: dict) -> str:
-        return ", ".join(f"{k}: " + ("not reached" if v is None else f"t = {v:.4g}")
+    def text(times: dict, percent: bool) -> str:
+        return ", ".join((f"{float(k):.0%}" if percent else k) + " at "
+                         + ("(not reached)" if v is None else f"t = {v:.4g}")
                          for k, v in times.items())
 
-    return [f"vertex {m['vertex']} reaches a share of its Gibbs mass {m['gibbs_mass']:.4g} "
-            f"at {text(m['share_times'])}",
-            f"H(rho | rho_pi) falls below {text(m['entropy_times'])}"]
+    return [f"vertex {m['vertex']} (Gibbs mass {m['gibbs_mass']:.4g}) first holds "
+            f"{text(m['share_times'], True)} of it",
+            f"H(rho | rho_pi) first below {text(m['entropy_times'], False)}"]
 
 
 def _environment_failure(error: BaseException, what: str, out: Path | None,
