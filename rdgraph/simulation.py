@@ -36,7 +36,7 @@ from rdgraph.output.io import (
 from rdgraph.output.plots import plot_run, read_diagnostics
 from rdgraph.output.progress import Progress
 from rdgraph.output.rundir import open_run_directory
-from rdgraph.problem.config import Settings
+from rdgraph.problem.config import EQUILIBRIUM, Settings
 from rdgraph.problem.size import check_memory
 from rdgraph.problem.validation import (
     MESH_GDIM,
@@ -116,6 +116,12 @@ class Simulation:
         self.step_index = 0
         self.t = 0.0
         self.num_steps = settings.num_steps
+        self.adaptive = settings.time.adaptive
+        self.t_stop = settings.t_stop
+        # t_end = "equilibrium": stop once H(ρ | ρ_π) is below this (else None).
+        self.equilibrium_tolerance = (settings.time.equilibrium_tolerance
+                                      if settings.time.t_end == EQUILIBRIUM else None)
+        self.equilibrium_reached = False
         self.setup_time = time.perf_counter() - start
         self.timings = {
             "mesh": mesh_done - start,
@@ -140,8 +146,11 @@ class Simulation:
         """Take one time step; return the Krylov iterations it took."""
         iterations = self.guard.step(self.state, self.t, self.step_index + 1)
         self.step_index += 1
-        # t = n dt, not a running sum, so that long runs end exactly at t_end.
-        self.t = self.step_index * self.settings.time.dt
+        if self.adaptive:
+            self.t = self.stepper.time_after  # exactly t_stop at the last step
+        else:
+            # t = n dt, not a running sum, so that long runs end exactly at t_end.
+            self.t = self.step_index * self.settings.time.dt
         self.layout.to_functions(self.state, self.functions)
         return iterations
 
@@ -166,7 +175,7 @@ class Simulation:
         history = [first]
         if observer:
             observer(first)
-        while self.step_index < self.num_steps:
+        while not self.finished(current):
             iterations = self.advance()
             current = self.diagnostics(iterations)
             if keep_history:
@@ -176,6 +185,16 @@ class Simulation:
         if not keep_history and current is not first:
             history.append(current)
         return history
+
+    def finished(self, d: Diagnostics) -> bool:
+        """Whether the run ends with the state of diagnostics ``d`` (the current state):
+        at ``t_end`` (``t_max``), or at equilibrium."""
+        if self.equilibrium_tolerance is not None and d.rel_entropy < self.equilibrium_tolerance:
+            self.equilibrium_reached = True
+            return True
+        if self.adaptive:
+            return self.t >= self.t_stop
+        return self.step_index >= self.num_steps
 
     def minimum_potentials(self) -> np.ndarray:
         """Smallest nodal value of each ``V_g`` (collective)."""
@@ -275,12 +294,69 @@ def _report(sim: Simulation, first: Diagnostics, last: Diagnostics, summary: dic
         f"{summary['gibbs_free_energy']:.6g}",
         f"relative entropy: {first.rel_entropy:.6g} -> {last.rel_entropy:.6g}",
         f"mass drift: {_share(abs(last.mass - first.mass), abs(first.mass)):.3g} (relative)",
+        *_milestone_lines(summary),
         f"time per step: {summary['time_per_step']:.4g} s over "
         f"{summary['steps'] - summary['resumed_from_step']} steps "
         f"(set-up {summary['setup_time']:.3g} s, {summary['ranks']} ranks, "
-        f"{summary['dofs_total']} unknowns)",
+        f"{summary['dofs_total']} unknowns); {summary['solver_setups']} solver set-up(s)",
     ]
+    if "adaptive" in summary:
+        a = summary["adaptive"]
+        lines.append(f"adaptive steps: {a['accepted_steps']} accepted, {a['rejected_steps']} "
+                     f"rejected (tolerance {a['tolerance']:g}), last dt {a['last_dt']:.4g}")
+    if "equilibrium" in summary:
+        e = summary["equilibrium"]
+        lines.append(f"equilibrium: H = {e['final_rel_entropy']:.3g} < {e['tolerance']:g} at "
+                     f"t = {last.t:.6g}" if e["reached"] else
+                     f"equilibrium: not reached by t_max = {e['t_max']:g} (H = "
+                     f"{e['final_rel_entropy']:.3g}, tolerance {e['tolerance']:g})")
     print("\n".join(lines), flush=True)
+
+
+# Fractions of its Gibbs mass the Gibbs-largest vertex reaches, and levels of H(ρ | ρ_π),
+# whose first times the summary reports.
+SHARE_LEVELS = (0.5, 0.9, 0.99)
+ENTROPY_LEVELS = (1e-2, 1e-4, 1e-6)
+
+
+def _milestones(path: Path, gibbs: np.ndarray, comm: MPI.Comm) -> dict:
+    """The first times in ``diagnostics.csv`` at which the vertex of the largest Gibbs mass
+    holds 50/90/99 % of it, and at which H falls below 1e-2/1e-4/1e-6 (None: not yet).
+
+    Read from the CSV (rank 0, broadcast) so that a resumed run reports the whole run's.
+    """
+    result = None
+    if comm.rank == 0:
+        winner = int(np.argmax(gibbs))
+        result = {"vertex": winner, "gibbs_mass": float(gibbs[winner])}
+        try:
+            data = read_diagnostics(path)
+            t, mass, entropy = data["t"], data[f"mass_{winner}"], data["rel_entropy"]
+        except (InputError, KeyError, OSError):
+            t = mass = entropy = np.array([])
+
+        def first(hits: np.ndarray) -> float | None:
+            index = np.flatnonzero(hits)
+            return float(t[index[0]]) if index.size else None
+
+        result["share_times"] = {f"{level:g}": first(mass >= level * gibbs[winner])
+                                 for level in SHARE_LEVELS}
+        result["entropy_times"] = {f"{level:g}": first(entropy < level)
+                                   for level in ENTROPY_LEVELS}
+    return comm.bcast(result, root=0)
+
+
+def _milestone_lines(summary: dict) -> list[str]:
+    m = summary["milestones"]
+
+    def text(times: dict, percent: bool) -> str:
+        return ", ".join((f"{float(k):.0%}" if percent else k) + " at "
+                         + ("(not reached)" if v is None else f"t = {v:.4g}")
+                         for k, v in times.items())
+
+    return [f"vertex {m['vertex']} (Gibbs mass {m['gibbs_mass']:.4g}) first holds "
+            f"{text(m['share_times'], True)} of it",
+            f"H(rho | rho_pi) first below {text(m['entropy_times'], False)}"]
 
 
 def _environment_failure(error: BaseException, what: str, out: Path | None,
@@ -408,16 +484,24 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
     if error is not None:
         raise _environment_failure(error, "write", out, last_good)
     if not quiet:
+        if sim.adaptive:
+            steps = (f"adaptive dt from {settings.time.dt:g} in [{settings.time.dt_min:g}, "
+                     f"{settings.time.dt_max:g}], tolerance {settings.time.tolerance:g}")
+        else:
+            steps = f"dt = {settings.time.dt:g}, {sim.num_steps} steps"
+        end = (f", until H < {sim.equilibrium_tolerance:g} or t = {sim.t_stop:g}"
+               if sim.equilibrium_tolerance is not None else "")
         _print(comm, f"rdgraph: {sim.graph.n} vertices x {sim.num_dofs} dofs "
-                     f"({settings.model.coupling}, {settings.time.scheme}, dt = "
-                     f"{settings.time.dt:g}, {sim.num_steps} steps) -> {out}")
+                     f"({settings.model.coupling}, {settings.time.scheme}, {steps}{end}) "
+                     f"-> {out}")
     csv = DiagnosticsCSV(out / "diagnostics.csv", header, comm, append=resume)
     fields_every = settings.output.fields_every
     # VTX cannot append: a resumed run writes its fields to a new file.
     fields_name = f"fields-from-{start_step}.bp" if resume else "fields.bp"
     fields = FieldWriter(out / fields_name, sim.functions, comm) if fields_every else None
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
-    progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet)
+    progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet,
+                        t_end=sim.t_stop if sim.adaptive else None)
     step_start = None
     fields_failed = False
 
@@ -445,8 +529,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         failed = csv.check()
         if failed is not None:
             raise _environment_failure(failed, "write", out, saver.last or last_good)
-        last = d.step == sim.num_steps
-        if fields and (d.step % fields_every == 0 or last):
+        if fields and (d.step % fields_every == 0 or sim.finished(d)):
             write_fields(d.t)
         if d.step > start_step:
             saver.after_step(d.step)
@@ -520,6 +603,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "steps": sim.step_index,
         "resumed_from_step": start_step,
         "retried_steps": sim.guard.retries,
+        "solver_setups": sim.guard.setups,
         "t_end": sim.t,
         "setup_time": sim.setup_time,
         "setup_timings": sim.timings,
@@ -540,6 +624,18 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
     if sim.graph.labels is not None:
         # Vertex names (architectures), in vertex order like final_vertex_masses.
         summary["vertex_labels"] = list(sim.graph.labels)
+    if sim.adaptive:
+        stats = sim.stepper.solver_stats()
+        summary["adaptive"] = {"accepted_steps": stats["accepted_steps"],
+                               "rejected_steps": stats["rejected_steps"],
+                               "tolerance": settings.time.tolerance,
+                               "last_dt": sim.stepper.last_dt}
+    summary["milestones"] = _milestones(out / "diagnostics.csv", gibbs, comm)
+    if sim.equilibrium_tolerance is not None:
+        summary["equilibrium"] = {"reached": sim.equilibrium_reached,
+                                  "tolerance": sim.equilibrium_tolerance,
+                                  "t_max": sim.t_stop,
+                                  "final_rel_entropy": final.rel_entropy}
     if not quiet:
         _report(sim, first, final, summary)
     summary["wall_time"] = time.perf_counter() - wall_start

@@ -57,6 +57,8 @@ def fingerprint(settings: Settings) -> str:
     data = settings.to_dict()
     key = {name: data[name] for name in ("mesh", "space", "graph", "model")}
     key["time"] = {"scheme": settings.time.scheme, "dt": settings.time.dt}
+    if settings.time.adaptive:  # (only then: fixed-step fingerprints stay as they were)
+        key["time"]["adaptive"] = True
     text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -253,7 +255,9 @@ def restore(sim, data: dict) -> None:
             history.vectors[name] = data[name][:, index].ravel()
     sim.stepper.restore(sim.state, history)
     sim.step_index = int(data["step"])
-    sim.t = sim.step_index * sim.settings.time.dt
+    # An adaptive run's time is no multiple of dt: the stored one, bit for bit.
+    sim.t = (float(data["t"]) if sim.settings.time.adaptive
+             else sim.step_index * sim.settings.time.dt)
     sim.layout.to_functions(sim.state, sim.functions)
 
 

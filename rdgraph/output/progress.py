@@ -50,6 +50,8 @@ class Progress:
             ``lines`` marks.
         min_interval: Seconds between redraws of the bar.
         clock: The time source (for tests).
+        t_end: Measure progress by the time ``d.t`` reached out of ``t_end`` instead of by
+            steps (adaptive runs).
     """
 
     def __init__(
@@ -64,8 +66,14 @@ class Progress:
         log_interval: float = 60.0,
         min_interval: float = 0.2,
         clock: Callable[[], float] = time.perf_counter,
+        t_end: float | None = None,
     ):
         self.num_steps = max(1, num_steps)
+        # Adaptive runs: progress is measured in time (their number of steps is unknown).
+        self.t_end = t_end
+        self._t0 = 0.0
+        self._lines = max(1, lines)
+        self._next_mark = 1
         self.enabled = rank == 0 and not quiet
         self.stream = stream if stream is not None else sys.stdout
         if interactive is None:
@@ -95,8 +103,22 @@ class Progress:
         now = self._clock() if now is None else now
         return (now - self._start) / (step - self._first_step) * (self.num_steps - step)
 
+    def _fraction(self, d: Diagnostics) -> float:
+        if self.t_end is None:
+            return d.step / self.num_steps
+        return min(1.0, d.t / self.t_end)
+
+    def _time_eta(self, d: Diagnostics) -> float:
+        if d.t <= self._t0:
+            return math.nan
+        return (self._clock() - self._start) / (d.t - self._t0) * (self.t_end - d.t)
+
     def line(self, d: Diagnostics) -> str:
         """The text of one report."""
+        if self.t_end is not None:
+            return (f"step {d.step:>6d}  t = {d.t:<10.6g}/{self.t_end:g} "
+                    f"drift = {self.drift(d):.2e}  F = {d.free_energy:.6g}  "
+                    f"its = {d.ksp_iterations}  eta {format_duration(self._time_eta(d))}")
         return (f"step {d.step:>6d}/{self.num_steps}  t = {d.t:<10.6g} "
                 f"drift = {self.drift(d):.2e}  F = {d.free_energy:.6g}  "
                 f"its = {d.ksp_iterations}  eta {format_duration(self.eta(d.step))}")
@@ -104,24 +126,32 @@ class Progress:
     def __call__(self, d: Diagnostics) -> None:
         if self._first_step is None:
             # The first call is the initial state (step 0, or a resumed run's checkpoint).
-            self._first_step, self._mass0 = d.step, d.mass
+            self._first_step, self._mass0, self._t0 = d.step, d.mass, d.t
+            if self.t_end is not None:
+                self._next_mark = int(self._fraction(d) * self._lines) + 1
             self._start = self._last_output = self._clock()
             return
         if not self.enabled:
             return
-        last = d.step >= self.num_steps
+        fraction = self._fraction(d)
+        last = fraction >= 1.0
         now = self._clock()
+        mark = d.step % self.every == 0
+        if self.t_end is not None:
+            mark = fraction * self._lines >= self._next_mark
+            if mark:
+                self._next_mark = int(fraction * self._lines) + 1
         if self.interactive:
             if not last and now - self._last_output < self.min_interval:
                 return
-            filled = int(_BAR_WIDTH * d.step / self.num_steps)
+            filled = int(_BAR_WIDTH * fraction)
             text = f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {self.line(d)}"
             # Blank out the rest of a longer previous line.
             pad = max(0, self._width - len(text))
             self._width = len(text)
             self.stream.write("\r" + text + " " * pad + ("\n" if last else ""))
             self._open_line = not last
-        elif last or d.step % self.every == 0 or now - self._last_output >= self.log_interval:
+        elif last or mark or now - self._last_output >= self.log_interval:
             self.stream.write("  " + self.line(d) + "\n")
         else:
             return

@@ -49,6 +49,10 @@ GIBBS_RATES = ("weighted-mass", "nodal")
 SCHEMES = ("implicit-euler", "crank-nicolson", "bdf2", "jko", "accelerated")
 
 
+# ``time.t_end`` of a run that stops at equilibrium.
+EQUILIBRIUM = "equilibrium"
+
+
 class Scheme(enum.StrEnum):
     """``[time] scheme``: what the time steppers and the checks ask of a scheme by name.
 
@@ -202,8 +206,26 @@ class TimeSettings:
     movement step) or ``accelerated`` (the damped Hamiltonian flow)."""
     dt: float = 1e-3
     """Time step (> 0); a failed step is retried with halved steps, then ``dt`` resumes."""
-    t_end: float = 0.1
-    """Final time: a whole number of steps of ``dt``."""
+    t_end: float | str = 0.1
+    """The end time (a whole number of steps of ``dt`` unless ``adaptive``), or
+    ``"equilibrium"``: run until the relative entropy H(ρ | ρ_π) falls
+    below ``equilibrium_tolerance`` (then ``t_max`` is required)."""
+    adaptive: bool = False
+    """Adaptive time steps: ``dt`` is the first step, the step is chosen so that the local
+    error estimate (step doubling) stays below ``tolerance``, within ``[dt_min, dt_max]``."""
+    dt_min: float | None = None
+    """Smallest adaptive step (default ``dt`` / 2^20); a step that would need less stops the
+    run with status 3."""
+    dt_max: float | None = None
+    """Largest adaptive step (default: the whole run)."""
+    tolerance: float = 1e-4
+    """Local error allowed per adaptive step, in the root-mean-square mixed norm
+    ``|e_i| / (tol + tol·|ρ_i|)`` over the densities' dofs."""
+    equilibrium_tolerance: float = 1e-6
+    """With ``t_end = "equilibrium"``: stop once H(ρ | ρ_π) is below this."""
+    t_max: float | None = None
+    """With ``t_end = "equilibrium"``: the latest time to stop at (status 0 and a message
+    when H is still above ``equilibrium_tolerance``)."""
     damping: str | float = "nesterov"
     """``accelerated`` only: the damping γ, ``nesterov`` (γ = 3/t) or a constant ≥ 0."""
     restart: bool = False
@@ -301,8 +323,17 @@ class Settings:
         return out
 
     @property
+    def t_stop(self) -> float:
+        """The time the run stops at at the latest (``t_end``, or ``t_max`` for equilibrium)."""
+        t = self.time
+        return t.t_max if t.t_end == EQUILIBRIUM else t.t_end
+
+    @property
     def num_steps(self) -> int:
-        return round(self.time.t_end / self.time.dt)
+        """Steps of a fixed-step run; for an adaptive run, the most it can take."""
+        if self.time.adaptive:
+            return math.ceil(self.t_stop / self.time.dt_min)
+        return round(self.t_stop / self.time.dt)
 
 
 _SECTION_CLASSES = {
@@ -456,16 +487,53 @@ def _check_model(s: ModelSettings) -> None:
 def _check_time(s: TimeSettings) -> None:
     _str("time.scheme", s.scheme, SCHEMES)
     s.dt = _float("time.dt", s.dt, positive=True)
-    s.t_end = _float("time.t_end", s.t_end, positive=True)
-    steps = s.t_end / s.dt
-    if steps > 1e8:
-        raise InputError(f"time.t_end / time.dt = {steps:.3g} steps: too many")
-    if round(steps) < 1 or abs(round(steps) - steps) > 1e-8 * max(1.0, steps):
+    if not isinstance(s.adaptive, bool):
+        raise InputError(f"time.adaptive = {s.adaptive!r}: expected true or false")
+    if isinstance(s.t_end, str):
+        if s.t_end != EQUILIBRIUM:
+            raise InputError(f"time.t_end = {s.t_end!r}: expected a number or 'equilibrium'")
+        if s.t_max is None:
+            raise InputError("time.t_end = 'equilibrium' needs time.t_max, the latest time "
+                             "to stop at if equilibrium is not reached")
+        s.t_max = _float("time.t_max", s.t_max, positive=True)
+        end_key, end = "time.t_max", s.t_max
+    else:
+        s.t_end = _float("time.t_end", s.t_end, positive=True)
+        if s.t_max is not None:
+            raise InputError("time.t_max is only used with time.t_end = 'equilibrium'")
+        end_key, end = "time.t_end", s.t_end
+    s.equilibrium_tolerance = _float("time.equilibrium_tolerance", s.equilibrium_tolerance,
+                                     positive=True)
+    s.tolerance = _float("time.tolerance", s.tolerance, positive=True)
+    if s.dt_min is not None:
+        s.dt_min = _float("time.dt_min", s.dt_min, positive=True)
+    if s.dt_max is not None:
+        s.dt_max = _float("time.dt_max", s.dt_max, positive=True)
+    if not s.adaptive:
+        for key in ("dt_min", "dt_max"):
+            if getattr(s, key) is not None:
+                raise InputError(f"time.{key} is only used with time.adaptive = true")
+    else:
+        if s.dt_min is None:
+            s.dt_min = s.dt / 2**20
+        if s.dt_max is None:
+            s.dt_max = end
+        if s.dt_min > s.dt_max:
+            raise InputError(f"time.dt_min = {s.dt_min:g} is larger than time.dt_max = "
+                             f"{s.dt_max:g}")
+        if not s.dt_min <= s.dt <= s.dt_max:
+            raise InputError(f"time.dt = {s.dt:g} (the first adaptive step) must lie in "
+                             f"[time.dt_min, time.dt_max] = [{s.dt_min:g}, {s.dt_max:g}]")
+    steps = end / s.dt
+    if not s.adaptive and steps > 1e8:
+        raise InputError(f"{end_key} / time.dt = {steps:.3g} steps: too many")
+    if not s.adaptive and (round(steps) < 1
+                           or abs(round(steps) - steps) > 1e-8 * max(1.0, steps)):
         whole = max(1, round(steps))
         raise InputError(
-            f"time.t_end = {s.t_end:g} is not a whole number of steps of time.dt = {s.dt:g} "
-            f"({steps:.6g} steps): use time.t_end = {whole * s.dt:.12g} ({whole} steps), or "
-            f"time.dt = {s.t_end / whole:.12g} to end at t_end = {s.t_end:g}"
+            f"{end_key} = {end:g} is not a whole number of steps of time.dt = {s.dt:g} "
+            f"({steps:.6g} steps): use {end_key} = {whole * s.dt:.12g} ({whole} steps), or "
+            f"time.dt = {end / whole:.12g} to end at {end:g}"
         )
     if s.damping != "nesterov":
         if isinstance(s.damping, str):
@@ -572,6 +640,10 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "config") -> Setti
 
 def _check_combinations(s: Settings) -> None:
     """Checks that involve more than one section."""
+    if s.time.adaptive and s.time.method in (Scheme.BDF2, Scheme.ACCELERATED):
+        # Step doubling restarts every step from ρ^n alone: a one-step scheme is needed.
+        raise InputError(f"time.adaptive = true needs a one-step scheme (implicit-euler, "
+                         f"crank-nicolson or jko), not time.scheme = {s.time.scheme!r}")
     if s.model.coupling == "upwind":
         # Nonlinear coupling (rdgraph.timestepping.upwind): implicit Euler with Newton, P1,
         # no forcing.

@@ -6,6 +6,7 @@ from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.problem.config import Scheme, Settings
 from rdgraph.timestepping.accelerated import AcceleratedStepper
+from rdgraph.timestepping.adaptive import AdaptiveStepper
 from rdgraph.timestepping.base import Stepper
 from rdgraph.timestepping.jko import JKOStepper
 from rdgraph.timestepping.linear import TimeStepper
@@ -33,6 +34,9 @@ def make_stepper(model: Model, operators: BlockOperators, settings: Settings,
         settings: Validated settings.
         solver_overrides: Command-line PETSc options (without the ``rd_`` prefix).
 
+    With ``[time] adaptive = true`` the stepper is an :class:`AdaptiveStepper` around the
+    scheme's.
+
     Returns:
         The stepper, and the :class:`RobustStepper` that retries its failed steps
         (``solver.max_retries`` halvings of ``dt``).
@@ -46,4 +50,10 @@ def make_stepper(model: Model, operators: BlockOperators, settings: Settings,
                UpwindStepper if model.coupling == "upwind" else TimeStepper)
         stepper = cls(model, operators, scheme, settings.time.dt, settings.solver,
                       solver_overrides)
+    time = settings.time
+    if time.adaptive:
+        # Failed solves are rejected steps of the controller: no halvings around it.
+        stepper = AdaptiveStepper(stepper, dt_min=time.dt_min, dt_max=time.dt_max,
+                                  tolerance=time.tolerance, t_stop=settings.t_stop)
+        return stepper, RobustStepper(stepper, 0)
     return stepper, RobustStepper(stepper, settings.solver.max_retries)

@@ -177,6 +177,10 @@ class TimeStepper(Stepper):
         self._last, self._spare = self._spare, self._last
         self._last_time = t
 
+    def forget_guess(self) -> None:
+        """Start the next Krylov solve from ρ^n, not from an extrapolation of earlier calls."""
+        self._last_time = None
+
     def _startup_solver(self) -> BlockSolver:
         if self._startup is None:
             self._startup = BlockSolver(self._operators, 1.0, self.dt, self._solver_settings,

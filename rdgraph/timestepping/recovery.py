@@ -110,6 +110,11 @@ class RobustStepper:
             f"{self.max_retries} halvings of dt = {main.dt:g}: {reason}"
         )
 
+    @property
+    def setups(self) -> int:
+        """Solver set-ups made: the stepper's (an adaptive stepper's rungs) and the substeps'."""
+        return getattr(self.stepper, "setups", 1) + len(self._substeppers)
+
     def solver_stats(self) -> dict[str, int]:
         """The counts of the stepper and of its substep steppers, summed."""
         total = dict(self.stepper.solver_stats())
