@@ -254,7 +254,6 @@ def restore(sim, data: dict) -> None:
     sim.stepper.restore(sim.state, history)
     sim.step_index = int(data["step"])
     sim.t = sim.step_index * sim.settings.time.dt
-    sim.layout.to_functions(sim.state, sim.functions)
 
 
 BACKUP_SUFFIX = ".before-resume"
