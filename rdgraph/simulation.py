@@ -44,7 +44,7 @@ from rdgraph.output.masses import (
     truncate_vertex_masses,
 )
 from rdgraph.output.plots import plot_run, read_diagnostics
-from rdgraph.output.progress import Progress
+from rdgraph.output.progress import Progress, SetupProgress
 from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import Settings
 from rdgraph.problem.size import check_memory
@@ -93,6 +93,8 @@ class Simulation:
         comm: The communicator the mesh is distributed over.
         solver_overrides: PETSc options (without prefix) that override the config's,
             e.g. from the command line.
+        verbose: Report the set-up's phases on rank 0 once it has taken a few seconds
+            (:func:`run` turns it on unless quiet).
     """
 
     def __init__(
@@ -100,8 +102,11 @@ class Simulation:
         settings: Settings,
         comm: MPI.Comm = MPI.COMM_WORLD,
         solver_overrides: dict | None = None,
+        *,
+        verbose: bool = False,
     ):
         start = time.perf_counter()
+        progress = SetupProgress(rank=comm.rank, quiet=not verbose)
         self.settings = settings
         self.comm = comm
         # Before the graph and the mesh are built: a size that cannot fit is refused at once.
@@ -111,19 +116,23 @@ class Simulation:
         if settings.mesh.shape in MESH_GDIM:
             # Catch expression errors before the first collective operation.
             check_expressions(settings, self.graph, MESH_GDIM[settings.mesh.shape])
+        progress.phase("mesh")
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
+        progress.phase(f"forms and potentials of {self.graph.n} vertices")
         self.model = Model(self.mesh, self.graph, settings.model, settings.space)
         warning = disconnected_warning(self.graph, self.model.components)
         if warning and comm.rank == 0:
             print(f"rdgraph: warning: {warning}", file=sys.stderr, flush=True)
         self.layout = BlockLayout(self.model.V, self.graph.n)
+        progress.phase("block operators")
         self.operators = BlockOperators(self.model, self.layout, settings.space.lumping,
                                         settings.solver.gibbs_coupling)
         assembly_done = time.perf_counter()
         # The state lives in the one block vector only: a DOLFINx Function per vertex would
         # hold an MPI communicator each (its scatterer), and MPI runs out of them near 2000
         # per process. Functions are made for the vertices written out only.
+        progress.phase("initial state")
         self.state = self.layout.create_vector()
         self._functions = None  # made on demand by the ``functions`` property only
         owned = self.layout.size_local
@@ -133,6 +142,7 @@ class Simulation:
         self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
         self.model.check_initial_mass(self.recorder.vertex_masses(self.state))
         # The scheme's stepper, and the retry loop (halved steps) that every step goes through.
+        progress.phase(f"solver ({settings.solver.type})")
         self.stepper, self.guard = make_stepper(self.model, self.operators, settings,
                                                 solver_overrides)
         self.solver_options = self.stepper.solver_options
@@ -141,6 +151,7 @@ class Simulation:
         self.t = 0.0
         self.num_steps = settings.num_steps
         self.setup_time = time.perf_counter() - start
+        progress.done()
         self.timings = {
             "mesh": mesh_done - start,
             "forms_and_assembly": assembly_done - mesh_done,
@@ -445,7 +456,7 @@ def run(
         EnvironmentFailure: Disk full, read-only directory, permission denied, out of memory.
     """
     wall_start = time.perf_counter()
-    sim = Simulation(settings, comm, solver_overrides)
+    sim = Simulation(settings, comm, solver_overrides, verbose=not quiet)
     explicit = out_dir is not None or settings.output.dir is not None
     target = out_dir if out_dir is not None else settings.output.dir
     if resume is not None:
