@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None, comm: MPI.Comm = MPI.COMM_WORLD) -> dict
         history = sim.run()  # diagnostics of every step, the same on every rank
         owned = sim.model.num_owned
         x = sim.model.V.tabulate_dof_coordinates()[:owned, 0]
-        local = max(float(np.max(np.abs(u.x.array[:owned] - exact_density(x, sim.t, g, beta, w)),
+        local = max(float(np.max(np.abs(rho - exact_density(x, sim.t, g, beta, w)),
                                  initial=0.0))
-                    for g, u in enumerate(sim.functions))
+                    for g, rho in enumerate(sim.nodal_values()))
         field_error = comm.allreduce(local, op=MPI.MAX)
     finally:
         sim.destroy()

@@ -24,7 +24,12 @@ from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.errors import EnvironmentFailure, InputError, Interrupted, SolverError
 from rdgraph.output import checkpoint
-from rdgraph.output.diagnostics import Diagnostics, DiagnosticsRecorder, csv_header
+from rdgraph.output.diagnostics import (
+    CSV_VERTEX_COLUMNS,
+    Diagnostics,
+    DiagnosticsRecorder,
+    csv_header,
+)
 from rdgraph.output.io import (
     DiagnosticsCSV,
     FieldWriter,
@@ -33,8 +38,13 @@ from rdgraph.output.io import (
     write_config,
     write_json,
 )
+from rdgraph.output.masses import (
+    VertexMassFile,
+    read_vertex_masses,
+    truncate_vertex_masses,
+)
 from rdgraph.output.plots import plot_run, read_diagnostics
-from rdgraph.output.progress import Progress
+from rdgraph.output.progress import Progress, SetupProgress
 from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import EQUILIBRIUM, Settings
 from rdgraph.problem.size import check_memory
@@ -47,7 +57,32 @@ from rdgraph.problem.validation import (
 )
 from rdgraph.timestepping.factory import make_stepper
 
-__all__ = ["RunResult", "Simulation", "run"]
+__all__ = ["FIELDS_ALL_VERTICES", "RunResult", "Simulation", "run", "written_vertices"]
+
+FIELDS_ALL_VERTICES = 16
+"""Without ``output.fields_vertices``, graphs of at most this many vertices write every
+vertex to ``fields.bp``, larger ones the ``top:16``."""
+
+TABLE_ROWS = 10
+"""The end-of-run table lists this many vertices: those of largest final mass."""
+
+
+def written_vertices(setting: list[int] | str | None, gibbs_masses: np.ndarray) -> list[int]:
+    """The vertices ``fields.bp`` holds, from ``output.fields_vertices`` (checked).
+
+    ``"top:K"`` picks the K vertices of largest Gibbs-state mass (ties by the smaller
+    index), in index order.
+    """
+    n = gibbs_masses.size
+    if setting is None:
+        setting = "all" if n <= FIELDS_ALL_VERTICES else f"top:{FIELDS_ALL_VERTICES}"
+    if setting == "all":
+        return list(range(n))
+    if isinstance(setting, str):
+        k = min(int(setting.partition(":")[2]), n)
+        order = np.lexsort((np.arange(n), -gibbs_masses))  # largest first, then by index
+        return sorted(int(g) for g in order[:k])
+    return list(setting)
 
 
 class Simulation:
@@ -67,6 +102,8 @@ class Simulation:
     Example:
         >>> loss = np.load("loss.npy")
         >>> sim = Simulation(settings, potential=lambda x, g: (x[0] - 0.5)**2 + loss[g])
+        verbose: Report the set-up's phases on rank 0 once it has taken a few seconds
+            (:func:`run` turns it on unless quiet).
     """
 
     def __init__(
@@ -77,8 +114,10 @@ class Simulation:
         *,
         potential: Callable[[np.ndarray, int], np.ndarray] | None = None,
         initial: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        verbose: bool = False,
     ):
         start = time.perf_counter()
+        progress = SetupProgress(rank=comm.rank, quiet=not verbose)
         self.settings = settings
         self.comm = comm
         # Before the graph and the mesh are built: a size that cannot fit is refused at once.
@@ -88,27 +127,34 @@ class Simulation:
         if settings.mesh.shape in MESH_GDIM:
             # Catch expression errors before the first collective operation.
             check_expressions(settings, self.graph, MESH_GDIM[settings.mesh.shape])
+        progress.phase("mesh")
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
+        progress.phase(f"forms and potentials of {self.graph.n} vertices")
         self.model = Model(self.mesh, self.graph, settings.model, settings.space,
                            potential=potential, initial=initial)
         warning = disconnected_warning(self.graph, self.model.components)
         if warning and comm.rank == 0:
             print(f"rdgraph: warning: {warning}", file=sys.stderr, flush=True)
         self.layout = BlockLayout(self.model.V, self.graph.n)
+        progress.phase("block operators")
         self.operators = BlockOperators(self.model, self.layout, settings.space.lumping,
                                         settings.solver.gibbs_coupling)
         assembly_done = time.perf_counter()
-        self.functions = []
-        for g in range(self.graph.n):
-            u = dolfinx.fem.Function(self.model.V, name=f"rho_{g}")
-            u.x.array[:] = self.model.initial_nodal(g)
-            self.functions.append(u)
+        # The state lives in the one block vector only: a DOLFINx Function per vertex would
+        # hold an MPI communicator each (its scatterer), and MPI runs out of them near 2000
+        # per process. Functions are made for the vertices written out only.
+        progress.phase("initial state")
         self.state = self.layout.create_vector()
-        self.layout.from_functions(self.functions, self.state)
+        self._functions = None  # made on demand by the ``functions`` property only
+        owned = self.layout.size_local
+        blocks = self.layout.blocks(self.state)
+        for g in range(self.graph.n):
+            blocks[g] = self.model.initial_nodal(g)[:owned]
         self.recorder = DiagnosticsRecorder(self.model, self.operators.mass_row_sums())
-        self.model.check_initial_mass(self.recorder.vertex_masses(self.functions))
+        self.model.check_initial_mass(self.recorder.vertex_masses(self.state))
         # The scheme's stepper, and the retry loop (halved steps) that every step goes through.
+        progress.phase(f"solver ({settings.solver.type})")
         self.stepper, self.guard = make_stepper(self.model, self.operators, settings,
                                                 solver_overrides)
         self.solver_options = self.stepper.solver_options
@@ -123,6 +169,7 @@ class Simulation:
                                       if settings.time.t_end == EQUILIBRIUM else None)
         self.equilibrium_reached = False
         self.setup_time = time.perf_counter() - start
+        progress.done()
         self.timings = {
             "mesh": mesh_done - start,
             "forms_and_assembly": assembly_done - mesh_done,
@@ -134,9 +181,43 @@ class Simulation:
         """Scalar dofs per vertex (global)."""
         return self.layout.size_global
 
+    def nodal_values(self) -> np.ndarray:
+        """The owned nodal values of every vertex, a writable ``(N, owned dofs)`` view of
+        the state (write through it between steps, e.g. to set a state in a test)."""
+        return self.layout.blocks(self.state)
+
+    def vertex_function(self, g: int, out: dolfinx.fem.Function | None = None,
+                        ) -> dolfinx.fem.Function:
+        """Vertex ``g``'s density as a DOLFINx Function, ghosts updated (collective).
+
+        A copy of the state: changing it does not change the run. Pass ``out`` to reuse
+        one Function for many vertices; every new Function holds an MPI communicator, so
+        do not keep one per vertex for large graphs.
+        """
+        if out is None:
+            out = dolfinx.fem.Function(self.model.V, name=f"rho_{g}")
+        self.layout.to_function(self.state, g, out)
+        return out
+
+    @property
+    def functions(self) -> list[dolfinx.fem.Function]:
+        """Every vertex's density as a DOLFINx Function: copies of the current state,
+        refreshed at each access (collective on first access).
+
+        For small graphs and scripts. The Functions are made on first access and kept,
+        and each holds an MPI communicator: MPI allows about 2000 per process, so for
+        large graphs use :meth:`nodal_values` or :meth:`vertex_function` instead. Writing
+        into them does not change the state (write through :meth:`nodal_values`).
+        """
+        if self._functions is None:
+            self._functions = [dolfinx.fem.Function(self.model.V, name=f"rho_{g}")
+                               for g in range(self.graph.n)]
+        self.layout.to_functions(self.state, self._functions)
+        return self._functions
+
     def diagnostics(self, ksp_iterations: int = 0) -> Diagnostics:
         """Diagnostics of the current state (collective)."""
-        d = self.recorder(self.step_index, self.t, self.functions, ksp_iterations)
+        d = self.recorder(self.step_index, self.t, self.state, ksp_iterations)
         if self.extra_columns:
             extra = self.stepper.extra_diagnostics(self.guard.last_step_stats)
             d = dataclasses.replace(d, extra=tuple(extra))
@@ -151,7 +232,6 @@ class Simulation:
         else:
             # t = n dt, not a running sum, so that long runs end exactly at t_end.
             self.t = self.step_index * self.settings.time.dt
-        self.layout.to_functions(self.state, self.functions)
         return iterations
 
     def run(
@@ -252,14 +332,19 @@ def _step_zero(path: Path, first: Diagnostics, comm: MPI.Comm) -> Diagnostics:
     if comm.rank == 0:
         try:
             data = read_diagnostics(path)
-            if data["step"][0] == 0:
+            if n <= CSV_VERTEX_COLUMNS:
+                masses = np.array([data[f"mass_{g}"][0] for g in range(n)])
+            else:  # the CSV holds aggregates only: the binary file has every vertex
+                steps, _, records = read_vertex_masses(path.parent)
+                masses = records[0] if steps.size and steps[0] == 0 else None
+            if data["step"][0] == 0 and masses is not None and masses.size == n:
                 row = Diagnostics(
                     step=0, t=float(data["t"][0]),
-                    vertex_masses=np.array([data[f"mass_{g}"][0] for g in range(n)]),
+                    vertex_masses=masses,
                     free_energy=float(data["free_energy"][0]),
                     rel_entropy=float(data["rel_entropy"][0]),
                     min_density=float(data["min_density"][0]), ksp_iterations=0)
-        except (InputError, KeyError):
+        except (InputError, KeyError, OSError, ValueError):
             row = None
     row = comm.bcast(row, root=0)
     return first if row is None else row
@@ -275,16 +360,44 @@ def _report(sim: Simulation, first: Diagnostics, last: Diagnostics, summary: dic
     gibbs = sim.model.gibbs_masses(first.vertex_masses)
     if comm.rank != 0:
         return
-    lines = ["", f"{'vertex':>6} {'min V':>10} {'mass(0)':>11} {'mass(T)':>11} "
-             f"{'share(T)':>9} {'Gibbs mass':>11}"]
-    for g in range(sim.graph.n):
+    print("\n".join(_vertex_table(sim, first, last, depth, gibbs) + _report_tail(
+        sim, first, last, summary)), flush=True)
+
+
+def _vertex_table(sim: Simulation, first: Diagnostics, last: Diagnostics, depth: np.ndarray,
+                  gibbs: np.ndarray) -> list[str]:
+    """The end table's vertex rows: every vertex up to :data:`TABLE_ROWS`, else the
+    :data:`TABLE_ROWS` of largest final mass (largest first), with their Gibbs shares."""
+    n = sim.graph.n
+    labels = getattr(sim.graph, "labels", None)
+    if n <= TABLE_ROWS:
+        shown = list(range(n))
+        title = []
+    else:
+        shown = [int(g) for g in np.lexsort((np.arange(n), -last.vertex_masses))[:TABLE_ROWS]]
+        held = _share(float(last.vertex_masses[shown].sum()), last.mass)
+        title = [f"the {TABLE_ROWS} of {n} vertices with the most mass ({held:.1%} of it; "
+                 f"every vertex's mass is in vertex_masses.bin):"]
+    width = max([5] + [len(str(labels[g])) for g in shown]) if labels is not None else 0
+    name = f" {'label':<{width}}" if labels is not None else ""
+    gibbs_total = float(gibbs.sum())
+    lines = ["", *title, f"{'vertex':>6}{name} {'min V':>10} {'mass(0)':>11} {'mass(T)':>11} "
+             f"{'share(T)':>9} {'Gibbs mass':>11} {'Gibbs share':>11}"]
+    for g in shown:
+        label = f" {str(labels[g]):<{width}}" if labels is not None else ""
         lines.append(
-            f"{g:>6d} {depth[g]:>10.4g} {first.vertex_masses[g]:>11.5g} "
+            f"{g:>6d}{label} {depth[g]:>10.4g} {first.vertex_masses[g]:>11.5g} "
             f"{last.vertex_masses[g]:>11.5g} {_share(last.vertex_masses[g], last.mass):>9.2%} "
-            f"{gibbs[g]:>11.5g}"
+            f"{gibbs[g]:>11.5g} {_share(gibbs[g], gibbs_total):>11.2%}"
         )
+    return lines
+
+
+def _report_tail(sim: Simulation, first: Diagnostics, last: Diagnostics,
+                 summary: dict) -> list[str]:
+    """The end report's lines after the vertex table."""
     winner = int(np.argmax(last.vertex_masses))
-    lines += [
+    lines = [
         "",
         f"winner: vertex {winner} holds {_share(last.vertex_masses[winner], last.mass):.1%} "
         "of the mass "
@@ -310,7 +423,7 @@ def _report(sim: Simulation, first: Diagnostics, last: Diagnostics, summary: dic
                      f"t = {last.t:.6g}" if e["reached"] else
                      f"equilibrium: not reached by t_max = {e['t_max']:g} (H = "
                      f"{e['final_rel_entropy']:.3g}, tolerance {e['tolerance']:g})")
-    print("\n".join(lines), flush=True)
+    return lines
 
 
 # Fractions of its Gibbs mass the Gibbs-largest vertex reaches, and levels of H(ρ | ρ_π),
@@ -329,19 +442,25 @@ def _milestones(path: Path, gibbs: np.ndarray, comm: MPI.Comm) -> dict:
     if comm.rank == 0:
         winner = int(np.argmax(gibbs))
         result = {"vertex": winner, "gibbs_mass": float(gibbs[winner])}
+        t = mass_t = mass = entropy = np.array([])
         try:
             data = read_diagnostics(path)
-            t, mass, entropy = data["t"], data[f"mass_{winner}"], data["rel_entropy"]
-        except (InputError, KeyError, OSError):
-            t = mass = entropy = np.array([])
+            t, entropy = data["t"], data["rel_entropy"]
+            if f"mass_{winner}" in data:
+                mass_t, mass = t, data[f"mass_{winner}"]
+            else:  # a large graph's CSV holds aggregates only
+                _, mass_t, masses = read_vertex_masses(path.parent)
+                mass = masses[:, winner]
+        except (InputError, KeyError, OSError, ValueError):
+            pass
 
-        def first(hits: np.ndarray) -> float | None:
+        def first(times: np.ndarray, hits: np.ndarray) -> float | None:
             index = np.flatnonzero(hits)
-            return float(t[index[0]]) if index.size else None
+            return float(times[index[0]]) if index.size else None
 
-        result["share_times"] = {f"{level:g}": first(mass >= level * gibbs[winner])
+        result["share_times"] = {f"{level:g}": first(mass_t, mass >= level * gibbs[winner])
                                  for level in SHARE_LEVELS}
-        result["entropy_times"] = {f"{level:g}": first(entropy < level)
+        result["entropy_times"] = {f"{level:g}": first(t, entropy < level)
                                    for level in ENTROPY_LEVELS}
     return comm.bcast(result, root=0)
 
@@ -432,7 +551,7 @@ def run(
         EnvironmentFailure: Disk full, read-only directory, permission denied, out of memory.
     """
     wall_start = time.perf_counter()
-    sim = Simulation(settings, comm, solver_overrides)
+    sim = Simulation(settings, comm, solver_overrides, verbose=not quiet)
     explicit = out_dir is not None or settings.output.dir is not None
     target = out_dir if out_dir is not None else settings.output.dir
     if resume is not None:
@@ -479,6 +598,12 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
             raise _environment_failure(e, "rewrite", out, last_good) from None
         for message in messages:
             _warn(comm, message)
+        try:
+            messages = truncate_vertex_masses(out, sim.graph.n, sim.step_index, comm)
+        except (OSError, MemoryError) as e:
+            raise _environment_failure(e, "rewrite", out, last_good) from None
+        for message in messages:
+            _warn(comm, message)
     start_step = sim.step_index
     error = _on_root(comm, lambda: write_config(out / "config.toml", settings.to_dict()))
     if error is not None:
@@ -498,7 +623,12 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
     fields_every = settings.output.fields_every
     # VTX cannot append: a resumed run writes its fields to a new file.
     fields_name = f"fields-from-{start_step}.bp" if resume else "fields.bp"
-    fields = FieldWriter(out / fields_name, sim.functions, comm) if fields_every else None
+    fields = None
+    if fields_every:
+        chosen = written_vertices(settings.output.fields_vertices,
+                                  sim.model.gibbs_masses(sim.recorder.vertex_masses(sim.state)))
+        fields = FieldWriter(out / fields_name, sim.model.V, chosen, comm)
+    masses_file = VertexMassFile(out, sim.graph.n, comm, append=resume)
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
     progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet,
                         t_end=sim.t_stop if sim.adaptive else None)
@@ -509,7 +639,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         nonlocal fields_failed
         code = 0
         try:
-            fields.write(t)
+            fields.write(t, sim.nodal_values())
         except RuntimeError as e:
             code = _os_failure_in(e)
             if code is None:
@@ -525,8 +655,9 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         nonlocal step_start, last_good
         if not resume or d.step > start_step:  # the checkpoint's row is in the CSV
             csv.write(d.row())
+            masses_file.write(d.step, d.t, d.vertex_masses)
         # Rank 0 alone writes the CSV: its error (a full disk) ends every rank alike.
-        failed = csv.check()
+        failed = csv.check() or masses_file.check()
         if failed is not None:
             raise _environment_failure(failed, "write", out, saver.last or last_good)
         if fields and (d.step % fields_every == 0 or sim.finished(d)):
@@ -574,6 +705,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
     finally:
         progress.close()
         csv.close()
+        masses_file.close()
         if fields_failed:
             # Its close would throw again, or wait for a rank that already failed.
             fields.abandon()
@@ -586,7 +718,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
                     raise
     step_time = time.perf_counter() - step_start
     last_good = saver.last
-    x, rho = gather_nodal_values(sim.functions)
+    x, rho = gather_nodal_values(sim.model.V, sim.nodal_values())
     # After a resume, F(0) and mass(0) are step 0's, from the CSV.
     first, final = _step_zero(out / "diagnostics.csv", history[0], comm), history[-1]
     gibbs = sim.model.gibbs_masses(first.vertex_masses)
@@ -646,6 +778,8 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         write_json(out / "summary.json", summary)
         if csv.error is not None:
             raise csv.error
+        if masses_file.error is not None:
+            raise masses_file.error
         if csv_backup is not None:
             # The resumed run has rewritten every row the copy held beyond its checkpoint.
             csv_backup.unlink(missing_ok=True)

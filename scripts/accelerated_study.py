@@ -47,14 +47,14 @@ def lumped(sim, values) -> float:
 
 def moments(sim) -> tuple[float, float]:
     x = sim.model.V.tabulate_dof_coordinates()[:, 0]
-    rho = sim.functions[0].x.array
+    rho = sim.vertex_function(0).x.array
     m0, m1, m2 = (lumped(sim, x**p * rho) for p in (0, 1, 2))
     return m1 / m0, np.sqrt(m2 / m0 - (m1 / m0) ** 2)
 
 
 def gap(sim) -> float:
     """Lumped F − its minimum at the same mass (the discrete Gibbs state)."""
-    V, rho = sim.model.potential_nodal(0), sim.functions[0].x.array
+    V, rho = sim.model.potential_nodal(0), sim.vertex_function(0).x.array
     free = lumped(sim, BETA * rho * np.log(rho) + V * rho)
     mass, z = lumped(sim, rho), lumped(sim, np.exp(-V / BETA))
     return free - mass * BETA * (np.log(mass) - np.log(z))

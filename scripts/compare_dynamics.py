@@ -115,8 +115,7 @@ class LumpedEnergy:
     def gap(self) -> tuple[float, float]:
         """``(M, F_h − min F_h)`` of the simulation's current densities (collective)."""
         mass, free = 0.0, 0.0
-        for v, u in zip(self.V, self.sim.functions):
-            rho = u.x.array[: self.owned]
+        for v, rho in zip(self.V, self.sim.nodal_values()):
             # Nodal undershoots of the linear schemes (if any) count as 0 in ρ log ρ.
             entropy = np.where(rho > 0, rho * np.log(np.maximum(rho, 1e-300)), 0.0)
             mass += self.m @ rho

@@ -50,7 +50,7 @@ def moments(sim) -> tuple[float, float, float]:
     """Mass, mean and standard deviation of vertex 0's density (lumped quadrature)."""
     owned = sim.model.num_owned
     x = sim.model.V.tabulate_dof_coordinates()[:owned, 0]
-    rho = sim.functions[0].x.array[:owned]
+    rho = sim.nodal_values()[0]
     w = sim.operators.mass_row_sums()
     m0, m1, m2 = sim.comm.allreduce(np.array([w @ rho, w @ (x * rho), w @ (x * x * rho)]),
                                     op=MPI.SUM)
@@ -136,7 +136,7 @@ def free_energy_gap(sim) -> float:
     owned = sim.model.num_owned
     w = sim.operators.mass_row_sums()
     V = sim.model.potential_nodal(0)[:owned]
-    rho = sim.functions[0].x.array[:owned]
+    rho = sim.nodal_values()[0]
     free, mass, z = sim.comm.allreduce(
         np.array([w @ (BETA * rho * np.log(rho) + V * rho), w @ rho, w @ np.exp(-V / BETA)]),
         op=MPI.SUM)
@@ -288,7 +288,7 @@ def cosine_amplitude(sim, a0) -> float:
     owned = sim.model.num_owned
     x = sim.model.V.tabulate_dof_coordinates()[:owned, 0]
     w = sim.operators.mass_row_sums()
-    rho = sim.functions[0].x.array[:owned]
+    rho = sim.nodal_values()[0]
     num, den = sim.comm.allreduce(
         np.array([w @ ((rho - 1) * np.cos(np.pi * x)), w @ np.cos(np.pi * x) ** 2]), op=MPI.SUM)
     return num / den / a0

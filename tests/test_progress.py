@@ -15,7 +15,7 @@ from conftest import make_config
 
 from rdgraph.compat import MPI
 from rdgraph.output.diagnostics import Diagnostics
-from rdgraph.output.progress import Progress, format_duration
+from rdgraph.output.progress import Progress, SetupProgress, format_duration
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,3 +165,27 @@ def test_quiet_run_prints_nothing(tmp_path, small_config):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert (tmp_path / "run" / "plots" / "masses.png").is_file()
+
+
+def test_setup_progress_is_silent_when_fast_and_reports_phases_when_slow():
+    now = [0.0]
+    out = io.StringIO()
+    fast = SetupProgress(stream=out, clock=lambda: now[0])
+    for phase in ("mesh", "forms", "solver"):
+        now[0] += 0.5
+        fast.phase(phase)
+    fast.done()
+    assert out.getvalue() == ""
+    slow = SetupProgress(stream=out, clock=lambda: now[0], after=3.0)
+    slow.phase("mesh")
+    now[0] += 5.0
+    slow.phase("solver")
+    now[0] += 2.0
+    slow.done()
+    assert out.getvalue().splitlines() == [
+        "rdgraph: set-up 0:05 mesh: done in 5.0 s", "rdgraph: set-up 0:05 solver ...",
+        "rdgraph: set-up 0:07 solver: done in 2.0 s", "rdgraph: set-up 0:07 time stepping ..."]
+    quiet = SetupProgress(stream=out, clock=lambda: now[0], quiet=True)
+    now[0] += 10
+    quiet.done()
+    assert len(out.getvalue().splitlines()) == 4

@@ -20,12 +20,13 @@ POTENTIAL = "(x[0] - 0.3*g)**2 + 0.2*g"
 
 
 def _table(text: str) -> dict[int, list[float]]:
-    """The rows of the end table: vertex -> [min V, mass(0), mass(T), share, Gibbs mass]."""
+    """The rows of the end table: vertex -> [min V, mass(0), mass(T), share, Gibbs mass]
+    (the Gibbs share that follows is left out)."""
     rows = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) == 6 and fields[0].isdigit():
-            rows[int(fields[0])] = [float(f.rstrip("%")) for f in fields[1:]]
+        if len(fields) == 7 and fields[0].isdigit():
+            rows[int(fields[0])] = [float(f.rstrip("%")) for f in fields[1:6]]
     return rows
 
 

@@ -145,6 +145,16 @@ class BlockLayout:
         n = self.size_local
         return vec.array[g * n : (g + 1) * n]
 
+    def blocks(self, vec: PETSc.Vec) -> np.ndarray:
+        """The owned entries of all blocks as a writable ``(num_blocks, owned)`` view."""
+        return vec.array.reshape(self.num_blocks, self.size_local)
+
+    def to_function(self, vec: PETSc.Vec, g: int, u: dolfinx.fem.Function) -> None:
+        """Copy block ``g`` of a block vector into ``u`` and update its ghosts."""
+        n = self.size_local
+        u.x.array[:n] = vec.array_r[g * n : (g + 1) * n]
+        u.x.scatter_forward()
+
     def to_functions(self, vec: PETSc.Vec, functions) -> None:
         """Copy a block vector into per-block Functions and update their ghosts."""
         n = self.size_local

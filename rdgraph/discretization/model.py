@@ -467,18 +467,26 @@ class Model:
                 total += mass * (self.potential_shift + beta * np.log(mass / z))
         return total
 
-    def energies(self, functions, total_mass: float) -> tuple[float, float]:
+    def energies(self, blocks: np.ndarray, total_mass: float) -> tuple[float, float]:
         """Free energy F(ρ) and relative entropy H(ρ | ρ_π) (collective).
 
         ρ_π is the Gibbs state scaled to ``total_mass``. Nodal values ≤ 0 count as 0 in
         ``ρ log ρ``.
+
+        Args:
+            blocks: The owned nodal values of each vertex, shape ``(N, owned dofs)`` (a
+                view of the block vector). They are swapped one vertex at a time into a
+                single work Function, so the cost in PETSc/MPI objects does not grow with N.
+            total_mass: The total mass, for the reference state.
         """
         comm = self.mesh.comm
         log_z = np.log(self.gibbs_integrals.sum())
         self._log_reference.value = log_z - np.log(max(total_mass, 1e-300))
         free, relative = 0.0, 0.0
-        for g, u in enumerate(functions):
-            self._rho.x.array[:] = u.x.array
+        owned = self.num_owned
+        for g, values in enumerate(blocks):
+            self._rho.x.array[:owned] = values
+            self._rho.x.scatter_forward()  # the ghosts, for the cells this rank assembles
             self.set_vertex(g)
             free += fem.assemble_scalar(self._free_energy_form)
             relative += fem.assemble_scalar(self._relative_entropy_form)

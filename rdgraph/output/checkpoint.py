@@ -258,7 +258,6 @@ def restore(sim, data: dict) -> None:
     # An adaptive run's time is no multiple of dt: the stored one, bit for bit.
     sim.t = (float(data["t"]) if sim.settings.time.adaptive
              else sim.step_index * sim.settings.time.dt)
-    sim.layout.to_functions(sim.state, sim.functions)
 
 
 BACKUP_SUFFIX = ".before-resume"

@@ -137,19 +137,24 @@ class DiagnosticsCSV:
             self._file = None
 
 
-def gather_nodal_values(functions) -> tuple[np.ndarray | None, np.ndarray | None]:
+def gather_nodal_values(V: dolfinx.fem.FunctionSpace, values: np.ndarray,
+                        ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Gather dof coordinates and values on rank 0, sorted by coordinates.
+
+    Args:
+        V: The scalar space.
+        values: This rank's owned nodal values of each field, shape ``(N, owned dofs)``
+            (e.g. :meth:`rdgraph.Simulation.nodal_values`).
 
     Returns ``(x, rho)`` with shapes ``(P, 3)`` and ``(N, P)`` on rank 0 (``None`` elsewhere).
     Points are rounded to 12 digits of the domain's size and sorted lexicographically by
     (x0, x1, x2), so values and order do not depend on the number of ranks; for P1 the
     points are the mesh vertices.
     """
-    V = functions[0].function_space
     comm = V.mesh.comm
     owned = V.dofmap.index_map.size_local
     coords = V.tabulate_dof_coordinates()[:owned]
-    values = np.array([u.x.array[:owned] for u in functions])
+    values = np.ascontiguousarray(np.asarray(values).reshape(-1, owned))
     all_coords = comm.gather(coords, root=0)
     all_values = comm.gather(values, root=0)
     if comm.rank != 0:
@@ -176,12 +181,34 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class FieldWriter:
-    """``fields.bp``: one named field per vertex (``rho_0``, ...) through ADIOS2/VTX."""
+    """``fields.bp``: one named field per written vertex (``rho_<g>``) through ADIOS2/VTX.
 
-    def __init__(self, path: Path, functions, comm: MPI.Comm):
-        self._writer = dolfinx.io.VTXWriter(comm, str(path), list(functions), engine="BP4")
+    Functions are made for the written vertices only (each holds an MPI communicator), and
+    the block state is copied into them before each write.
 
-    def write(self, t: float) -> None:
+    Args:
+        path: The ``.bp`` directory.
+        V: The scalar space.
+        vertices: The vertices to write.
+        comm: The communicator.
+    """
+
+    def __init__(self, path: Path, V: dolfinx.fem.FunctionSpace, vertices, comm: MPI.Comm):
+        self.vertices = [int(g) for g in vertices]
+        self._owned = V.dofmap.index_map.size_local
+        self._functions = [dolfinx.fem.Function(V, name=f"rho_{g}") for g in self.vertices]
+        self._writer = dolfinx.io.VTXWriter(comm, str(path), self._functions, engine="BP4")
+
+    def write(self, t: float, values: np.ndarray) -> None:
+        """Write the fields at time ``t``.
+
+        Args:
+            t: The time.
+            values: The owned nodal values of every vertex, ``(N, owned dofs)``.
+        """
+        for g, u in zip(self.vertices, self._functions, strict=True):
+            u.x.array[: self._owned] = values[g]
+            u.x.scatter_forward()
         self._writer.write(t)
 
     def close(self) -> None:

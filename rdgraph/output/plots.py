@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rdgraph.errors import InputError
+from rdgraph.output.masses import MASSES_FILE, read_vertex_masses
 from rdgraph.problem.config import load_settings
 from rdgraph.problem.validation import graph_from_settings
 
@@ -23,10 +24,12 @@ __all__ = [
     "MAX_CURVES",
     "MAX_GRAPH_VERTICES",
     "MAX_PANELS",
+    "DISTRIBUTION_FILE",
     "PLOT_FILES",
     "plot_density",
     "plot_energy",
     "plot_graph",
+    "plot_mass_distribution",
     "plot_masses",
     "plot_run",
     "read_diagnostics",
@@ -34,6 +37,9 @@ __all__ = [
 
 #: The figures :func:`plot_run` can write into ``RUN_DIR/plots``.
 PLOT_FILES = ("masses.png", "energy.png", "density.png", "density-shared.png", "graph.png")
+#: Written as well when the graph has more than :data:`MAX_CURVES` vertices: the final masses
+#: of all vertices, sorted, and their histogram.
+DISTRIBUTION_FILE = "mass-distribution.png"
 #: Density panels drawn at most (the vertices with the largest final mass).
 MAX_PANELS = 36
 
@@ -67,7 +73,9 @@ def read_diagnostics(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _mass_columns(diag: dict[str, np.ndarray]) -> list[str]:
-    return sorted((k for k in diag if k.startswith("mass_")), key=lambda k: int(k[5:]))
+    # mass_<g> only: a large graph's CSV has mass_max, mass_max_vertex, ... instead.
+    return sorted((k for k in diag if k.startswith("mass_") and k[5:].isdigit()),
+                  key=lambda k: int(k[5:]))
 
 
 def _figure(nrows: int = 1, ncols: int = 1, size=(6.4, 4.2), share: bool = False):
@@ -145,6 +153,68 @@ def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | N
         axes[0, 0].legend(handles, labels, fontsize="small", ncols=2 if len(labels) > 6 else 1)
     fig.savefig(path, dpi=110)
     return fig
+
+
+def plot_mass_distribution(masses: np.ndarray, path: Path, targets: np.ndarray | None = None,
+                           target_label: str = "Gibbs state"):
+    """How the final mass is spread over all vertices, for graphs too large for one curve
+    per vertex: the masses sorted (largest first, log-log) and their histogram.
+
+    Args:
+        masses: The final vertex masses.
+        path: The PNG to write.
+        targets: The masses the run relaxes to, drawn sorted as a dashed line.
+        target_label: What ``targets`` are, for the legend.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, axes = _figure(1, 2, size=(11, 4.2))
+    rank = np.arange(1, masses.size + 1)
+    ax = axes[0, 0]
+    ordered = np.sort(masses)[::-1]
+    keep = ordered > 0
+    ax.plot(rank[keep], ordered[keep], lw=1.4, label="final")
+    if targets is not None:
+        limit = np.sort(targets)[::-1]
+        ax.plot(rank[limit > 0], limit[limit > 0], ls="--", lw=1.2, color="0.3",
+                label=target_label)
+    ax.set(xscale="log", yscale="log", xlabel="vertices, by final mass (rank)",
+           ylabel="vertex mass $m_g(T)$")
+    ax.legend(fontsize="small")
+    ax = axes[0, 1]
+    positive = masses[masses > 0]
+    if positive.size:
+        low, high = positive.min(), positive.max()
+        bins = np.geomspace(low, high * (1 + 1e-12), 41) if high > low else 10
+        ax.hist(positive, bins=bins)
+        if high > low:
+            ax.set_xscale("log")
+    ax.set(xlabel="vertex mass $m_g(T)$", ylabel="vertices")
+    total = masses.sum()
+    top = np.sort(masses)[::-1][:MAX_CURVES].sum() / total if total else float("nan")
+    fig.suptitle(f"Final mass over {masses.size} vertices; the {min(MAX_CURVES, masses.size)} "
+                 f"largest hold {top:.1%}")
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _add_vertex_masses(diag: dict[str, np.ndarray], run_dir: Path) -> None:
+    """Give ``diag`` a ``mass_<g>`` column per vertex from ``vertex_masses.bin`` when the
+    CSV has only the aggregates (a large graph); the records are matched by step."""
+    if _mass_columns(diag) or not (run_dir / MASSES_FILE).is_file():
+        return
+    try:
+        steps, _, masses = read_vertex_masses(run_dir)
+    except (OSError, ValueError, KeyError):
+        return  # the figures then show the totals only
+    row = {int(s): i for i, s in enumerate(steps)}
+    index = [row.get(int(s), -1) for s in diag["step"]]
+    if not steps.size or min(index) < 0:
+        return
+    masses = masses[index]
+    for g in range(masses.shape[1]):
+        diag[f"mass_{g}"] = masses[:, g]
 
 
 def plot_energy(diag: dict[str, np.ndarray], path: Path, free_energy_limit: float | None = None,
@@ -485,6 +555,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if not run_dir.is_dir():
         raise InputError(f"run directory {str(run_dir)!r} does not exist")
     diag = read_diagnostics(run_dir / "diagnostics.csv")
+    _add_vertex_masses(diag, run_dir)
     masses = np.array([diag[k][-1] for k in _mass_columns(diag)])
     settings = graph = None
     if (run_dir / "config.toml").is_file():
@@ -506,6 +577,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     written = [out / "masses.png", out / "energy.png"]
     targets, label = _limits(diag, settings, graph, summary)
     plot_masses(diag, written[0], targets, label)
+    if masses.size > MAX_CURVES:
+        written.append(out / DISTRIBUTION_FILE)
+        plot_mass_distribution(masses, written[-1], targets, label)
     limit = summary.get("gibbs_free_energy")
     note = ""
     if label.startswith("limit of m'"):

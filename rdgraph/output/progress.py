@@ -17,7 +17,7 @@ from typing import TextIO
 
 from rdgraph.output.diagnostics import Diagnostics
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Progress", "SetupProgress", "format_duration"]
 
 _BAR_WIDTH = 30
 
@@ -164,3 +164,49 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._open_line = False
+
+
+class SetupProgress:
+    """Reports the phases of a set-up once it has taken more than ``after`` seconds.
+
+    A small problem sets up in a second and prints nothing; a large one (thousands of
+    vertices, a large factorization) says what it is doing instead of going silent.
+    Only rank 0 prints, one complete line per phase.
+
+    Args:
+        rank: This process's rank.
+        quiet: Print nothing.
+        after: Seconds of set-up after which phases are reported.
+        stream: Where to print (default ``sys.stdout``).
+        clock: The time source (for tests).
+    """
+
+    def __init__(self, *, rank: int = 0, quiet: bool = False, after: float = 3.0,
+                 stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter):
+        self.enabled = rank == 0 and not quiet
+        self.after = after
+        self.stream = stream
+        self._clock = clock
+        self._start = clock()
+        self._phase: str | None = None
+        self._phase_start = self._start
+        self.printed = 0
+
+    def _write(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stdout
+        stream.write(f"rdgraph: set-up {format_duration(self._clock() - self._start)} {text}\n")
+        stream.flush()
+        self.printed += 1
+
+    def phase(self, what: str) -> None:
+        """The previous phase is over and ``what`` begins."""
+        now = self._clock()
+        if self.enabled and now - self._start >= self.after:
+            if self._phase is not None and now - self._phase_start >= 1.0:
+                self._write(f"{self._phase}: done in {now - self._phase_start:.1f} s")
+            self._write(f"{what} ...")
+        self._phase, self._phase_start = what, now
+
+    def done(self) -> None:
+        """The set-up is over."""
+        self.phase("time stepping")

@@ -300,6 +300,10 @@ class OutputSettings:
     plots: bool = False
     """PNG figures in ``RUN_DIR/plots`` at the end (seconds of matplotlib, so off by default;
     the built-in default problem turns it on)."""
+    fields_vertices: list[int] | str | None = None
+    """Vertices whose densities go to ``fields.bp``: a list of vertex indices, or
+    ``"top:K"`` for the K vertices of largest Gibbs-state mass (where the mass goes; ties by
+    index). Default: every vertex for graphs of at most 16 vertices, else ``"top:16"``."""
 
 
 @dataclass
@@ -587,6 +591,32 @@ def _check_output(s: OutputSettings) -> None:
         raise InputError(f"output.npz = {s.npz!r}: expected true or false")
     if not isinstance(s.plots, bool):
         raise InputError(f"output.plots = {s.plots!r}: expected true or false")
+    if s.fields_vertices is not None:
+        s.fields_vertices = parse_fields_vertices(s.fields_vertices)
+
+
+def parse_fields_vertices(value) -> list[int] | str:
+    """``output.fields_vertices`` checked: a non-empty list of distinct vertex indices ≥ 0,
+    or ``"top:K"`` with K ≥ 1 (normalized). Indices are checked against the graph later.
+
+    Raises:
+        InputError: Anything else, naming the key and the value.
+    """
+    key = "output.fields_vertices"
+    if isinstance(value, str):
+        head, _, count = value.strip().partition(":")
+        if head.strip() == "top" and count.strip().isdigit() and int(count) >= 1:
+            return f"top:{int(count)}"
+        raise InputError(f"{key} = {value!r}: expected a list of vertex indices or "
+                         f"\"top:K\" with K a positive integer")
+    if isinstance(value, (list, tuple)) and value:
+        if not all(_is_int(v) and v >= 0 for v in value):
+            raise InputError(f"{key} = {value!r}: expected vertex indices (integers >= 0)")
+        if len(set(value)) != len(value):
+            raise InputError(f"{key} = {value!r}: a vertex is listed twice")
+        return [int(v) for v in value]
+    raise InputError(f"{key} = {value!r}: expected a non-empty list of vertex indices or "
+                     f"\"top:K\"")
 
 
 _CHECKS = {

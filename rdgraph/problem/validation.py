@@ -72,6 +72,10 @@ def check_vertex_lists(settings: Settings, graph: Graph) -> None:
         if values is not None and len(values) != graph.n:
             raise InputError(f"model.{key} has {len(values)} entries but the graph has "
                              f"{graph.n} vertices{_graph_origin(settings)}")
+    chosen = settings.output.fields_vertices
+    if isinstance(chosen, list) and max(chosen) >= graph.n:
+        raise InputError(f"output.fields_vertices = {chosen!r}: vertex {max(chosen)} does not "
+                         f"exist (the graph has {graph.n} vertices, 0..{graph.n - 1})")
 
 
 def disconnected_warning(graph: Graph, components: list[np.ndarray] | None = None,

@@ -190,8 +190,8 @@ def errors(sim: Simulation, sol: ExactSolution) -> tuple[float, float]:
     l2_form = fem.form(e * e * dx)
     h1_form = fem.form(ufl.inner(ufl.grad(e), ufl.grad(e)) * dx)
     l2 = h1 = 0.0
-    for g, u_g in enumerate(sim.functions):
-        u.x.array[:] = u_g.x.array
+    for g in range(sim.graph.n):
+        sim.vertex_function(g, out=u)
         g_index.value = g
         l2 += fem.assemble_scalar(l2_form)
         h1 += fem.assemble_scalar(h1_form)
@@ -381,7 +381,7 @@ def _snapshot(sim: Simulation) -> tuple[dict, np.ndarray]:
     """
     owned = sim.model.num_owned
     coords = sim.model.V.tabulate_dof_coordinates()[:owned]
-    values = np.array([u.x.array[:owned] for u in sim.functions])
+    values = np.array(sim.nodal_values())
     x = np.concatenate(sim.comm.allgather(coords))
     rho = np.concatenate(sim.comm.allgather(values), axis=1)
     keys = np.rint(x / _MATCH).astype(np.int64)
@@ -410,7 +410,9 @@ def _distance(sim: Simulation, reference: tuple[dict, np.ndarray]) -> tuple[floa
     l2_form = fem.form(e * e * dx)
     h1_form = fem.form(ufl.inner(ufl.grad(e), ufl.grad(e)) * dx)
     l2 = h1 = 0.0
-    for g, u in enumerate(sim.functions):
+    u = fem.Function(sim.model.V)  # one work Function for every vertex
+    for g in range(sim.graph.n):
+        sim.vertex_function(g, out=u)
         e.x.array[:] = u.x.array - rho[g, index]
         l2 += fem.assemble_scalar(l2_form)
         h1 += fem.assemble_scalar(h1_form)
@@ -421,9 +423,7 @@ def _distance(sim: Simulation, reference: tuple[dict, np.ndarray]) -> tuple[floa
 def _set_state(sim: Simulation, snapshot: tuple[dict, np.ndarray]) -> None:
     """Replace the state of ``sim`` by a snapshot taken on the same mesh (collective)."""
     index, rho = _local_index(sim, snapshot), snapshot[1]
-    for g, u in enumerate(sim.functions):
-        u.x.array[:] = rho[g, index]
-    sim.layout.from_functions(sim.functions, sim.state)
+    sim.nodal_values()[:] = rho[:, index[: sim.model.num_owned]]
 
 
 def _run_to_end(settings: Settings, comm: MPI.Comm, keep, start=None):
@@ -432,12 +432,10 @@ def _run_to_end(settings: Settings, comm: MPI.Comm, keep, start=None):
     try:
         if start is not None:
             _set_state(sim, start)
-        owned = sim.model.num_owned
-        low = min(float(np.min(u.x.array[:owned], initial=np.inf)) for u in sim.functions)
+        low = float(np.min(sim.nodal_values(), initial=np.inf))
         while sim.step_index < sim.num_steps:
             sim.advance()
-            low = min(low, *(float(np.min(u.x.array[:owned], initial=np.inf))
-                             for u in sim.functions))
+            low = min(low, float(np.min(sim.nodal_values(), initial=np.inf)))
         return keep(sim), comm.allreduce(low, op=MPI.MIN)
     finally:
         sim.destroy()
