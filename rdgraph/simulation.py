@@ -126,6 +126,9 @@ class Simulation:
     def advance(self) -> int:
         """Take one time step; return the Krylov iterations it took."""
         iterations = self.guard.step(self.state, self.t, self.step_index + 1)
+        if self.guard.stepper is not self.stepper:  # a more robust solver took over
+            self.stepper = self.guard.stepper
+            self.solver_options = self.stepper.solver_options
         self.step_index += 1
         # t = n dt, not a running sum, so that long runs end exactly at t_end.
         self.t = self.step_index * self.settings.time.dt
@@ -507,6 +510,8 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "steps": sim.step_index,
         "resumed_from_step": start_step,
         "retried_steps": sim.guard.retries,
+        # Failed solves retried with a more robust solver: step, from, to, reason.
+        "solver_fallbacks": sim.guard.fallbacks,
         "t_end": sim.t,
         "setup_time": sim.setup_time,
         "setup_timings": sim.timings,

@@ -6,6 +6,7 @@ Each step solves one system with a fixed matrix ``a (I ⊗ M) + b τ A``, set up
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 from rdgraph.compat import PETSc
@@ -13,7 +14,7 @@ from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.problem.config import Scheme, SolverSettings
-from rdgraph.solvers.block import BlockSolver
+from rdgraph.solvers.block import BlockSolver, more_robust_type
 from rdgraph.timestepping.base import History, Stepper
 
 __all__ = ["SCHEME_COEFFICIENTS", "TimeStepper"]
@@ -128,6 +129,16 @@ class TimeStepper(Stepper):
     def with_dt(self, dt: float) -> TimeStepper:
         return TimeStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
                            self._overrides)
+
+    def more_robust(self) -> tuple[TimeStepper, str] | None:
+        kind = more_robust_type(self.solver.kind, self.layout.num_blocks,
+                                self.layout.size_global, self.model.mesh.topology.dim)
+        if kind is None:
+            return None
+        # "auto" scalar solves: the new type chooses its own (LU or AMG).
+        settings = dataclasses.replace(self._solver_settings, type=kind, inner="auto")
+        return TimeStepper(self.model, self._operators, self.scheme, self.dt, settings,
+                           self._overrides), kind
 
     def history(self) -> History:
         if self._previous is None:
