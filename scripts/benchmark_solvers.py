@@ -513,8 +513,9 @@ def main() -> int:
                  else None)
         for solver, r in runs.items():
             if "error" in r:
-                rows.append((f"{name} {solver}: failed ({r['error'].strip().splitlines()[-1][:80]})",
-                             None, "", False if solver == "auto" else None))
+                last = r["error"].strip().splitlines()[-1][:80]
+                rows.append((f"{name} {solver}: failed ({last})", None, "",
+                             False if solver == "auto" else None))
                 continue
             its = max(r["iterations"])
             ratio = r["step"] / bound if bound else None
