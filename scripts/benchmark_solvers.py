@@ -337,6 +337,9 @@ def main() -> int:
         print(f"  running {key} ...", flush=True)
         r = run_case(case, ranks or args.ranks, args.timeout)
         results["cases"][key] = {"case": case, "result": r}
+        # Kept as measured: a long sweep stopped part-way still leaves its figures.
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
         if "error" in r:
             print(f"    failed: {r['error'][-300:]}", flush=True)
         return r
