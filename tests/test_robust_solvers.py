@@ -3,8 +3,8 @@
 The spectral solver preconditions with the mean vertex operator; on the default
 architecture-search toy (neighbouring potentials up to 28β apart) it reaches its iteration
 limit from 32² on. The vertex-block solver converges there in a few iterations, ``auto`` takes
-it when the potentials differ by more than ``AUTO_SPREAD_MAX`` β, and a failed solve is first
-retried with it before ``dt`` is halved.
+it when the potentials differ by more than ``AUTO_SPREAD_MAX`` β, and a failed solve of a
+solver ``auto`` chose is first retried with it before ``dt`` is halved.
 """
 
 from __future__ import annotations
@@ -102,15 +102,24 @@ def test_auto_converges_on_potentials_30_beta_apart(monkeypatch):
     assert max(iterations) <= 30, iterations
 
 
-def test_a_failed_solve_is_retried_with_a_more_robust_solver(tmp_path):
+def test_a_failed_solve_is_retried_with_a_more_robust_solver(tmp_path, monkeypatch):
+    # auto chooses spectral (as it did on the toy before it judged the spread), which fails.
+    monkeypatch.setattr(block, "AUTO_DIRECT_MAX", 0)
+    monkeypatch.setattr(block, "AUTO_SPREAD_MAX", 1e9)
     out = COMM.bcast(str(tmp_path / "run") if COMM.rank == 0 else None)
-    data = toy(32, {"type": "spectral", "max_it": 50, "max_retries": 0})
+    data = toy(32, {"type": "auto", "max_it": 50, "max_retries": 0})
     run(settings_from_dict(data), out_dir=out, quiet=True)
     summary = json.loads(open(f"{out}/summary.json").read())
     assert summary["steps"] == 2 and summary["retried_steps"] == 0
     assert [(f["from"], f["to"]) for f in summary["solver_fallbacks"]] == [("spectral", "vertex")]
     assert "DIVERGED_MAX_IT" in summary["solver_fallbacks"][0]["reason"]
     assert summary["solver_options"]["type"] == "vertex"
+
+
+def test_a_solver_the_user_set_is_not_replaced():
+    sim = Simulation(settings_from_dict(toy(32, {"type": "spectral", "max_it": 50})))
+    assert sim.stepper.more_robust() is None
+    sim.destroy()
 
 
 @pytest.mark.skipif(COMM.size != 2, reason="the issue's case: 128² on 2 ranks (about 30 s)")

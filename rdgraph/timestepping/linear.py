@@ -65,6 +65,8 @@ class TimeStepper(Stepper):
             raise ValueError(f"TimeStepper runs the linear schemes, not {str(scheme)!r}")
         self.dt = dt
         self._solver_settings = solver
+        #: A failed solve may be retried with a more robust solver (``auto`` chose this one).
+        self.falls_back = solver.type == "auto"
         self._overrides = overrides
         self._operators = operators
         coeffs = SCHEME_COEFFICIENTS[scheme]
@@ -127,18 +129,26 @@ class TimeStepper(Stepper):
         return iterations
 
     def with_dt(self, dt: float) -> TimeStepper:
-        return TimeStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
-                           self._overrides)
+        stepper = TimeStepper(self.model, self._operators, self.scheme, dt,
+                              self._solver_settings, self._overrides)
+        stepper.falls_back = self.falls_back
+        return stepper
 
     def more_robust(self) -> tuple[TimeStepper, str] | None:
+        # Only a solver that ``auto`` chose gives way: a type the user set is kept (and a
+        # failed step is halved as before).
+        if not self.falls_back:
+            return None
         kind = more_robust_type(self.solver.kind, self.layout.num_blocks,
                                 self.layout.size_global, self.model.mesh.topology.dim)
         if kind is None:
             return None
         # "auto" scalar solves: the new type chooses its own (LU or AMG).
         settings = dataclasses.replace(self._solver_settings, type=kind, inner="auto")
-        return TimeStepper(self.model, self._operators, self.scheme, self.dt, settings,
-                           self._overrides), kind
+        robust = TimeStepper(self.model, self._operators, self.scheme, self.dt, settings,
+                             self._overrides)
+        robust.falls_back = True
+        return robust, kind
 
     def history(self) -> History:
         if self._previous is None:

@@ -8,7 +8,8 @@ halvings. The substep steppers come from :meth:`Stepper.with_dt`, are built only
 needed and are kept for later steps; only the :class:`~rdgraph.timestepping.base.Stepper`
 interface is used (``history``, ``restore``, ``history_after``, ``with_dt``, ``more_robust``).
 
-Before any halving, a failed step is retried with a more robust linear solver
+Before any halving, a failed step of a solver that ``auto`` chose is retried with a more
+robust linear solver
 (:meth:`Stepper.more_robust`: ``spectral`` → ``vertex`` → ``direct`` where its memory fits),
 which then stays for the rest of the run; each switch is printed and kept in
 :attr:`RobustStepper.fallbacks` (``summary.json`` records them).
