@@ -226,6 +226,9 @@ class Simulation:
     def advance(self) -> int:
         """Take one time step; return the Krylov iterations it took."""
         iterations = self.guard.step(self.state, self.t, self.step_index + 1)
+        if self.guard.stepper is not self.stepper:  # a more robust solver took over
+            self.stepper = self.guard.stepper
+            self.solver_options = self.stepper.solver_options
         self.step_index += 1
         if self.adaptive:
             self.t = self.stepper.time_after  # exactly t_stop at the last step
@@ -736,6 +739,8 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "resumed_from_step": start_step,
         "retried_steps": sim.guard.retries,
         "solver_setups": sim.guard.setups,
+        # Failed solves retried with a more robust solver: step, from, to, reason.
+        "solver_fallbacks": sim.guard.fallbacks,
         "t_end": sim.t,
         "setup_time": sim.setup_time,
         "setup_timings": sim.timings,

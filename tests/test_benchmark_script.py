@@ -53,3 +53,16 @@ def test_repeated_runs_keep_the_median_of_each_timing(benchmark):
     result = benchmark.median_result(runs)
     assert (result["setup"], result["first_step"], result["step"]) == (2.0, 2.0, 0.5)
     assert result["iterations"] == [4] and len(result["repeats"]) == 3
+
+
+@pytest.mark.parametrize("variant", [{}, {"hypercube": 4}, {"degree": 2, "beta": 0.05}])
+def test_architecture_search_cases_run(benchmark, variant):
+    case = {"toy": True, "cells": 6, "dt": 0.05, "steps": 2, "rtol": 1e-8, **variant}
+    comm = MPI.COMM_WORLD
+    bound = benchmark._run_lower_bound({**case, "kind": "lb"}, comm)
+    assert bound["mumps"]["step"] > 0
+    run = benchmark._run_rdgraph({**case, "kind": "rd", "solver": {"type": "vertex",
+                                                                   "rtol": 1e-8}}, comm)
+    assert len(run["iterations"]) == 2 and max(run["iterations"]) <= 30
+    assert run["unknowns"] == 2 ** variant.get("hypercube", 3) * (
+        6 * variant.get("degree", 1) + 1) ** 2

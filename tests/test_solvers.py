@@ -48,9 +48,11 @@ def final_state(model: dict, solver: dict, scheme: str = "implicit-euler"):
         {"type": "spectral", "inner": "amg", "scalar_layout": "per-rank"},
         {"type": "fieldsplit"},
         {"type": "krylov", "ksp_type": "gmres", "pc_type": "bjacobi"},
+        {"type": "vertex", "inner": "lu"},
+        {"type": "vertex", "inner": "amg"},
     ],
     ids=["spectral-lu", "spectral-lu-distributed", "spectral-amg", "spectral-amg-per-rank",
-         "fieldsplit", "krylov"],
+         "fieldsplit", "krylov", "vertex-lu", "vertex-amg"],
 )
 def test_solver_matches_direct(case, solver):
     reference, ref_history, _ = final_state(CASES[case], {"type": "direct"})

@@ -211,6 +211,19 @@ class BlockOperators:
     def _nodal_gibbs_diagonal(self, g: int) -> np.ndarray:
         return self.stiffness[g] + self._mass_times_diagonal(self.leaving_rates[g])
 
+    def vertex_diagonals(self):
+        """Values of ``K_g + C_gg`` per vertex, the coupling's leaving rates included.
+
+        :attr:`diagonal` leaves them out where the coupling is applied from the quadrature
+        points; here they are assembled (one weighted mass matrix at a time) and added.
+        """
+        if self.quadrature_coupling is None or self.coupling != "gibbs":
+            return self.diagonal
+        diagonals = [self.stiffness[g].copy() for g in range(self.graph.n)]
+        for (g, _), weighted in self._weighted_masses():
+            diagonals[g] += weighted
+        return diagonals
+
     def average_stiffness(self) -> np.ndarray:
         """Values of ``(1/N) Σ_g K_g``."""
         if self.equal_vertex_operators:

@@ -83,7 +83,7 @@ class Scheme(enum.StrEnum):
 
 
 assert tuple(Scheme) == SCHEMES
-SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "auto")
+SOLVER_TYPES = ("direct", "krylov", "fieldsplit", "spectral", "vertex", "auto")
 INNER_SOLVERS = ("auto", "lu", "amg")
 SCALAR_LAYOUTS = ("auto", "per-rank", "distributed")
 GIBBS_COUPLINGS = ("auto", "per-edge", "quadrature")

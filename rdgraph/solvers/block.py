@@ -8,8 +8,12 @@ Types (``[solver] type``):
 * ``spectral``: the graph-spectral (Kronecker) solver of :mod:`rdgraph.solvers.spectral`,
   matrix-free: exact when the vertex operators are equal (laplacian coupling, potential
   independent of ``g``), otherwise a preconditioner for GMRES on the true operator.
+* ``vertex``: FGMRES preconditioned by the exact vertex blocks (block Jacobi over vertices,
+  :mod:`rdgraph.solvers.vertex`): robust to vertex operators that differ strongly.
 * ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all, where one
-  factorization is cheap and exact, ``spectral`` above.
+  factorization is cheap and exact; above, ``vertex`` where the potentials of neighbouring
+  vertices differ by more than ``AUTO_SPREAD_MAX`` β somewhere (the spectral solver's mean
+  operator is then far from every vertex's), else ``spectral``.
 
 The spectral solver's N scalar problems are either dealt to the ranks, each factorized and
 solved whole and serially (``[solver] scalar_layout = "per-rank"``, what ``auto`` does for
@@ -44,12 +48,14 @@ from rdgraph.solvers.precision import (
     mumps_single_precision_on,
 )
 from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count, graph_modes
+from rdgraph.solvers.vertex import VertexBlockPreconditioner, potential_spread
 
 __all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "direct_package",
-           "options_in_database",
+           "more_robust_type", "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
 SPECTRAL_PREFIX = "spectral_"
+VERTEX_PREFIX = "vertex_"
 # Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
 # When the spectral solve is exact the factorizations are the whole solve, and pay off on
 # larger meshes than when they only precondition, as do serial factorizations of whole
@@ -84,6 +90,18 @@ SPECTRAL_AMG_SMOOTHER = {"mg_levels_ksp_type": "richardson", "mg_levels_pc_type"
                          "mg_levels_ksp_max_it": 1}
 # ``auto`` factorizes the whole block system up to this many unknowns.
 AUTO_DIRECT_MAX = 100_000
+# ``auto`` takes the vertex-block solver over the spectral one when the potentials of two
+# neighbouring vertices differ by more than this many β at some node. Measured on the default
+# toy (spread 28.3 at β = 0.1): spectral fails from 32² on; vertex takes 13 iterations at
+# 32² and 128² (2 ranks), where spectral reaches its 1000-iteration limit.
+AUTO_SPREAD_MAX = 3.0
+# The retry order of a failed linear solve (``[solver] fallback``): each type is followed by
+# the more robust one, ``direct`` last (where its memory estimate fits).
+MORE_ROBUST = {"spectral": "vertex", "krylov": "vertex", "fieldsplit": "vertex",
+               "vertex": "direct"}
+# Bytes per unknown of a monolithic MUMPS factorization of the block system, 2-D P1
+# (measured: 2.1 GB on 2 ranks at 256², 526k unknowns, about 4 kB per unknown); 3-D more.
+DIRECT_BYTES_PER_UNKNOWN_2D = 4_000.0
 
 
 def _lu() -> dict:
@@ -141,7 +159,8 @@ def factorization_bytes(size_global: int, tdim: int = 2) -> float:
 
 def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
                    exact: bool, tdim: int = 2, num_ranks: int = 1,
-                   factorizations: int | None = None) -> tuple[str, str | None]:
+                   factorizations: int | None = None,
+                   spread: float = 0.0) -> tuple[str, str | None]:
     """The block solver type and spectral inner solver that ``settings`` resolve to.
 
     Args:
@@ -153,13 +172,28 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
         num_ranks: MPI ranks of the run.
         factorizations: Scalar factorizations a factorized spectral solve would keep
             (:func:`rdgraph.solvers.spectral.factorization_count`); ``None``: one per vertex.
+        spread: How far the vertex operators differ
+            (:func:`rdgraph.solvers.vertex.potential_spread`).
 
     Returns:
         ``(type, inner)``; ``inner`` is ``"lu"`` or ``"amg"`` for ``spectral``, else ``None``.
     """
     kind = settings.type
     if kind == "auto":
-        kind = "direct" if num_blocks * size_global <= AUTO_DIRECT_MAX else "spectral"
+        if num_blocks * size_global <= AUTO_DIRECT_MAX:
+            kind = "direct"
+        elif not exact and spread > AUTO_SPREAD_MAX:
+            kind = "vertex"
+        else:
+            kind = "spectral"
+    if kind == "vertex":
+        inner = settings.inner
+        if inner == "auto":
+            limit = LU_MAX_DOFS_EXACT if tdim <= 2 else LU_MAX_DOFS_EXACT // LU_3D_DIVISOR
+            needed = num_blocks * factorization_bytes(size_global, tdim)
+            affordable = needed <= LU_MEMORY_FRACTION * _physical_memory()
+            inner = "lu" if size_global <= limit and affordable else "amg"
+        return kind, inner
     if kind != "spectral":
         return kind, None
     inner = settings.inner
@@ -178,6 +212,23 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
         affordable = needed <= LU_MEMORY_FRACTION * _physical_memory()
         inner = "lu" if size_global <= limit and affordable else "amg"
     return kind, inner
+
+
+def more_robust_type(kind: str, num_blocks: int, size_global: int, tdim: int = 2,
+                     memory: float | None = None) -> str | None:
+    """The solver type that a failed solve of type ``kind`` is retried with, or ``None``.
+
+    ``spectral`` (and ``krylov``, ``fieldsplit``) give way to ``vertex``, ``vertex`` to
+    ``direct`` where the monolithic factorization's estimated memory
+    (:data:`DIRECT_BYTES_PER_UNKNOWN_2D` per unknown, 4× that in 3-D) fits in half of
+    ``memory`` (default: this machine's).
+    """
+    fallback = MORE_ROBUST.get(kind)
+    if fallback != "direct":
+        return fallback
+    memory = _physical_memory() if memory is None else memory
+    per_unknown = DIRECT_BYTES_PER_UNKNOWN_2D * (4.0 if tdim >= 3 else 1.0)
+    return "direct" if per_unknown * num_blocks * size_global <= 0.5 * memory else None
 
 
 def solver_options(settings: SolverSettings, overrides: dict[str, Any] | None = None) -> dict:
@@ -275,6 +326,8 @@ class BlockSolver:
         overrides = dict(overrides or {})
         inner_overrides = {k[len(SPECTRAL_PREFIX):]: overrides.pop(k)
                            for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
+        vertex_overrides = {k[len(VERTEX_PREFIX):]: overrides.pop(k)
+                            for k in list(overrides) if k.startswith(VERTEX_PREFIX)}
         # The spectral transform is the whole solve (no outer Krylov method) when exact.
         self.exact = exact = operators.modes_decouple
         a, b = mass_coefficient, operator_coefficient
@@ -282,9 +335,12 @@ class BlockSolver:
         if settings.type in ("auto", "spectral") and settings.inner == "auto":
             factorizations = factorization_count(graph_modes(operators)[0], a, b,
                                                  operators.same_stiffness)
+        #: max |V_g − V_h| / β over edges and nodes (what ``auto`` judges the spread by).
+        self.spread = potential_spread(operators) if settings.type == "auto" else None
         self.kind, inner = resolve_solver(
             settings, operators.layout.num_blocks, operators.layout.size_global, exact,
-            operators.model.mesh.topology.dim, operators.layout.comm.size, factorizations)
+            operators.model.mesh.topology.dim, operators.layout.comm.size, factorizations,
+            spread=self.spread or 0.0)
         if settings.type == "auto" and self.kind == "direct":
             settings = dataclasses.replace(settings, type="direct")
         if inner is not None:
@@ -292,6 +348,7 @@ class BlockSolver:
         self.name = name
         self.matrix = None
         self.preconditioner = None
+        self.vertex_preconditioner = None
         if self.kind in ("direct", "krylov"):
             self.matrix = operators.matrix(a, b)
             self._solver = LinearSolver(self.matrix, solver_options(settings, overrides),
@@ -299,6 +356,8 @@ class BlockSolver:
         elif self.kind == "fieldsplit":
             self.matrix = operators.matrix(a, b)
             self._solver = self._fieldsplit(operators, settings, overrides)
+        elif self.kind == "vertex":
+            self._solver = self._vertex(operators, a, b, settings, overrides, vertex_overrides)
         else:
             self._solver = self._spectral(operators, a, b, settings, overrides, inner_overrides)
         # Krylov solves start from the caller's x (a prediction of the solution) when it is
@@ -327,6 +386,10 @@ class BlockSolver:
         if operators.coupling == "gibbs" and operators.rate_vectors is None:
             described["gibbs_coupling"] = ("quadrature" if operators.quadrature_coupling
                                            else "per-edge")
+        if self.vertex_preconditioner is not None:
+            described["inner"] = settings.inner
+        if self.spread is not None:
+            described["potential_spread"] = round(self.spread, 3)
         if self.preconditioner is not None:
             described["inner"] = settings.inner
             described["scalar_layout"] = ("per-rank" if self.preconditioner.per_rank
@@ -424,6 +487,33 @@ class BlockSolver:
         configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
         return LinearSolver.from_ksp(ksp, self.name)
 
+    def _vertex(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
+        """FGMRES on the matrix-free operator, preconditioned by the exact vertex blocks."""
+        if settings.inner == "lu":
+            # Every block is whole on one process (one rank, or the blocks dealt to ranks).
+            inner = _serial_lu(operators.model.mesh.topology.dim)
+        else:
+            inner = {"ksp_type": "preonly", "pc_type": "gamg",  # one V-cycle per block
+                     "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD, **SPECTRAL_AMG_SMOOTHER}
+        inner.update(inner_overrides)
+        outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
+                 "ksp_max_it": settings.max_it, "ksp_gmres_restart": 100}
+        outer.update(settings.petsc_options)
+        outer.update(overrides)
+        # Assembled: the outer products dominate a step otherwise (measured at 128², 2 ranks:
+        # 90 ms per product of the matrix-free shell, against 50 ms per preconditioner).
+        # It stores every block once (N + 2E scalar matrices): far below a factorization.
+        self.matrix = operators.matrix(a, b)
+        self.vertex_preconditioner = VertexBlockPreconditioner(
+            operators, a, b, inner, OPTIONS_PREFIX + VERTEX_PREFIX)
+        ksp = PETSc.KSP().create(self.matrix.getComm())
+        ksp.setOperators(self.matrix)
+        pc = ksp.getPC()
+        pc.setType("python")
+        pc.setPythonContext(self.vertex_preconditioner)
+        configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
+        return LinearSolver.from_ksp(ksp, self.name)
+
     def _factorization_precision(self, operators, a: float, b: float, settings,
                                  inner_overrides: dict) -> str:
         """The precision of the spectral solver's MUMPS factorizations (a PETSc option
@@ -490,5 +580,7 @@ class BlockSolver:
                 vec.destroy()
         if self.preconditioner is not None:
             self.preconditioner.destroy()
+        if self.vertex_preconditioner is not None:
+            self.vertex_preconditioner.destroy()
         if self.matrix is not None:
             self.matrix.destroy()

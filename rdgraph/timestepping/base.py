@@ -73,6 +73,12 @@ class Stepper(ABC):
         """A new stepper of the same problem, scheme and solver options with step ``dt``,
         without history (its first step is a start step). The caller destroys it."""
 
+    def more_robust(self) -> tuple[Stepper, str] | None:
+        """A new stepper of the same problem, scheme and ``dt`` with a more robust linear
+        solver, and that solver's name; ``None`` if there is none (the default). Collective.
+        The caller destroys it."""
+        return None
+
     def history(self) -> History:
         """A copy of what the next step needs besides ρ^n (collective-free)."""
         return History(self.dt)

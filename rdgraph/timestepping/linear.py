@@ -6,6 +6,7 @@ Each step solves one system with a fixed matrix ``a (I ⊗ M) + b τ A``, set up
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 from rdgraph.compat import PETSc
@@ -13,7 +14,7 @@ from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.problem.config import Scheme, SolverSettings
-from rdgraph.solvers.block import BlockSolver
+from rdgraph.solvers.block import BlockSolver, more_robust_type
 from rdgraph.timestepping.base import History, Stepper
 
 __all__ = ["SCHEME_COEFFICIENTS", "TimeStepper"]
@@ -64,6 +65,8 @@ class TimeStepper(Stepper):
             raise ValueError(f"TimeStepper runs the linear schemes, not {str(scheme)!r}")
         self.dt = dt
         self._solver_settings = solver
+        #: A failed solve may be retried with a more robust solver (``auto`` chose this one).
+        self.falls_back = solver.type == "auto"
         self._overrides = overrides
         self._operators = operators
         coeffs = SCHEME_COEFFICIENTS[scheme]
@@ -126,8 +129,26 @@ class TimeStepper(Stepper):
         return iterations
 
     def with_dt(self, dt: float) -> TimeStepper:
-        return TimeStepper(self.model, self._operators, self.scheme, dt, self._solver_settings,
-                           self._overrides)
+        stepper = TimeStepper(self.model, self._operators, self.scheme, dt,
+                              self._solver_settings, self._overrides)
+        stepper.falls_back = self.falls_back
+        return stepper
+
+    def more_robust(self) -> tuple[TimeStepper, str] | None:
+        # Only a solver that ``auto`` chose gives way: a type the user set is kept (and a
+        # failed step is halved as before).
+        if not self.falls_back:
+            return None
+        kind = more_robust_type(self.solver.kind, self.layout.num_blocks,
+                                self.layout.size_global, self.model.mesh.topology.dim)
+        if kind is None:
+            return None
+        # "auto" scalar solves: the new type chooses its own (LU or AMG).
+        settings = dataclasses.replace(self._solver_settings, type=kind, inner="auto")
+        robust = TimeStepper(self.model, self._operators, self.scheme, self.dt, settings,
+                             self._overrides)
+        robust.falls_back = True
+        return robust, kind
 
     def history(self) -> History:
         if self._previous is None:

@@ -6,12 +6,19 @@ global norm, so every rank sees the same answer). The step is then repeated from
 state and history as 2, 4, ... substeps of ``dt / 2``, ``dt / 4``, ..., up to ``max_retries``
 halvings. The substep steppers come from :meth:`Stepper.with_dt`, are built only when first
 needed and are kept for later steps; only the :class:`~rdgraph.timestepping.base.Stepper`
-interface is used (``history``, ``restore``, ``history_after``, ``with_dt``).
+interface is used (``history``, ``restore``, ``history_after``, ``with_dt``, ``more_robust``).
+
+Before any halving, a failed step of a solver that ``auto`` chose is retried with a more
+robust linear solver
+(:meth:`Stepper.more_robust`: ``spectral`` → ``vertex`` → ``direct`` where its memory fits),
+which then stays for the rest of the run; each switch is printed and kept in
+:attr:`RobustStepper.fallbacks` (``summary.json`` records them).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 from rdgraph.compat import PETSc
 from rdgraph.errors import SolverError
@@ -29,6 +36,10 @@ def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]
     return {key: value - before.get(key, 0) for key, value in after.items()}
 
 
+def _sum_stats(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {key: a.get(key, 0) + b.get(key, 0) for key in {**a, **b}}
+
+
 class RobustStepper:
     """A :class:`Stepper` whose failed steps are retried with halved time steps.
 
@@ -38,6 +49,7 @@ class RobustStepper:
 
     Attributes:
         retries: Steps that needed halving, over the run.
+        fallbacks: The solver switches, ``{"step", "from", "to", "reason"}`` each.
         last_step_stats: The :meth:`Stepper.solver_stats` counts of the last accepted step
             alone (of the substeps when it was retried).
     """
@@ -48,6 +60,8 @@ class RobustStepper:
         self._substeppers: dict[int, Stepper] = {}
         self._saved: PETSc.Vec | None = None
         self.retries = 0
+        self.fallbacks: list[dict] = []
+        self._retired: dict[str, int] = {}  # counts of the steppers replaced by fallbacks
         self.last_step_stats: dict[str, int] = {}
 
     def _substepper(self, level: int) -> Stepper:
@@ -83,6 +97,12 @@ class RobustStepper:
         before = main.history()
         counts = main.solver_stats()
         iterations, reason = self._try(main.step, x, t)
+        while iterations is None and (robust := main.more_robust()) is not None:
+            main, kind = self._switch(robust, index, reason, x)
+            self._saved.copy(x)
+            main.restore(x, before)
+            counts = main.solver_stats()
+            iterations, reason = self._try(main.step, x, t)
         if iterations is not None:
             self.last_step_stats = _difference(main.solver_stats(), counts)
             return iterations
@@ -113,11 +133,31 @@ class RobustStepper:
     @property
     def setups(self) -> int:
         """Solver set-ups made: the stepper's (an adaptive stepper's rungs) and the substeps'."""
-        return getattr(self.stepper, "setups", 1) + len(self._substeppers)
+        return (getattr(self.stepper, "setups", 1) + len(self._substeppers)
+                + len(self.fallbacks))
+
+    def _switch(self, robust: tuple[Stepper, str], index: int, reason: str,
+                x: PETSc.Vec) -> tuple[Stepper, str]:
+        """Replace the stepper (and its substep steppers) by ``robust``; say so."""
+        stepper, kind = robust
+        before = self.stepper.solver_options.get("type", "?")
+        self.fallbacks.append({"step": index, "from": before, "to": kind, "reason": reason})
+        if x.getComm().tompi4py().rank == 0:
+            print(f"rdgraph: warning: step {index}: {reason}; retrying with the {kind!r} "
+                  f"solver instead of {before!r} for the rest of the run", file=sys.stderr,
+                  flush=True)
+        # The counts of the replaced steppers stay in the run's totals.
+        self._retired = self.solver_stats()
+        for sub in self._substeppers.values():
+            sub.destroy()
+        self._substeppers.clear()
+        self.stepper.destroy()
+        self.stepper = stepper
+        return stepper, kind
 
     def solver_stats(self) -> dict[str, int]:
         """The counts of the stepper and of its substep steppers, summed."""
-        total = dict(self.stepper.solver_stats())
+        total = _sum_stats(self._retired, self.stepper.solver_stats())
         for sub in self._substeppers.values():
             for key, value in sub.solver_stats().items():
                 total[key] = total.get(key, 0) + value
