@@ -21,6 +21,7 @@ COMM = MPI.COMM_WORLD
 
 
 def put(path, text: str) -> str:
+    COMM.Barrier()  # every rank has read the file before rank 0 changes it
     if COMM.rank == 0:
         path.write_text(text)
     COMM.Barrier()
@@ -187,6 +188,7 @@ def test_resume_writes_back_a_missing_header(shared_tmp, capsys):
     c, out = _interrupted_run(shared_tmp)
     csv = out / "diagnostics.csv"
     header = csv.read_text().splitlines()[0]
+    COMM.Barrier()  # every rank has read it before it goes
     if COMM.rank == 0:
         csv.unlink()
     COMM.Barrier()
@@ -212,6 +214,7 @@ def test_resume_drops_later_rows_only_once_the_run_is_complete(shared_tmp):
 
 
 def _damage(path, **changes):
+    COMM.Barrier()
     if COMM.rank == 0:
         with np.load(path) as f:
             data = {k: f[k] for k in f.files}
