@@ -103,15 +103,7 @@ class JKOStepper(PotentialNewtonStepper):
             raise ValueError(f"JKOStepper runs scheme 'jko', not {scheme!r}")
         if model.V.element.basix_element.degree != 1:
             raise InputError("time.scheme = 'jko' needs space.degree = 1 (P1)")
-        self.model = model
-        self.layout = operators.layout
-        self.scheme = Scheme(scheme)
-        self.dt = dt
-        self._operators = operators
-        self._solver_settings = solver
-        self._overrides = overrides
-        self.steps_taken = 0
-        self.beta = model.settings.beta
+        super().__init__(model, operators, scheme, dt, solver, overrides)
         graph, layout = model.graph, self.layout
         self._n = n = layout.size_local
         self._pattern = pattern = operators.pattern

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from rdgraph.compat import PETSc
+from rdgraph.problem.config import Scheme, SolverSettings
 from rdgraph.timestepping.base import Stepper
 
 __all__ = ["PotentialNewtonStepper"]
@@ -21,15 +22,26 @@ __all__ = ["PotentialNewtonStepper"]
 class PotentialNewtonStepper(Stepper):
     """A :class:`Stepper` that solves for the nodal potentials with a Newton solver.
 
-    A subclass sets, in its constructor, ``model``, ``layout``, ``scheme``, ``dt``, ``beta``,
-    ``solver`` (a :class:`~rdgraph.solvers.nonlinear.NewtonSolver`), ``_operators``,
-    ``_solver_settings``, ``_overrides`` (its constructor's arguments, for :meth:`with_dt`),
-    ``_potential`` (``V`` at the owned nodes of every block), ``_block_mass`` (the lumped
-    mass ``m`` of every block) and ``_rho_old`` (a vector for ρ^n).
+    This constructor keeps the arguments (for :meth:`with_dt`); a subclass then sets
+    ``solver`` (a :class:`~rdgraph.solvers.nonlinear.NewtonSolver`), ``_potential`` (``V`` at
+    the owned nodes of every block), ``_block_mass`` (the lumped mass ``m`` of every block)
+    and ``_rho_old`` (a vector for ρ^n).
     """
 
     newton_iterations = 0  # over all steps
     linear_iterations = 0
+
+    def __init__(self, model, operators, scheme: str | Scheme, dt: float,
+                 solver: SolverSettings, overrides: dict | None = None):
+        self.model = model
+        self.layout = operators.layout
+        self.scheme = Scheme(scheme)
+        self.dt = dt
+        self._operators = operators
+        self._solver_settings = solver
+        self._overrides = overrides
+        self.steps_taken = 0
+        self.beta = model.settings.beta
 
     def _density(self, phi: np.ndarray) -> np.ndarray:
         # An overflow makes the residual inf, and the line search backs off.

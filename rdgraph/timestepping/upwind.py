@@ -78,16 +78,8 @@ class UpwindStepper(PotentialNewtonStepper):
                  solver: SolverSettings, overrides: dict | None = None):
         if scheme != Scheme.IMPLICIT_EULER:
             raise ValueError(f"UpwindStepper runs implicit Euler, not {scheme!r}")
-        self.model = model
-        self.layout = layout = operators.layout
-        self.scheme = Scheme(scheme)
-        self.dt = dt
-        self._operators = operators
-        self._solver_settings = solver
-        self._overrides = overrides
-        self.steps_taken = 0
-        self.beta = model.settings.beta
-        graph = model.graph
+        super().__init__(model, operators, scheme, dt, solver, overrides)
+        layout, graph = self.layout, model.graph
         self._n = n = layout.size_local
         model.check_positive_initial("model.coupling = 'upwind'")
         self._pattern = operators.pattern
