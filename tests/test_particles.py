@@ -329,3 +329,43 @@ def test_gibbs_jumps_on_a_product_graph_reach_their_stationary_law():
     # The test can fail: the uniform start and the τ → 0 law are many SE away.
     for other in (np.full(12, 1 / 12), np.exp(-v / beta) / np.exp(-v / beta).sum()):
         assert np.abs(compare_fractions(result.fractions[-1], other, particles)).max() > 5
+
+
+def test_large_graph_outputs_aggregate_and_name_the_top_vertices(shared_tmp, capsys):
+    """H(3,5), 125 vertices (> CSV_VERTEX_COLUMNS): aggregates in particles.csv and
+    comparison.csv, every value in fractions.npz and comparison.npz, and the end table lists
+    the 10 heaviest with their labels."""
+    data = interval(cells=4, graph={"kind": "hamming", "dim": 3, "choices": 5, "n": 125},
+                    model={"coupling": "gibbs", "beta": 0.5, "potential": "0.02*g",
+                           "initial": "1"},
+                    time={"dt": 0.1, "t_end": 0.3})
+    config = write_config(shared_tmp / "h35.toml", data)
+    out = shared_tmp / "h35"
+    # With the FEM comparison (whose verdict is not the point here: τ·κ ≈ 1 is coarse).
+    status = main(["particles", config, "--out", str(out), "--particles", "3000",
+                   "--outputs", "3", "--seed", "2", "--compare"])
+    assert status in (0, EXIT_DISAGREE)
+    report = capsys.readouterr().out
+    with open(out / "comparison.csv") as f:
+        assert next(csv.reader(f)) == ["step", "t", "max_abs_z", "max_abs_z_vertex"]
+    comparison = np.load(out / "comparison.npz")
+    assert comparison["z"].shape == comparison["fem"].shape == (4, 125)
+    assert (out / "comparison.png").stat().st_size > 0
+    with open(out / "particles.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "t", "particles", "frac_max", "frac_max_vertex",
+                       "frac_effective_vertices"]
+    fractions = np.load(out / "fractions.npz")
+    assert fractions["fractions"].shape == (4, 125)
+    assert np.allclose(fractions["fractions"].sum(axis=1), 1.0)
+    final = fractions["fractions"][-1]
+    last = np.array(rows[-1], dtype=float)
+    assert last[3] == final.max() and int(last[4]) == int(np.argmax(final))
+    if MPI.COMM_WORLD.rank == 0:
+        top = np.argsort(-final, kind="stable")[:10]
+        table = report[report.index("t = 0.3:"):].splitlines()[2:12]
+        assert [int(line.split()[0]) for line in table] == top.tolist()
+        # Vertex g of H(3, 5) is labelled by its word, e.g. 7 = (0, 1, 2) -> "0-1-2".
+        word = "-".join(map(str, np.unravel_index(top[0], (5, 5, 5))))
+        assert table[0].split()[-1] == word
+        assert "the 10 of 125 vertices with the most particles" in report

@@ -325,8 +325,8 @@ class ParticleProblem:
         quadrature, w = self.quadrature()
         q = quadrature.shape[1]
         # The corners as well: the maximum of a density is often on the boundary.
-        corners = np.array(np.meshgrid(*zip(self.lower, self.upper), indexing="ij")).reshape(
-            self.dim, -1)
+        corners = np.array(np.meshgrid(*zip(self.lower, self.upper, strict=True),
+                                       indexing="ij")).reshape(self.dim, -1)
         points = np.concatenate([quadrature, corners], axis=1)
         n = self.graph.n
         masses, peaks = np.empty(n), np.empty(n)
