@@ -14,6 +14,8 @@ a time-out, running out of memory) are kept in the JSON with their message.
     python scripts/benchmark_graphs.py                         # every case, solver auto
     python scripts/benchmark_graphs.py --solver krylov --cases hamming,random_N100000
     python scripts/benchmark_graphs.py --problem offsets --max-n 4096
+    python scripts/benchmark_graphs.py --solver vertex --append \
+        --json docs/notes/benchmark_graphs.json       # add a run to the docs' figures
 
 Problems: ``same`` (``laplacian``, every vertex ``V = |x − c|²``: the spectral solve is exact)
 and ``offsets`` (``gibbs``, ``V_g = |x − c|² + s·loss[g]`` with ``loss`` uniform in [0, 1] read
@@ -237,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtol", type=float, default=1e-8)
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "benchmark_graphs.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per case, seconds")
+    parser.add_argument("--append", action="store_true",
+                        help="add this run to the list 'runs' of an existing --json file "
+                             "(e.g. docs/notes/benchmark_graphs.json: one run per solver)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -246,10 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     cases = select(args.cases, QUICK_CASES if args.quick else CASES, args.max_n)
     cells = args.cells or (4 if args.quick else 8)
     steps = args.steps or (2 if args.quick else 3)
-    results: dict = {"quick": args.quick, "ranks": args.ranks, "solver": args.solver,
+    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "quick": args.quick, "ranks": args.ranks, "solver": args.solver,
                      "problem": args.problem, "cells": cells, "steps": steps, "dt": args.dt,
                      "rtol": args.rtol, "cases": {}}
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    earlier = []
+    if args.append and args.json.exists():
+        earlier = json.loads(args.json.read_text()).get("runs", [])
+
+    def save() -> None:
+        # Kept as measured: a long sweep stopped part-way still leaves its figures.
+        results["table"] = table_rows(results)
+        document = {"runs": [*earlier, results]} if args.append else results
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="benchmark_graphs_") as scratch:
         for name, (graph, n) in cases.items():
             case = {"graph": graph, "cells": cells, "steps": steps, "dt": args.dt,
@@ -264,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines = r["error"].strip().splitlines() or ["?"]
                 print(f"    failed: {lines[-1][:200]}", flush=True)
             results["cases"][name] = {"case": case, "n": n, "result": r}
-            results["table"] = table_rows(results)
-            # Kept as measured: a long sweep stopped part-way still leaves its figures.
-            args.json.write_text(json.dumps(results, indent=2))
+            save()
     rows = table_rows(results)
     header = (f"{'case':<18} {'unknowns':>10} {'solver':>9} {'set-up s':>9} {'step s':>9} "
               f"{'its':>4} {'MB':>7} {'LB s':>9} {'step/LB':>8}")
