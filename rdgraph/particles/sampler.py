@@ -542,36 +542,46 @@ class ParticleSystem:
             self.labels[active] = self._indices[slot]
 
     def _jump_gibbs(self, dt: float) -> None:
-        """Leave with probability ``1 − exp(−κ(x)τ)``, to h with probability ``k_gh/κ``: every
-        particle's candidate jumps in one flat array of ``Σ_i deg(g_i)`` entries."""
+        """Leave with probability ``1 − exp(−κ(x)τ)``, to h with probability ``k_gh/κ``.
+
+        When every particle's vertex has the same number of neighbours (a regular graph such
+        as H(d, q)), the candidates are a ``(P, degree)`` array read from the CSR rows and the
+        potentials are evaluated one column at a time, so positions are never copied per
+        candidate; otherwise every particle's candidates go into one flat array of
+        ``Σ_i deg(g_i)`` entries (a star's hub costs its degree for its own particles only).
+        """
         p = self.problem
         labels = self.labels
         counts = self._degree_counts[labels]
+        here = p.potential(self.x, labels)
+        width = int(counts.max(initial=0))
+        if width == 0:
+            return
+        if (counts == width).all():
+            slots = self._indptr[labels][:, None] + np.arange(width)
+            targets, rates = self._indices[slots], self._edge_weights[slots]
+            for j in range(width):
+                there = p.potential(self.x, targets[:, j])
+                rates[:, j] *= np.exp(self._exponent(here, there))
+            which, slot = sample_jumps(self.rng, rates, dt)
+            self.labels[which] = targets[which, slot]
+            return
         owner = np.repeat(np.arange(self.count), counts)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         flat = np.repeat(self._indptr[labels], counts) + np.arange(owner.size) \
             - np.repeat(offsets[:-1], counts)
         targets = self._indices[flat]
-        here = p.potential(self.x, labels)
-        width = int(counts[0]) if counts.size else 0
-        if counts.size and (counts == width).all():
-            # Every particle has as many candidates (a regular graph such as H(d, q)): one
-            # column of targets at a time, so the positions are never copied per candidate.
-            there = np.empty((self.count, width))
-            columns = targets.reshape(self.count, width)
-            for j in range(width):
-                there[:, j] = p.potential(self.x, columns[:, j])
-            there = there.ravel()
-        else:
-            there = p.potential(np.take(self.x, owner, axis=1), targets)
-        # Clipped as the FEM rates are: beyond, exp overflows (the set-up refuses potentials
-        # that get there in the box).
-        exponent = np.clip((here[owner] - there) / (2 * p.beta), -_MAX_EXPONENT, _MAX_EXPONENT)
-        rates = self._edge_weights[flat] * np.exp(exponent)
+        there = p.potential(np.take(self.x, owner, axis=1), targets)
+        rates = self._edge_weights[flat] * np.exp(self._exponent(here[owner], there))
         total = np.bincount(owner, weights=rates, minlength=self.count)
         leave = np.flatnonzero(self.rng.random(self.count) < -np.expm1(-total * dt))
         if leave.size:
             self.labels[leave] = targets[sample_segments(self.rng, offsets, rates, leave)]
+
+    def _exponent(self, here: np.ndarray, there: np.ndarray) -> np.ndarray:
+        """``(V_g − V_h)/2β``, clipped as the FEM rates are: beyond, exp overflows (the
+        set-up refuses potentials that get there in the box)."""
+        return np.clip((here - there) / (2 * self.problem.beta), -_MAX_EXPONENT, _MAX_EXPONENT)
 
     def finite(self) -> bool:
         """Whether every position is finite (a potential NaN somewhere spoils the drift)."""
