@@ -268,11 +268,11 @@ def test_adaptive_run_over_a_barrier_takes_long_steps_and_keeps_the_mass():
     """Six tilted double wells (the benchmark's problem on a coarser mesh): the winner's Gibbs
     mass lies across a barrier crossed at a rate of 0.01. The controller grows the step
     from 1e-3 to hundreds of time units, the run stops at equilibrium in few steps, and
-    the total mass stays to 1e-13 although every long step solves a system of norm ~1e5."""
+    the total mass stays to 1e-13 (9e-12 before each step restored it)."""
     wells = ["0.4*(x[0]**2 - 1)**2 - 0.1*x[0]",
              *(f"0.4*(x[0]**2 - 1)**2 + 0.08*x[0] + {0.17 + 0.05 * g:.2f}" for g in range(1, 6))]
     data = make_config(
-        mesh={"shape": "interval", "cells": [200], "lower": [-2.0], "upper": [2.0]},
+        mesh={"shape": "interval", "cells": [100], "lower": [-2.0], "upper": [2.0]},
         graph={"kind": "path", "n": 6},
         model={"coupling": "gibbs", "beta": 0.1, "potentials": wells,
                "initial": "exp(-(x[0] + 1)**2 / 0.05)"},
