@@ -374,8 +374,9 @@ def main() -> int:
                         help="section 8: comma-separated case names to run (default: all)")
     parser.add_argument("--sections", default="1,2,3,6,7,8",
                         help="which figures to measure: 1 step/LB (with 4, 5), 2 iterations, "
-                             "3 100 steps and memory, 6 step/LB on 1 and 2 ranks, 7 gibbs on a complete "
-                             "graph (memory linear in N), 8 the architecture-search toy")
+                             "3 100 steps and memory, 6 step/LB on 1 and 2 ranks, 7 gibbs on "
+                             "a complete graph (memory linear in N), 8 the architecture-search "
+                             "toy")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each figure-3 and figure-6 case, interleaved; the "
                              "median is kept (this machine's timings drift by 10%% over "
