@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from conftest import make_config
 
-from rdgraph.compat import MPI
+from rdgraph.compat import MPI, PETSc
+from rdgraph.errors import SolverError
 from rdgraph.problem.config import SolverSettings, settings_from_dict
 from rdgraph.problem.defaults import default_config
 from rdgraph.simulation import Simulation, run
-from rdgraph.solvers import block
+from rdgraph.solvers import block, vertex
 from rdgraph.solvers.block import more_robust_type, resolve_solver
 
 COMM = MPI.COMM_WORLD
@@ -128,3 +129,44 @@ def test_auto_runs_the_toy_at_128_on_two_ranks():
     assert sim.solver_options["type"] == "vertex"
     sim.destroy()
     assert max(iterations) <= 30, iterations
+
+
+def fail_vertex_setup_on_last_rank(monkeypatch, how: str) -> None:
+    """Make the vertex blocks' set-up fail on the last rank only: a zero pivot (which PETSc
+    records as the PC's failed reason) or an error raised during the factorization."""
+    configure = vertex.configure_ksp
+
+    def failing(ksp, options, prefix, *, set_up=False):
+        if COMM.rank == COMM.size - 1:
+            if how == "raises":
+                raise PETSc.Error(55)  # PETSC_ERR_MEM
+            options = {**options, "pc_factor_zeropivot": 1e300}  # every pivot is "zero"
+        configure(ksp, options, prefix, set_up=set_up)
+
+    monkeypatch.setattr(vertex, "configure_ksp", failing)
+
+
+@pytest.mark.parametrize("how", ["zero-pivot", "raises"])
+def test_a_vertex_block_failing_on_one_rank_fails_the_step_on_every_rank(
+        tmp_path, monkeypatch, how):
+    fail_vertex_setup_on_last_rank(monkeypatch, how)
+    out = COMM.bcast(str(tmp_path / "run") if COMM.rank == 0 else None)
+    why = "FACTOR_NUMERIC_ZEROPIVOT" if how == "zero-pivot" else "PETSc error 55"
+    # A type set in the config is kept: the step fails (no halving here), on every rank.
+    data = wells_30_beta({"type": "vertex", "max_retries": 0})
+    with pytest.raises(SolverError, match=rf"vertex \d could not be set up \({why}\)"):
+        run(settings_from_dict(data), out_dir=out, quiet=True)
+
+
+def test_a_vertex_block_failing_on_one_rank_gives_way_to_direct(tmp_path, monkeypatch):
+    monkeypatch.setattr(block, "AUTO_DIRECT_MAX", 0)
+    fail_vertex_setup_on_last_rank(monkeypatch, "zero-pivot")
+    out = COMM.bcast(str(tmp_path / "run") if COMM.rank == 0 else None)
+    run(settings_from_dict(wells_30_beta({"type": "auto", "max_retries": 0})), out_dir=out,
+        quiet=True)
+    summary = json.loads(open(f"{out}/summary.json").read())
+    assert [(f["step"], f["from"], f["to"]) for f in summary["solver_fallbacks"]] == [
+        (1, "vertex", "direct")]
+    assert "could not be set up (FACTOR_NUMERIC_ZEROPIVOT)" in summary["solver_fallbacks"][0][
+        "reason"]
+    assert summary["steps"] == 2 and summary["retried_steps"] == 0

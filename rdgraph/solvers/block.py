@@ -62,45 +62,37 @@ VERTEX_PREFIX = "vertex_"
 # problems (one rank, or modes dealt to ranks): the smaller limit is for distributed ones.
 LU_MAX_DOFS = 60_000
 LU_MAX_DOFS_EXACT = 300_000
-# Fill-in of a 3-D factorization grows like n^{4/3} (2-D: n log n). Measured at 40^3 P1,
-# N = 16: 16 cached factorizations took 9.3 GB and 44 s against 1.3 GB and 4 s for AMG, whose
-# 100 steps were faster too. 3-D meshes therefore factorize only much smaller problems ...
+# Fill-in of a 3-D factorization grows like n^{4/3} (2-D: n log n), so 3-D meshes factorize
+# only much smaller problems ... (the measurements behind these constants:
+# docs/notes/solver-constants.md)
 LU_3D_DIVISOR = 8
 # ... unless there are no more factorizations than ranks (modes that only precondition, close
 # shifts; dealing the modes may still split a cluster over two ranks): a rank's modes are then
-# about one batched solve. Measured with differing potentials, N = 16,
-# 2 ranks, against one V-cycle per mode: 39^3 P1 (64k dofs), step 0.48 s against 0.65 s,
-# set-up 5.0 s against 2.0 s, peak memory 1.7 against 0.9 GB; 46^3 (103k), step 1.06 against
-# 1.33 s, set-up 11.0 against 4.0 s (repaid after 25 steps), 2.8 against 1.3 GB. The set-up
-# grows faster than the gain with n.
+# about one batched solve, faster than a V-cycle each, up to a size where the set-up grows
+# faster than the gain.
 LU_3D_SHARED_MAX_DOFS = 120_000
 # ... and only while the N factorizations take at most this fraction of the machine's memory.
 LU_MEMORY_FRACTION = 0.25
 # GAMG drops graph edges weaker than this when it aggregates the scalar mode problems
-# (PETSc's default keeps them all). Measured at 39^3 P1, N = 16, 2 ranks: 8 outer iterations
-# instead of 11 with differing potentials (step 0.70 s against 0.76 s), 9 instead of 13 per
-# mode when exact (0.33 s against 0.35 s); at 512^2, N = 4: 8 instead of 11 (0.43 / 0.57 s).
+# (PETSc's default keeps them all): fewer outer and per-mode iterations in 2-D and 3-D.
 SPECTRAL_GAMG_THRESHOLD = 0.01
 # ... and smooths each level with one sweep of (processor-local) symmetric SOR instead of
-# PETSc's default two Chebyshev/Jacobi iterations: as many iterations for about the same work
-# per sweep. Measured at 39^3 P1, N = 16, 2 ranks, four interleaved pairs of 12-step runs:
-# step 0.67 s against 0.70 s with differing potentials (fastest step 0.59 / 0.63 s), 0.29 s
-# against 0.31 s when exact (0.24 / 0.27 s).
+# PETSc's default two Chebyshev/Jacobi iterations: as many iterations, a few % faster.
 SPECTRAL_AMG_SMOOTHER = {"mg_levels_ksp_type": "richardson", "mg_levels_pc_type": "sor",
                          "mg_levels_ksp_max_it": 1}
 # ``auto`` factorizes the whole block system up to this many unknowns.
 AUTO_DIRECT_MAX = 100_000
 # ``auto`` takes the vertex-block solver over the spectral one when the potentials of two
-# neighbouring vertices differ by more than this many β at some node. Measured on the default
-# toy (spread 28.3 at β = 0.1): spectral fails from 32² on; vertex takes 13 iterations at
-# 32² and 128² (2 ranks), where spectral reaches its 1000-iteration limit.
+# neighbouring vertices differ by more than this many β at some node: the spectral solver's
+# mean vertex operator is then far from every vertex's (on the default toy, 28β apart, it
+# does not converge).
 AUTO_SPREAD_MAX = 3.0
 # The retry order of a failed linear solve (``[solver] fallback``): each type is followed by
 # the more robust one, ``direct`` last (where its memory estimate fits).
 MORE_ROBUST = {"spectral": "vertex", "krylov": "vertex", "fieldsplit": "vertex",
                "vertex": "direct"}
 # Bytes per unknown of a monolithic MUMPS factorization of the block system, 2-D P1
-# (measured: 2.1 GB on 2 ranks at 256², 526k unknowns, about 4 kB per unknown); 3-D more.
+# (measured at 256²); 3-D more.
 DIRECT_BYTES_PER_UNKNOWN_2D = 4_000.0
 
 
@@ -112,9 +104,8 @@ def _lu() -> dict:
 def _serial_lu(tdim: int) -> dict:
     """LU of a whole scalar problem on one process.
 
-    In 2-D PETSc's own LU (nested dissection) wins over a run: measured on a 66k-dof P1
-    problem, it factorized in 0.42 s against MUMPS's 0.41 s but solved in 5 ms against 15 ms.
-    In 3-D its row-by-row factorization falls far behind MUMPS (0.51 s against 0.13 s at 9k).
+    In 2-D PETSc's own LU (nested dissection) factorizes as fast as MUMPS and solves about
+    three times faster; in 3-D its row-by-row factorization falls far behind MUMPS.
     """
     return {**_lu(), "pc_factor_mat_solver_type": "petsc" if tdim <= 2 else direct_package()}
 
@@ -147,10 +138,9 @@ def _physical_memory() -> float:
 def factorization_bytes(size_global: int, tdim: int = 2) -> float:
     """Rough memory of one LU factorization of a P1-like scalar problem.
 
-    2-D nested dissection fills in like ``n log n``: measured 5.2e6 and 2.5e7 factor entries
-    at 66k and 263k dofs (PETSc LU), about ``5 n log2 n``; 12 bytes per entry. 3-D fill grows
-    like ``n^{4/3}``: MUMPS took about 0.4 and 0.78 GB more per rank at 64k and 103k dofs,
-    about ``160 n^{4/3}`` bytes.
+    2-D nested dissection fills in like ``n log n``: about ``5 n log2 n`` entries of 12 bytes;
+    3-D fill grows like ``n^{4/3}``: about ``160 n^{4/3}`` bytes (both fitted to measured
+    factorizations).
     """
     if tdim >= 3:
         return 160.0 * size_global ** (4.0 / 3.0)
@@ -500,9 +490,9 @@ class BlockSolver:
                  "ksp_max_it": settings.max_it, "ksp_gmres_restart": 100}
         outer.update(settings.petsc_options)
         outer.update(overrides)
-        # Assembled: the outer products dominate a step otherwise (measured at 128², 2 ranks:
-        # 90 ms per product of the matrix-free shell, against 50 ms per preconditioner).
-        # It stores every block once (N + 2E scalar matrices): far below a factorization.
+        # Assembled: the matrix-free products would dominate a step (they cost more than a
+        # pass of the preconditioner). It stores every block once (N + 2E scalar matrices):
+        # far below a factorization.
         self.matrix = operators.matrix(a, b)
         self.vertex_preconditioner = VertexBlockPreconditioner(
             operators, a, b, inner, OPTIONS_PREFIX + VERTEX_PREFIX)

