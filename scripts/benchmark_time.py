@@ -10,13 +10,19 @@ Two cases (run under ``mpiexec -n 2`` for the figures of the documentation):
    run with ``t_end = "equilibrium"`` until the winner holds 99 % of its Gibbs mass
    (target: at most 300 steps; the wall time includes every solver set-up).
 
-In both, the total mass must be conserved to 1e-12 (relative).
+3. annealing on the default toy: ``model.beta`` falling geometrically from 0.5 to 0.02, with
+   adaptive steps, against the same run at the fixed β = 0.02 from the same (uniform) start
+   (target: at least 95 % of the mass ends on the architecture holding the global minimum
+   of all V_g, while the fixed-β run stays trapped; the script prints both shares).
+
+In all, the total mass must be conserved to 1e-12 (relative).
 
 Usage::
 
     mpiexec -n 2 python scripts/benchmark_time.py           # the toy on a 32x32 mesh
     mpiexec -n 2 python scripts/benchmark_time.py --quick   # 16x16: a minute or two
     python scripts/benchmark_time.py --cells 64             # the toy's own 64x64 mesh
+    mpiexec -n 2 python scripts/benchmark_time.py --only annealing
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import numpy as np
 
 from rdgraph.compat import MPI
 from rdgraph.problem.config import settings_from_dict
-from rdgraph.problem.defaults import default_config
+from rdgraph.problem.defaults import DEFAULT_POTENTIAL, default_config
+from rdgraph.problem.expressions import parse
 from rdgraph.simulation import Simulation
 
 # Six architectures on a path: a double well tilted towards x = +1, each vertex 0.2 higher
@@ -118,6 +125,50 @@ def double_wells(cells: int, tolerance: float) -> None:
         f"{a['wall']:.1f} s wall including set-ups; mass drift {a['drift']:.1e}")
 
 
+# -- annealing ------------------------------------------------------------------------
+
+#: β from hot to cold: the issue's 0.5 down to 0.02, geometric (log-linear) over
+#: ANNEAL_COOLING time units, then held at 0.02 to the end of the run.
+ANNEAL_HOT, ANNEAL_COLD = 0.5, 0.02
+ANNEAL_COOLING = 40.0
+
+
+def global_minimum_vertex(potential: str, vertices: int, lower: float, upper: float,
+                          points: int = 801) -> tuple[int, float]:
+    """The vertex whose potential holds the smallest value of all V_g, on a fine grid of the
+    square ``[lower, upper]^2`` (the safe parser's evaluation, no mesh)."""
+    x = np.linspace(lower, upper, points)
+    X, Y = np.meshgrid(x, x)
+    coordinates = np.vstack([X.ravel(), Y.ravel(), np.zeros(X.size)])
+    expression = parse(potential, variables=("x", "g"), gdim=2)
+    minima = [float(expression.evaluate(coordinates, g=g).min()) for g in range(vertices)]
+    return int(np.argmin(minima)), min(minima)
+
+
+def annealing(cells: int, t_end: float, cooling: float, tolerance: float) -> None:
+    base = default_config()
+    base["mesh"]["cells"] = [cells, cells]
+    base["output"] = {"fields_every": 0, "npz": False, "plots": False}
+    schedule = [[0.0, ANNEAL_HOT], [cooling, ANNEAL_COLD]]
+    time_settings = {"scheme": "implicit-euler", "dt": 0.01, "t_end": t_end, "adaptive": True,
+                     "tolerance": tolerance}
+    annealed = {**base, "model": {**base["model"], "beta": schedule}, "time": time_settings}
+    cold = {**base, "model": {**base["model"], "beta": ANNEAL_COLD}, "time": time_settings}
+    lower, upper = base["mesh"]["lower"][0], base["mesh"]["upper"][0]
+    w, v = global_minimum_vertex(DEFAULT_POTENTIAL, 8, lower, upper)
+    say(f"annealing on the toy ({cells}x{cells} mesh, 8 vertices, gibbs) to t = {t_end:g}: "
+        f"beta from {ANNEAL_HOT:g} down to {ANNEAL_COLD:g} geometrically over "
+        f"t in [0, {cooling:g}], adaptive implicit Euler, tolerance {tolerance:g}; the global "
+        f"minimum of all V_g ({v:.4f}) is vertex {w}'s")
+    for name, data in (("annealed", annealed), (f"fixed beta = {ANNEAL_COLD:g}", cold)):
+        r = simulate(data)
+        share = r["masses"][w] / r["masses"].sum()
+        say(f"  {name}: vertex {w} holds {share:.2%} of the mass at t = {r['t']:g} "
+            f"(Gibbs share at beta = {ANNEAL_COLD:g}: {r['gibbs'][w] / r['gibbs'].sum():.2%}); "
+            f"{r['steps']} steps ({r['rejected']} rejected), {r['setups']} solver set-ups, "
+            f"{r['wall']:.1f} s; mass drift {r['drift']:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -126,11 +177,21 @@ def main() -> None:
                         help="cells per side of the toy's mesh (default 32; --quick 16)")
     parser.add_argument("--t-end", type=float, default=100.0)
     parser.add_argument("--tolerance", type=float, default=1e-3)
+    parser.add_argument("--only", choices=("double-wells", "toy", "annealing"), default=None,
+                        help="run one case only")
+    parser.add_argument("--anneal-t-end", type=float, default=100.0,
+                        help="end of the annealing runs (cooling, then held at beta = 0.02)")
+    parser.add_argument("--anneal-cooling", type=float, default=ANNEAL_COOLING,
+                        help="time over which beta falls from 0.5 to 0.02")
     args = parser.parse_args()
     cells = args.cells or (16 if args.quick else 32)
     say(f"rdgraph time benchmark on {MPI.COMM_WORLD.size} rank(s)")
-    double_wells(400, args.tolerance)
-    toy(cells, args.t_end, args.tolerance)
+    if args.only in (None, "double-wells"):
+        double_wells(400, args.tolerance)
+    if args.only in (None, "toy"):
+        toy(cells, args.t_end, args.tolerance)
+    if args.only in (None, "annealing"):
+        annealing(cells, args.anneal_t_end, args.anneal_cooling, args.tolerance)
 
 
 if __name__ == "__main__":
