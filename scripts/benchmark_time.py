@@ -37,6 +37,7 @@ from rdgraph.problem.config import settings_from_dict
 from rdgraph.problem.defaults import DEFAULT_POTENTIAL, default_config
 from rdgraph.problem.expressions import parse
 from rdgraph.simulation import Simulation
+from rdgraph.solvers.block import BlockSolver, ReusedSetupSolver
 
 # Six architectures on a path: a double well tilted towards x = +1, each vertex 0.2 higher
 # in loss than the one before (vertex 0 wins, Gibbs share about 0.86). A stand-in for the
@@ -169,6 +170,57 @@ def annealing(cells: int, t_end: float, cooling: float, tolerance: float) -> Non
             f"{r['wall']:.1f} s; mass drift {r['drift']:.1e}")
 
 
+def setup_reuse(cells: int, solver: str, beta: float = 0.1, dt: float = 0.1,
+                ratios=(1.005, 1.01, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0)) -> None:
+    """How a solver set-up made at ``beta`` preconditions the operator at ``beta / ratio``:
+    FGMRES iterations and time of one implicit-Euler solve on the toy, against a new set-up
+    and its solve. Measured for the choice of BETA_SETUP_RATIO."""
+    base = default_config()
+    base["mesh"]["cells"] = [cells, cells]
+    base["output"] = {"fields_every": 0, "npz": False, "plots": False}
+    data = {**base, "model": {**base["model"], "beta": [[0.0, beta], [1.0, beta / 10]]},
+            "time": {"scheme": "implicit-euler", "dt": dt, "t_end": 1.0},
+            "solver": {"type": solver}}
+    comm = MPI.COMM_WORLD
+    sim = Simulation(settings_from_dict(data), comm)
+    for _ in range(3):  # a state with structure, not the uniform start
+        sim.advance()
+    operators, settings = sim.operators, sim.settings.solver
+    operators.set_beta(beta)
+    rhs, x = sim.state.duplicate(), sim.state.duplicate()
+    sim.stepper.mass_matrix.mult(sim.state, rhs)
+
+    def timed(make):
+        comm.barrier()
+        start = time.perf_counter()
+        result = make()
+        comm.barrier()
+        return result, time.perf_counter() - start
+
+    setup, setup_time = timed(lambda: BlockSolver(operators, 1.0, dt, settings, name="step"))
+    say(f"set-up reuse on the toy ({cells}x{cells}, {solver} -> {setup.kind}), implicit Euler "
+        f"dt = {dt:g}, set-up at beta = {beta:g}: set-up {setup_time:.3f} s")
+    say("  beta ratio | operator change | reused set-up: iterations, solve s | "
+        "new set-up + solve s")
+    for ratio in ratios:
+        operators.set_beta(beta / ratio)
+        reused = ReusedSetupSolver(setup, operators, 1.0, dt, settings, name="step")
+        sim.state.copy(x)
+        iterations, solve_time = timed(lambda: reused.solve(rhs, x))
+        reused.destroy()
+        fresh, fresh_time = timed(lambda: BlockSolver(operators, 1.0, dt, settings, name="s"))
+        sim.state.copy(x)
+        _, fresh_solve = timed(lambda: fresh.solve(rhs, x))
+        fresh.destroy()
+        change = operators.change_factor(beta / ratio, beta)
+        say(f"  {ratio:10.3f} | {change:15.3g} | {iterations:3d}, {solve_time:.3f} | "
+            f"{fresh_time + fresh_solve:.3f}")
+    setup.destroy()
+    for vec in (rhs, x):
+        vec.destroy()
+    sim.destroy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -177,7 +229,8 @@ def main() -> None:
                         help="cells per side of the toy's mesh (default 32; --quick 16)")
     parser.add_argument("--t-end", type=float, default=100.0)
     parser.add_argument("--tolerance", type=float, default=1e-3)
-    parser.add_argument("--only", choices=("double-wells", "toy", "annealing"), default=None,
+    parser.add_argument("--only", choices=("double-wells", "toy", "annealing", "setup-reuse"),
+                        default=None,
                         help="run one case only")
     parser.add_argument("--anneal-t-end", type=float, default=100.0,
                         help="end of the annealing runs (cooling, then held at beta = 0.02)")
@@ -192,6 +245,10 @@ def main() -> None:
         toy(cells, args.t_end, args.tolerance)
     if args.only in (None, "annealing"):
         annealing(cells, args.anneal_t_end, args.anneal_cooling, args.tolerance)
+    if args.only == "setup-reuse":
+        for solver in ("direct", "vertex"):
+            for beta in (0.3, 0.1, 0.03):
+                setup_reuse(args.cells or 32, solver, beta)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from __future__ import annotations
 import basix
 import numpy as np
 
-from rdgraph.compat import PETSc
+from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.blocks import BlockLayout, ScalarPattern, dense_columns
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.quadrature_coupling import (
@@ -174,6 +174,22 @@ class BlockOperators:
             for (a, b), weighted in self._weighted_masses():
                 self.diagonal[a] += weighted
                 self.off_diagonal[b, a] = -weighted
+
+    def change_factor(self, beta: float, other: float) -> float:
+        """By how much the entries of ``A`` may differ between two temperatures: the ratio
+        of the β's (for ``β S``) times, for gibbs, the largest change of a rate
+        ``exp((V_g − V_h)/2β)``, ``exp(max|V_g − V_h| · |1/β − 1/β'| / 2)`` (collective on
+        first call)."""
+        if getattr(self, "_potential_difference", None) is None:
+            local = 0.0
+            if self.coupling == "gibbs":
+                model = self.model
+                local = max((float(np.max(np.abs(model.potential_nodal(g)
+                                                  - model.potential_nodal(h)), initial=0.0))
+                             for g, h, _ in self.graph.edges), default=0.0)
+            self._potential_difference = self.layout.comm.allreduce(local, op=MPI.MAX)
+        ratio = max(beta / other, other / beta)
+        return ratio * float(np.exp(0.5 * self._potential_difference * abs(1 / beta - 1 / other)))
 
     @property
     def modes_decouple(self) -> bool:

@@ -5,8 +5,9 @@ fixed β. Under a temperature schedule ``A = A(β(t))``: implicit Euler and BDF2
 step's end, ``A(β(t_{n+1})) ρ^{n+1}``, as their one evaluation of ``A ρ`` is there; Crank–
 Nicolson, the trapezoidal rule, takes ``A(β(t_n)) ρ^n`` and ``A(β(t_{n+1})) ρ^{n+1}``, which keeps
 it second order. The solver's set-up (a factorization, a spectral or vertex-block
-preconditioner) is made again only when β has moved by more than :data:`BETA_SETUP_RATIO`
-since it was made; in between, FGMRES solves the current operator, preconditioned by the
+preconditioner) is made again only when the operator's entries may have changed by more
+than a factor :data:`BETA_SETUP_RATIO` since it was made (β itself, and for gibbs the rates
+``exp((V_g − V_h)/2β)``, which move far more than β when β is small); in between, FGMRES solves the current operator, preconditioned by the
 last set-up (:class:`~rdgraph.solvers.block.ReusedSetupSolver`).
 """
 
@@ -27,8 +28,10 @@ from rdgraph.timestepping.base import History, Stepper
 
 __all__ = ["BETA_SETUP_RATIO", "SCHEME_COEFFICIENTS", "TimeStepper"]
 
-#: Under a temperature schedule, a solver set-up is made again once β has moved by more than
-#: this factor (either way) since the last one; in between it preconditions FGMRES on the
+#: Under a temperature schedule, a solver set-up is made again once the operator may have
+#: changed by more than this factor since the last one
+#: (:meth:`~rdgraph.discretization.operators.BlockOperators.change_factor`: the ratio of the
+#: β's times the largest change of a gibbs rate); in between it preconditions FGMRES on the
 #: current operator. See docs/notes/annealing.md for the measurement behind the value.
 BETA_SETUP_RATIO = 1.25
 
@@ -172,8 +175,8 @@ class TimeStepper(Stepper):
     def _system_at(self, beta: float) -> None:
         """Make the next solve one of ``a (I ⊗ M) + b τ A(beta)``.
 
-        A new set-up when β has moved by more than :data:`BETA_SETUP_RATIO` since the last
-        one; otherwise FGMRES on the current operator preconditioned by the last set-up.
+        A new set-up when the operator has changed by more than :data:`BETA_SETUP_RATIO` since
+        the last one; otherwise FGMRES on the current operator preconditioned by the last set-up.
         """
         operators = self._operators
         operators.set_beta(beta)
@@ -183,7 +186,7 @@ class TimeStepper(Stepper):
             self._reused.destroy()
             self._reused = None
         coeffs = SCHEME_COEFFICIENTS[self.scheme]
-        if abs(math.log(beta / self._setup_beta)) > math.log(BETA_SETUP_RATIO):
+        if operators.change_factor(beta, self._setup_beta) > BETA_SETUP_RATIO:
             self.solver.destroy()
             self.solver = BlockSolver(operators, coeffs.mass, coeffs.operator * self.dt,
                                       self._solver_settings, self._overrides,
