@@ -221,7 +221,7 @@ def test_operators_at_a_new_beta_equal_operators_assembled_there(gibbs_coupling)
 def test_a_reused_setup_solves_the_current_operator():
     """Between set-ups the old factorization preconditions FGMRES on the current operator:
     the same states as a run that sets up at every change of β."""
-    table = [[0.0, 0.12], [1.0, 0.1]]  # less than the set-up ratio in all
+    table = [[0.0, 0.1005], [1.0, 0.1]]  # an operator change below the set-up ratio in all
     reused = Simulation(gibbs_toy(table))
     ratio = linear.BETA_SETUP_RATIO
     linear.BETA_SETUP_RATIO = 1.0 + 1e-15  # a new set-up at every step
@@ -236,6 +236,7 @@ def test_a_reused_setup_solves_the_current_operator():
             rebuilt.run()
         finally:
             linear.BETA_SETUP_RATIO = ratio
+        assert reused.operators.change_factor(0.1, 0.1005) < linear.BETA_SETUP_RATIO
         assert reused.stepper.setups == 1 and rebuilt.stepper.setups == 11
         assert largest_difference(reused.nodal_values(), rebuilt.nodal_values()) < 1e-9
         masses = reused.recorder.vertex_masses(reused.state)
@@ -360,3 +361,21 @@ def test_a_refused_schedule_exits_with_status_2(shared_tmp, capsys):
     assert status == 2
     if MPI.COMM_WORLD.rank == 0:
         assert "model.beta = '0.5*exp(-t/20) - 0.1' is" in capsys.readouterr().err
+
+
+def test_a_reused_setup_that_fails_is_replaced_by_a_new_one():
+    """An FGMRES limit too low for the reused set-up: each such solve is set up again at its
+    β and solved directly, so the run goes on (the same states) with more set-ups."""
+    table = [[0.0, 0.1005], [1.0, 0.1]]
+    reference = Simulation(gibbs_toy(table))
+    data = gibbs_toy(table).to_dict()
+    data["solver"]["max_it"] = 1  # no reused solve converges at rtol 1e-12 in one iteration
+    limited = Simulation(settings_from_dict(data))
+    try:
+        reference.run()
+        limited.run()
+        assert limited.stepper.setups == 11  # one at the start, one per step
+        assert largest_difference(limited.nodal_values(), reference.nodal_values()) < 1e-9
+    finally:
+        reference.destroy()
+        limited.destroy()

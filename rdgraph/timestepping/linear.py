@@ -21,6 +21,7 @@ from rdgraph.compat import PETSc
 from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
+from rdgraph.errors import SolverError
 from rdgraph.problem.config import Scheme, SolverSettings
 from rdgraph.problem.schedule import BetaSchedule
 from rdgraph.solvers.block import BlockSolver, ReusedSetupSolver, more_robust_type
@@ -105,6 +106,7 @@ class TimeStepper(Stepper):
         self._setup_beta = self._system_beta = operators.beta
         self._operator_beta = self._startup_beta = operators.beta
         self._reused: ReusedSetupSolver | None = None
+        self._guess = None  # the guess of a reused set-up's solve, kept for a second try
         self._startup = None  # implicit-Euler solver for BDF2's first step, built lazily
         self._rhs = self.layout.create_vector()
         self._work = self.layout.create_vector()
@@ -156,7 +158,10 @@ class TimeStepper(Stepper):
             x.copy(self._previous)
         if solver.takes_initial_guess:
             self._predict(x, t)
-        iterations = solver.solve(rhs, x)
+        if solver is self._reused:
+            iterations = self._solve_reused(rhs, x)
+        else:
+            iterations = solver.solve(rhs, x)
         self.steps_taken += 1
         self.linear_iterations += iterations
         return iterations
@@ -171,6 +176,32 @@ class TimeStepper(Stepper):
             self.operator_matrix.destroy()
             self.operator_matrix = operators.shell(0.0, 1.0)
             self._operator_beta = beta
+
+    def _solve_reused(self, rhs: PETSc.Vec, x: PETSc.Vec) -> int:
+        """Solve with the reused set-up; if that fails, set up at the current β and solve
+        again from the same guess (a failure of the new set-up is the step's failure)."""
+        if self._guess is None:
+            self._guess = x.duplicate()
+        x.copy(self._guess)
+        try:
+            return self._reused.solve(rhs, x)
+        except SolverError:
+            self._set_up(self._system_beta)
+            self._guess.copy(x)
+            return self.solver.solve(rhs, x)
+
+    def _set_up(self, beta: float) -> None:
+        """A new set-up of the solver for the operators at ``beta`` (their current β)."""
+        if self._reused is not None:
+            self._reused.destroy()
+            self._reused = None
+        coeffs = SCHEME_COEFFICIENTS[self.scheme]
+        self.solver.destroy()
+        self.solver = BlockSolver(self._operators, coeffs.mass, coeffs.operator * self.dt,
+                                  self._solver_settings, self._overrides,
+                                  name=f"{self.scheme} step")
+        self.setups += 1
+        self._setup_beta = beta
 
     def _system_at(self, beta: float) -> None:
         """Make the next solve one of ``a (I ⊗ M) + b τ A(beta)``.
@@ -187,12 +218,7 @@ class TimeStepper(Stepper):
             self._reused = None
         coeffs = SCHEME_COEFFICIENTS[self.scheme]
         if operators.change_factor(beta, self._setup_beta) > BETA_SETUP_RATIO:
-            self.solver.destroy()
-            self.solver = BlockSolver(operators, coeffs.mass, coeffs.operator * self.dt,
-                                      self._solver_settings, self._overrides,
-                                      name=f"{self.scheme} step")
-            self.setups += 1
-            self._setup_beta = beta
+            self._set_up(beta)
         elif beta != self._setup_beta:
             self._reused = ReusedSetupSolver(self.solver, operators, coeffs.mass,
                                              coeffs.operator * self.dt, self._solver_settings,
@@ -285,7 +311,7 @@ class TimeStepper(Stepper):
 
     def destroy(self) -> None:
         self.solver.destroy()
-        for obj in (self._reused, self.mass_matrix, self.operator_matrix, self._rhs, self._work,
+        for obj in (self._reused, self._guess, self.mass_matrix, self.operator_matrix, self._rhs, self._work,
                     self._source_new, self._source_old, self._previous, self._startup,
                     self._last, self._spare):
             if obj is not None:
