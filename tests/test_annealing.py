@@ -379,3 +379,13 @@ def test_a_reused_setup_that_fails_is_replaced_by_a_new_one():
     finally:
         reference.destroy()
         limited.destroy()
+
+
+def test_info_reports_the_schedule():
+    from rdgraph.info import describe, format_info
+
+    settings = gibbs_toy([[0.0, 0.5], [40.0, 0.02]], t_end=20.0, dt=0.5)
+    text = format_info(describe(settings))
+    assert ("temperature schedule: beta = [[0.0, 0.5], [40.0, 0.02]], from 0.5, between 0.1 "
+            "and 0.5 over the run") in text
+    assert "temperature: beta = 0.1" in format_info(describe(gibbs_toy(0.1)))
