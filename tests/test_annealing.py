@@ -389,3 +389,23 @@ def test_info_reports_the_schedule():
     assert ("temperature schedule: beta = [[0.0, 0.5], [40.0, 0.02]], from 0.5, between 0.1 "
             "and 0.5 over the run") in text
     assert "temperature: beta = 0.1" in format_info(describe(gibbs_toy(0.1)))
+
+
+def test_crank_nicolson_with_the_quadrature_coupling_takes_both_ends_betas():
+    """The quadrature gibbs coupling is applied from the operators' current state, not
+    copied: Crank–Nicolson's right side must still see β(t_n). Against per-edge matrices."""
+    runs = []
+    for storage in ("quadrature", "per-edge"):
+        data = gibbs_toy("0.3*exp(-t) + 0.05", scheme="crank-nicolson").to_dict()
+        data["solver"]["gibbs_coupling"] = storage
+        sim = Simulation(settings_from_dict(data))
+        for _ in range(4):
+            sim.advance()
+        runs.append(sim)
+    try:
+        assert runs[0].operators.quadrature_coupling is not None
+        assert runs[1].operators.quadrature_coupling is None
+        assert largest_difference(runs[0].nodal_values(), runs[1].nodal_values()) < 1e-10
+    finally:
+        for sim in runs:
+            sim.destroy()

@@ -132,16 +132,14 @@ class TimeStepper(Stepper):
         scheme = self.scheme
         if self.schedule is not None and scheme is Scheme.CRANK_NICOLSON:
             self._operator_at(self.schedule(t))  # A(β(t_n)) ρ^n on the right
-        if self.schedule is not None:
-            self._system_at(self.schedule(t + dt))
-        solver = self._reused or self.solver
+        startup = False
         if scheme is Scheme.IMPLICIT_EULER or (scheme.multistep and self._previous is None):
             self.mass_matrix.mult(x, rhs)
             if has_source:
                 rhs.axpy(dt, self._source_new)
             if scheme.multistep:
                 self._previous = x.copy()
-                solver = self._startup_solver()
+                startup = True
         elif scheme is Scheme.CRANK_NICOLSON:
             self.mass_matrix.mult(x, rhs)
             self.operator_matrix.mult(x, self._work)
@@ -156,6 +154,11 @@ class TimeStepper(Stepper):
             if has_source:
                 rhs.axpy(dt, self._source_new)
             x.copy(self._previous)
+        if self.schedule is not None:
+            # After the right side: the operators' state (the quadrature coupling is applied
+            # from it) moves to β(t_{n+1}) only now.
+            self._system_at(self.schedule(t + dt))
+        solver = self._startup_solver() if startup else self._reused or self.solver
         if solver.takes_initial_guess:
             self._predict(x, t)
         if solver is self._reused:
