@@ -1,23 +1,37 @@
 """Time schemes for ``(I ⊗ M) ρ' + A ρ = F``: implicit Euler, Crank–Nicolson, BDF2.
 
 Each step solves one system with the matrix ``a (I ⊗ M) + b τ A``, set up once per run for a
-fixed β. Under a temperature schedule ``A = A(β(t))``: implicit Euler and BDF2 take β at the
-step's end, ``A(β(t_{n+1})) ρ^{n+1}``, as their one evaluation of ``A ρ`` is there; Crank–
-Nicolson, the trapezoidal rule, takes ``A(β(t_n)) ρ^n`` and ``A(β(t_{n+1})) ρ^{n+1}``, which keeps
-it second order. The solver's set-up (a factorization, a spectral or vertex-block
+fixed β.
+
+The columns of ``A`` sum to zero (no-flux walls, a conservative coupling), so every scheme
+conserves the total mass ``Σ_g 1ᵀMρ_g`` up to the sources' mass, in exact arithmetic. In
+floating point the assembled columns sum to zero only to rounding (about 1e-15 against
+entries of size β/h²), and a Krylov solve leaves a residual: each step then changes the
+mass by about ``τ 1ᵀAρ``, with the same sign step after step. Measured on six double wells
+(400 cells, gibbs, β = 0.1, direct solve): 1.4e-12 relative after 800 steps of 0.05, and
+2e-10 per step of 1000. Each step therefore puts the mass back to what the scheme
+conserves, with the smallest correction in L²: a constant, the same for every vertex.
+
+Under a temperature schedule ``A = A(β(t))``: implicit Euler and BDF2 take β at the step's
+end, ``A(β(t_{n+1})) ρ^{n+1}``, as their one evaluation of ``A ρ`` is there; Crank–Nicolson,
+the trapezoidal rule, takes ``A(β(t_n)) ρ^n`` and ``A(β(t_{n+1})) ρ^{n+1}``, which keeps it
+second order. The solver's set-up (a factorization, a spectral or vertex-block
 preconditioner) is made again only when the operator's entries may have changed by more
 than a factor :data:`BETA_SETUP_RATIO` since it was made (β itself, and for gibbs the rates
-``exp((V_g − V_h)/2β)``, which move far more than β when β is small); in between, FGMRES solves the current operator, preconditioned by the
-last set-up (:class:`~rdgraph.solvers.block.ReusedSetupSolver`).
+``exp((V_g − V_h)/2β)``, which move far more than β when β is small); in between, FGMRES
+solves the current operator, preconditioned by the last set-up
+(:class:`~rdgraph.solvers.block.ReusedSetupSolver`).
 """
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from rdgraph.compat import PETSc
+import numpy as np
+
+from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
@@ -113,6 +127,10 @@ class TimeStepper(Stepper):
         self._source_new = self.layout.create_vector() if model.source_form else None
         self._source_old = self.layout.create_vector() if model.source_form else None
         self._previous = None  # x^{n-1} for BDF2
+        self._mass_row_sums = operators.mass_row_sums()  # M 1: ∫ρ_g = (M 1)ᵀρ_g
+        self._comm = self.layout.comm
+        self._domain_measure = self._comm.allreduce(float(self._mass_row_sums.sum()),
+                                                    op=MPI.SUM)
         # Krylov solves start from ρ^n extrapolated linearly from the last state this stepper
         # started from (one dt back), else from ρ^n.
         self._last, self._spare, self._last_time = None, None, None
@@ -133,14 +151,21 @@ class TimeStepper(Stepper):
         if self.schedule is not None and scheme is Scheme.CRANK_NICOLSON:
             self._operator_at(self.schedule(t))  # A(β(t_n)) ρ^n on the right
         startup = False
+        # The scheme's mass balance a·m(ρ^{n+1}) = m(w) + τ Σ c_s ∫F_s, with w the vector
+        # the mass matrix multiplies on the right-hand side (the operator's part has no
+        # mass); this rank's share of it.
+        sources: list[tuple[float, PETSc.Vec]] = []
         if scheme is Scheme.IMPLICIT_EULER or (scheme.multistep and self._previous is None):
+            target = self._local_mass(x)
             self.mass_matrix.mult(x, rhs)
             if has_source:
                 rhs.axpy(dt, self._source_new)
+                sources = [(dt, self._source_new)]
             if scheme.multistep:
                 self._previous = x.copy()
                 startup = True
         elif scheme is Scheme.CRANK_NICOLSON:
+            target = self._local_mass(x)
             self.mass_matrix.mult(x, rhs)
             self.operator_matrix.mult(x, self._work)
             rhs.axpy(-0.5 * dt, self._work)
@@ -148,12 +173,19 @@ class TimeStepper(Stepper):
                 self._assemble_sources(t, self._source_old)
                 rhs.axpy(0.5 * dt, self._source_old)
                 rhs.axpy(0.5 * dt, self._source_new)
+                sources = [(0.5 * dt, self._source_old), (0.5 * dt, self._source_new)]
         else:  # bdf2: 3/2 M x^{n+1} + τ A x^{n+1} = M (2 x^n - x^{n-1}/2) + τ F^{n+1}
             self._work.array[:] = 2.0 * x.array_r - 0.5 * self._previous.array_r
+            target = self._local_mass(self._work)
             self.mass_matrix.mult(self._work, rhs)
             if has_source:
                 rhs.axpy(dt, self._source_new)
+                sources = [(dt, self._source_new)]
             x.copy(self._previous)
+        for weight, source in sources:
+            target += weight * float(source.array_r.sum())  # Σ_i ∫f φ_i = ∫f
+        if scheme.multistep and not startup:
+            target /= SCHEME_COEFFICIENTS[scheme].mass
         if self.schedule is not None:
             # After the right side: the operators' state (the quadrature coupling is applied
             # from it) moves to β(t_{n+1}) only now.
@@ -165,6 +197,7 @@ class TimeStepper(Stepper):
             iterations = self._solve_reused(rhs, x)
         else:
             iterations = solver.solve(rhs, x)
+        self._restore_mass(x, target)
         self.steps_taken += 1
         self.linear_iterations += iterations
         return iterations
@@ -227,6 +260,23 @@ class TimeStepper(Stepper):
                                              coeffs.operator * self.dt, self._solver_settings,
                                              name=f"{self.scheme} step")
         self._system_beta = beta
+
+    def _local_mass(self, v: PETSc.Vec) -> float:
+        """This rank's share of ``Σ_g ∫v_g`` (the diagnostics' mass)."""
+        blocks = v.array_r.reshape(self.layout.num_blocks, -1)
+        return float(np.sum(blocks @ self._mass_row_sums))
+
+    def _restore_mass(self, x: PETSc.Vec, target: float) -> None:
+        """Add to every density the constant that makes the total mass ``target`` (summed
+        over ranks): the L²-orthogonal projection onto the mass the scheme conserves.
+
+        The correction is the size of the solve's mass error (rounding times ``τ‖A‖‖ρ‖``),
+        so it is no larger than the error of the solution it corrects.
+        """
+        local = np.array([target, self._local_mass(x)])
+        total = np.empty_like(local)
+        self._comm.Allreduce(local, total, op=MPI.SUM)
+        x.shift((total[0] - total[1]) / (self.layout.num_blocks * self._domain_measure))
 
     def with_dt(self, dt: float) -> TimeStepper:
         stepper = TimeStepper(self.model, self._operators, self.scheme, dt,
