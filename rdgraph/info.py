@@ -19,9 +19,11 @@ from rdgraph.discretization.meshes import build_mesh
 from rdgraph.discretization.model import Model
 from rdgraph.problem.config import Settings
 from rdgraph.problem.graph import DENSE_LIMIT
+from rdgraph.problem.schedule import BetaSchedule
 from rdgraph.problem.validation import (
     MESH_GDIM,
     check_expressions,
+    check_schedule,
     disconnected_warning,
     graph_from_settings,
 )
@@ -110,6 +112,7 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
         "scheme": settings.time.scheme,
         "dt": settings.time.dt,
         "steps": settings.num_steps,
+        "beta": _beta(settings),
         "solver": solver,
         "laplacian_eigenvalues": None if values is None else [float(v) for v in values],
         "spectral_gap": (_spectral_gap(values, components) if values is not None
@@ -122,6 +125,14 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
         info["gibbs_chain_gap"] = _spectral_gap(chain, components)
         info["gibbs_vertex_fractions"] = [float(f) for f in model.gibbs_fractions]
     return info
+
+
+def _format_beta(beta: float | dict) -> str:
+    if not isinstance(beta, dict):
+        return f"temperature: beta = {beta:g}"
+    return (f"temperature schedule: beta = {beta['schedule']!r}, from {beta['initial']:g}, "
+            f"between {beta['smallest']:g} and {beta['largest']:g} over the run (the gibbs "
+            f"figures below are at t = 0)")
 
 
 def _numbers(values: list[float], limit: int) -> str:
@@ -153,6 +164,16 @@ def _precision(solver: dict) -> str:
             f"{SINGLE_PRECISION_MAX_CONDITION:g}, else double (auto)")
 
 
+def _beta(settings: Settings) -> float | dict:
+    """``model.beta``, or for a schedule its text and range over the run."""
+    schedule = check_schedule(settings)
+    if schedule is None:
+        return BetaSchedule(settings.model.beta)(0.0)
+    low, high = schedule.check(settings.t_stop, "the run's end")
+    return {"schedule": schedule.describe(), "initial": schedule(0.0), "smallest": low,
+            "largest": high}
+
+
 def format_info(info: dict, max_values: int = 16) -> str:
     """The text ``rdgraph info`` prints."""
     v, m, g, s = info["versions"], info["mesh"], info["graph"], info["solver"]
@@ -179,6 +200,7 @@ def format_info(info: dict, max_values: int = 16) -> str:
         f"unknowns: {info['unknowns']} = {g['vertices']} x {info['dofs_per_vertex']}",
         f"model: {info['coupling']} coupling, {info['scheme']}, dt = {info['dt']:g}, "
         f"{info['steps']} steps",
+        _format_beta(info["beta"]),
         f"solver: {s['type']} (configured: {s['configured']}): {how}",
         "Laplacian eigenvalues: " + (
             _numbers(info["laplacian_eigenvalues"], max_values)

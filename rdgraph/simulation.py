@@ -51,6 +51,7 @@ from rdgraph.problem.size import check_memory
 from rdgraph.problem.validation import (
     MESH_GDIM,
     check_expressions,
+    check_schedule,
     check_vertex_lists,
     disconnected_warning,
     graph_from_settings,
@@ -120,6 +121,9 @@ class Simulation:
         progress = SetupProgress(rank=comm.rank, quiet=not verbose)
         self.settings = settings
         self.comm = comm
+        #: β(t) of a temperature schedule, else None (β is the number ``model.beta``); checked
+        #: on [0, t_end] on every rank before any collective operation.
+        self.schedule = check_schedule(settings)
         # Before the graph and the mesh are built: a size that cannot fit is refused at once.
         check_memory(settings, comm)
         self.graph = graph_from_settings(settings)
@@ -131,8 +135,11 @@ class Simulation:
         self.mesh = build_mesh(settings.mesh, comm)
         mesh_done = time.perf_counter()
         progress.phase(f"forms and potentials of {self.graph.n} vertices")
+        beta_range = None
+        if self.schedule is not None:
+            beta_range = self.schedule.check(settings.t_stop, "the run's end")
         self.model = Model(self.mesh, self.graph, settings.model, settings.space,
-                           potential=potential, initial=initial)
+                           potential=potential, initial=initial, beta_range=beta_range)
         warning = disconnected_warning(self.graph, self.model.components)
         if warning and comm.rank == 0:
             print(f"rdgraph: warning: {warning}", file=sys.stderr, flush=True)
@@ -159,6 +166,8 @@ class Simulation:
                                                 solver_overrides)
         self.solver_options = self.stepper.solver_options
         self.extra_columns = list(self.stepper.extra_columns)
+        if self.schedule is not None:
+            self.extra_columns.append("beta")  # after every other column: they keep their place
         self.step_index = 0
         self.t = 0.0
         self.num_steps = settings.num_steps
@@ -217,11 +226,23 @@ class Simulation:
 
     def diagnostics(self, ksp_iterations: int = 0) -> Diagnostics:
         """Diagnostics of the current state (collective)."""
+        if self.schedule is not None:
+            # F and H(ρ | ρ_π) refer to the Gibbs state at the current β.
+            self.operators.set_beta(self.beta)
         d = self.recorder(self.step_index, self.t, self.state, ksp_iterations)
         if self.extra_columns:
             extra = self.stepper.extra_diagnostics(self.guard.last_step_stats)
+            if self.schedule is not None:
+                extra = [*extra, self.beta]
             d = dataclasses.replace(d, extra=tuple(extra))
         return d
+
+    @property
+    def beta(self) -> float:
+        """β at the current time (the schedule's value under a temperature schedule)."""
+        if self.schedule is not None:
+            return self.schedule(self.t)
+        return self.model.beta_value
 
     def advance(self) -> int:
         """Take one time step; return the Krylov iterations it took."""
@@ -735,6 +756,9 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "coupling": settings.model.coupling,
         "scheme": settings.time.scheme,
         "dt": settings.time.dt,
+        # A number: model.beta, or under a schedule its value at the end (the schedule in
+        # beta_schedule).
+        "beta": sim.beta,
         "steps": sim.step_index,
         "resumed_from_step": start_step,
         "retried_steps": sim.guard.retries,
@@ -758,6 +782,9 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         "final_free_energy": final.free_energy,
         "gibbs_free_energy": sim.model.gibbs_free_energy(first.vertex_masses),
     }
+    if sim.schedule is not None:
+        summary["beta_schedule"] = {"schedule": sim.schedule.describe(),
+                                    "initial": sim.schedule(0.0), "final": sim.beta}
     if sim.graph.labels is not None:
         # Vertex names (architectures), in vertex order like final_vertex_masses.
         summary["vertex_labels"] = list(sim.graph.labels)

@@ -17,6 +17,7 @@ from rdgraph.errors import InputError
 from rdgraph.problem.config import ModelSettings, SpaceSettings
 from rdgraph.problem.expressions import Expression, PythonFunction
 from rdgraph.problem.graph import Graph
+from rdgraph.problem.schedule import BetaSchedule
 from rdgraph.problem.separable import Separation, separate
 from rdgraph.problem.validation import parse_per_vertex, vertex_data
 
@@ -40,11 +41,15 @@ class Model:
             :class:`rdgraph.problem.expressions.PythonFunction`). The forms then use its
             interpolant in the Lagrange space, set per vertex: N assemblies, no separation.
         initial: A Python callable ``ρ⁰(x, g)`` instead of ``model.initial(s)``.
+        beta_range: The smallest and largest β of a temperature schedule over the run
+            (:meth:`rdgraph.problem.schedule.BetaSchedule.check`): the forms start at the
+            schedule's β(0), and the rates are checked for overflow at the smallest β.
+            ``None``: ``model.beta`` is a number.
     """
 
     def __init__(
         self, mesh: dolfinx.mesh.Mesh, graph: Graph, model: ModelSettings, space: SpaceSettings,
-        *, potential=None, initial=None,
+        *, potential=None, initial=None, beta_range: tuple[float, float] | None = None,
     ):
         self.mesh = mesh
         self.graph = graph
@@ -77,7 +82,11 @@ class Model:
         self._data_g = {name: fem.Constant(mesh, scalar(0)) for name in names}
         self._data_h = {name: fem.Constant(mesh, scalar(0)) for name in names}
         self.time = fem.Constant(mesh, scalar(0))
-        self.beta = fem.Constant(mesh, scalar(model.beta))
+        schedule = BetaSchedule(model.beta)
+        #: β(0) and the extremes of β over the run (one value for a constant β).
+        self.beta_range = beta_range if beta_range is not None else (schedule(0.0),) * 2
+        self.beta = fem.Constant(mesh, scalar(schedule(0.0)))
+        self._laplace_form = None  # ∫∇u·∇v, compiled when β first changes
         qdeg = self.quadrature_degree = space.quadrature_degree or 2 * space.degree + 2
         self.dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": qdeg})
 
@@ -116,6 +125,24 @@ class Model:
         self._energy_setup()
 
     # -- expressions -------------------------------------------------------------------------
+    @property
+    def beta_value(self) -> float:
+        """The current β (the value of the forms' constant :attr:`beta`)."""
+        return float(self.beta.value)
+
+    def set_beta(self, beta: float) -> None:
+        """Set the temperature of the forms and of the Gibbs state (no assembly here: the
+        Gibbs weights are recomputed when next asked for)."""
+        self.beta.value = beta
+
+    @property
+    def laplace_form(self):
+        """The form ``∫∇u·∇v``: how the stiffness changes with β (compiled on first use)."""
+        if self._laplace_form is None:
+            u, v = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+            self._laplace_form = fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * self.dx)
+        return self._laplace_form
+
     def rate(self, potential_g, potential_h):
         """Detailed-balance jump rate g → h per unit weight, ``exp((V_g − V_h) / 2β)``."""
         return ufl.exp((potential_g - potential_h) / (2 * self.beta))
@@ -327,7 +354,7 @@ class Model:
     def _check_rates(self) -> None:
         if self.coupling != "gibbs" or not self.graph.edges:
             return
-        beta = self.settings.beta
+        beta = min(self.beta_range)  # the rates are largest at the smallest β
         local = max(
             float(np.max(np.abs(self._potential_nodal[g] - self._potential_nodal[h]), initial=0))
             for g, h, _ in self.graph.edges
@@ -336,7 +363,7 @@ class Model:
         if not np.isfinite(largest) or largest > _MAX_EXPONENT:
             raise InputError(
                 f"gibbs rates overflow: |V_g - V_h| / (2 beta) reaches {largest:.4g} on the mesh "
-                f"(limit {_MAX_EXPONENT:g} for float64) with model.beta = {beta}; "
+                f"(limit {_MAX_EXPONENT:g} for float64) with model.beta = {beta:g}; "
                 "raise beta or reduce the potential differences"
             )
 
@@ -365,33 +392,24 @@ class Model:
 
     # -- energies ----------------------------------------------------------------------------
     def _energy_setup(self) -> None:
-        comm, n = self.mesh.comm, self.graph.n
-        beta = self.settings.beta
+        comm = self.mesh.comm
         # Shift potentials by their smallest nodal value so exp(-V/beta) stays in range.
         local_min = min(float(np.min(p, initial=np.inf)) for p in self._potential_nodal)
         self.potential_shift = comm.allreduce(local_min, op=MPI.MIN)
         shift = fem.Constant(self.mesh, dolfinx.default_scalar_type(self.potential_shift))
         self._rho = fem.Function(self.V, name="rho")
         rho, dx = self._rho, self.dx
-        if self.potential_separation is not None:
-            local = self._separated_gibbs_integrals()
-        else:
+        self._weight_form = None
+        if self.potential_separation is None:
             boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
-            weight_form = fem.form(boltzmann * dx)
-            local = []
-            for g in range(1 if self.shared_potential else n):
-                self.set_vertex(g)
-                local.append(fem.assemble_scalar(weight_form))
-            local = np.array(local, dtype=np.float64)
-        weights = np.empty_like(local)
-        comm.Allreduce(local, weights, op=MPI.SUM)  # one reduction, not N
-        # ∫ exp(-(V_g - V*)/β), V* the shift
-        self.gibbs_integrals = np.broadcast_to(weights, (n,)).copy()
-        if not np.all(np.isfinite(self.gibbs_integrals)) or self.gibbs_integrals.sum() <= 0:
-            raise InputError(
-                f"the Gibbs weights exp(-V/beta) are not finite or vanish with "
-                f"model.beta = {beta}: the potentials vary too much on the mesh"
-            )
+            self._weight_form = fem.form(boltzmann * dx)
+        self._gibbs_integrals, self._gibbs_beta = None, None
+        # At every β of the run: a schedule's weights are checked at its ends (at set-up, on
+        # every rank), the smallest β being where exp(-V/β) spreads most.
+        for beta in sorted(set(self.beta_range)):
+            self._compute_gibbs_integrals(beta)
+        self._compute_gibbs_integrals(self.beta_value)
+        beta = self.beta
         # Negative nodal undershoots contribute nothing to the entropy terms.
         positive = ufl.gt(rho, 0)
         log_rho = ufl.ln(ufl.max_value(rho, 1e-300))
@@ -400,6 +418,40 @@ class Model:
         self._log_reference = fem.Constant(self.mesh, dolfinx.default_scalar_type(0))
         relative = entropy + rho * ((self.potential_g - shift) / self.beta + self._log_reference)
         self._relative_entropy_form = fem.form(relative * dx)
+
+    def _compute_gibbs_integrals(self, beta: float) -> None:
+        """``∫ exp(−(V_g − V*)/β)`` for every vertex at ``beta`` (collective)."""
+        comm, n = self.mesh.comm, self.graph.n
+        current = self.beta_value
+        self.beta.value = beta
+        try:
+            if self.potential_separation is not None:
+                local = self._separated_gibbs_integrals()
+            else:
+                local = []
+                for g in range(1 if self.shared_potential else n):
+                    self.set_vertex(g)
+                    local.append(fem.assemble_scalar(self._weight_form))
+                local = np.array(local, dtype=np.float64)
+        finally:
+            self.beta.value = current
+        weights = np.empty_like(local)
+        comm.Allreduce(local, weights, op=MPI.SUM)  # one reduction, not N
+        integrals = np.broadcast_to(weights, (n,)).copy()
+        if not np.all(np.isfinite(integrals)) or integrals.sum() <= 0:
+            raise InputError(
+                f"the Gibbs weights exp(-V/beta) are not finite or vanish with "
+                f"model.beta = {beta:g}: the potentials vary too much on the mesh"
+            )
+        self._gibbs_integrals, self._gibbs_beta = integrals, beta
+
+    @property
+    def gibbs_integrals(self) -> np.ndarray:
+        """``∫ exp(−(V_g − V*)/β)`` per vertex at the current β, ``V*`` the potentials'
+        smallest nodal value (collective when β has changed since they were computed)."""
+        if self._gibbs_beta != self.beta_value:
+            self._compute_gibbs_integrals(self.beta_value)
+        return self._gibbs_integrals
 
     def _separated_gibbs_integrals(self) -> np.ndarray:
         """This rank's ``∫ exp(−(V_g − V*)/β)`` for all g by the quadrature of :attr:`dx`.
@@ -413,7 +465,7 @@ class Model:
         # (points, r), so that each vertex's exponent is one matrix-vector product.
         phi = np.array([f.evaluate(coordinates) for f in separation.basis]).reshape(
             separation.rank, quadrature.size).T.copy()
-        scale = -1.0 / self.settings.beta
+        scale = -1.0 / self.beta_value
         exponent = np.empty(quadrature.size)
         local = np.empty(self.graph.n)
         for g in range(self.graph.n):  # one vertex at a time: no (N, points) temporary
@@ -459,7 +511,7 @@ class Model:
         ``F(ρ) = Σ_C M_C (V* + β log(M_C / Z_C))``; for a connected graph
         ``F(ρ) − F_∞ = β H(ρ | ρ_π)`` exactly.
         """
-        beta, total = self.settings.beta, 0.0
+        beta, total = self.beta_value, 0.0
         for component in self.components:
             mass = float(initial_masses[component].sum())
             if mass > 0:  # an empty component holds no entropy

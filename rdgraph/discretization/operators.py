@@ -28,7 +28,7 @@ from __future__ import annotations
 import basix
 import numpy as np
 
-from rdgraph.compat import PETSc
+from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.blocks import BlockLayout, ScalarPattern, dense_columns
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.quadrature_coupling import (
@@ -89,6 +89,9 @@ class BlockOperators:
         self.rate_vectors: dict[tuple[int, int], np.ndarray] | None = None
         self.leaving_rates: np.ndarray | None = None  # Σ_h w_gh k_gh per vertex, nodal
         self.quadrature_coupling: QuadratureCoupling | None = None
+        #: The β the values are assembled for (see :meth:`set_beta`).
+        self.beta = model.beta_value
+        self._beta_parts = None  # (β0, S, [(array, its values at β0)]), made on first change
         if self.coupling == "laplacian" and isinstance(self.stiffness, _Combined):
             # diag_g = β S + d_g M + Σ_k c_k(g) D[φ_k]: formed on demand, never N at once.
             diffusion, *drifts = self.stiffness.parts
@@ -129,6 +132,64 @@ class BlockOperators:
             for (a, b), weighted in self._weighted_masses():
                 self.diagonal[a] += weighted
                 self.off_diagonal[b, a] = -weighted
+
+    def set_beta(self, beta: float) -> None:
+        """Bring every value array to the temperature ``beta`` (collective when it changes).
+
+        β enters ``K_g = β S + D_g`` linearly: the arrays that hold ``β S`` (the ``K_g``, and
+        the laplacian diagonals ``K_g + d_g M``) become their values at the first β plus
+        ``(β − β0) S``, from one stored ``S`` (no drift of round-off over many changes). The
+        gibbs rates ``exp((V_g − V_h)/2β)`` are not linear in β: their weighted mass matrices
+        (or nodal rates, or quadrature weights) are made again. Arrays change in place, so
+        whatever shares them sees the new values; PETSc matrices made from them do not, and
+        are made again by their owners (:class:`rdgraph.timestepping.linear.TimeStepper`).
+        """
+        self.model.set_beta(beta)
+        if beta == self.beta:
+            return
+        if self._beta_parts is None:
+            stiffness = self.stiffness.parts[:1] if isinstance(self.stiffness, _Combined) \
+                else list(self.stiffness)
+            diagonal = (self.diagonal.parts[:1] if isinstance(self.diagonal, _Combined)
+                        else list(self.diagonal)) if self.coupling == "laplacian" else []
+            unique = {id(a): a for a in [*stiffness, *diagonal]}
+            self._beta_parts = (self.beta, self.pattern.assemble(self.model.laplace_form),
+                                [(a, a.copy()) for a in unique.values()])
+        beta0, laplace, arrays = self._beta_parts
+        for array, start in arrays:
+            np.add(start, (beta - beta0) * laplace, out=array)
+        self.beta = beta
+        if self.coupling != "gibbs":
+            return
+        if self.rate_vectors is not None:
+            self.rate_vectors = self._nodal_rates()
+            self.leaving_rates[:] = 0.0
+            for (g, _), rate in self.rate_vectors.items():
+                self.leaving_rates[g] += rate
+        elif self.quadrature_coupling is not None:
+            self.quadrature_coupling.set_beta(beta)
+        else:
+            for g in range(self.graph.n):
+                self.diagonal[g][:] = self.stiffness[g]
+            for (a, b), weighted in self._weighted_masses():
+                self.diagonal[a] += weighted
+                self.off_diagonal[b, a] = -weighted
+
+    def change_factor(self, beta: float, other: float) -> float:
+        """By how much the entries of ``A`` may differ between two temperatures: the ratio
+        of the β's (for ``β S``) times, for gibbs, the largest change of a rate
+        ``exp((V_g − V_h)/2β)``, ``exp(max|V_g − V_h| · |1/β − 1/β'| / 2)`` (collective on
+        first call)."""
+        if getattr(self, "_potential_difference", None) is None:
+            local = 0.0
+            if self.coupling == "gibbs":
+                model = self.model
+                local = max((float(np.max(np.abs(model.potential_nodal(g)
+                                                  - model.potential_nodal(h)), initial=0.0))
+                             for g, h, _ in self.graph.edges), default=0.0)
+            self._potential_difference = self.layout.comm.allreduce(local, op=MPI.MAX)
+        ratio = max(beta / other, other / beta)
+        return ratio * float(np.exp(0.5 * self._potential_difference * abs(1 / beta - 1 / other)))
 
     @property
     def modes_decouple(self) -> bool:
@@ -193,7 +254,7 @@ class BlockOperators:
         model = self.model
         rates = {}
         for g, h, w in self.graph.edges:
-            half = (model.potential_nodal(g) - model.potential_nodal(h)) / (2 * model.settings.beta)
+            half = (model.potential_nodal(g) - model.potential_nodal(h)) / (2 * model.beta_value)
             rates[g, h], rates[h, g] = w * np.exp(half), w * np.exp(-half)
         return rates
 

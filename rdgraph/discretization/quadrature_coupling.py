@@ -72,31 +72,32 @@ class QuadratureCoupling:
                 "the quadrature gibbs coupling needs an element without dof transformations "
                 f"(Lagrange degree <= 2), got degree {model.degree}")
         reference, coordinates, weights = model.quadrature_points()
-        exponents = np.array(model.potentials_at(coordinates)) / (2 * model.settings.beta)
-        largest, smallest = exponents.max(axis=0, initial=-np.inf), exponents.min(axis=0,
-                                                                                initial=np.inf)
+        # V_g at the points; kept only when β may change (a temperature schedule), to
+        # recompute the a_g.
+        potentials = np.array(model.potentials_at(coordinates), dtype=np.float64)
+        largest, smallest = potentials.max(axis=0, initial=-np.inf), potentials.min(
+            axis=0, initial=np.inf)
+        # The rates spread most at the smallest β of the run.
+        beta_min = min(model.beta_range)
         spread = comm.allreduce(float(np.max(largest - smallest, initial=0.0)), op=MPI.MAX)
+        spread /= 2 * beta_min
         if not np.isfinite(spread) or spread > _MAX_SPREAD:
             raise QuadratureNotApplicable(
                 f"the quadrature gibbs coupling needs (max_g V_g - min_g V_g) / (2 beta) <= "
                 f"{_MAX_SPREAD:g} at every point, got {spread:.4g}; use "
                 "solver.gibbs_coupling = 'per-edge'")
-        exponents -= 0.5 * (largest + smallest)
-        self.scale = np.exp(exponents, out=exponents)  # a_g at the points, (N, P)
+        self._potentials = potentials if len(set(model.beta_range)) > 1 else None
+        self._weights = weights
         N = layout.num_blocks
         edges = model.graph.edges
         # Dense graphs: one small matrix product per chunk; sparse ones: a row update per
         # directed edge.
         self._graph = model.graph.weights if model.graph.dense else None
         self._directed = [(g, h, w) for g, h, w in edges] + [(h, g, w) for g, h, w in edges]
-        # W / a_g and W a_g Σ_h w_gh / a_h: what multiplies the gains and B X per vertex.
-        self.gain_weight = weights / self.scale
-        inverse = 1.0 / self.scale
+        self.scale = potentials if self._potentials is None else np.empty_like(potentials)
         self.leaving_weight = np.zeros_like(self.scale)
-        for g, h, w in self._directed:
-            self.leaving_weight[g] += w * inverse[h]
-        self.leaving_weight *= self.scale
-        self.leaving_weight *= weights
+        self.gain_weight = np.empty_like(self.scale)
+        self.set_beta(model.beta_value, potentials)
         width = min(_CHUNK, weights.size)
         self._scaled, self._gains = np.empty((N, width)), np.zeros((N, width))
         self._row = np.empty(width)
@@ -109,6 +110,28 @@ class QuadratureCoupling:
         self._weighted, self._weighted_dense = dense_columns(
             (weights.size, PETSc.DETERMINE), N, comm)
         self._result = self.tabulation_transposed.matMult(self._weighted_dense)
+
+    def set_beta(self, beta: float, potentials: np.ndarray | None = None) -> None:
+        """Recompute the ``a_g = exp(V_g/2β)`` at the points for a new β.
+
+        Args:
+            beta: The temperature.
+            potentials: The centred ``V_g`` at the points (default: the stored ones).
+        """
+        if potentials is None:
+            potentials = self._potentials
+        exponents = np.divide(potentials, 2 * beta, out=self.scale)
+        exponents -= 0.5 * (exponents.max(axis=0, initial=-np.inf)
+                            + exponents.min(axis=0, initial=np.inf))
+        np.exp(exponents, out=self.scale)  # a_g at the points, (N, P)
+        # W / a_g and W a_g Σ_h w_gh / a_h: what multiplies the gains and B X per vertex.
+        np.divide(self._weights, self.scale, out=self.gain_weight)
+        inverse = 1.0 / self.scale
+        self.leaving_weight[:] = 0.0
+        for g, h, w in self._directed:
+            self.leaving_weight[g] += w * inverse[h]
+        self.leaving_weight *= self.scale
+        self.leaving_weight *= self._weights
 
     @staticmethod
     def _tabulation(V, reference: np.ndarray, num_points: int, layout) -> PETSc.Mat:

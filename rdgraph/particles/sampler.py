@@ -39,6 +39,7 @@ from rdgraph.errors import InputError
 from rdgraph.problem.config import Settings
 from rdgraph.problem.expressions import Expression
 from rdgraph.problem.graph import Graph
+from rdgraph.problem.schedule import BetaSchedule
 from rdgraph.problem.validation import graph_from_settings, parse_per_vertex, vertex_data
 
 __all__ = [
@@ -213,6 +214,10 @@ class ParticleProblem:
                 f"at ({', '.join(BOX_SHAPES)})"
             )
         model = settings.model
+        schedule = BetaSchedule(model.beta)
+        if schedule.varies:
+            raise InputError(f"model.beta = {model.beta!r} is a temperature schedule: the "
+                             "particle sampler takes model.beta as a number")
         if model.source is not None or model.sources is not None:
             raise InputError("model.source(s): a source term has no particle picture "
                              "(particles are neither created nor destroyed); remove it")
@@ -224,7 +229,7 @@ class ParticleProblem:
             lower=np.array(mesh.lower, dtype=np.float64),
             upper=np.array(mesh.upper, dtype=np.float64),
             coupling=model.coupling,
-            beta=float(model.beta),
+            beta=schedule(0.0),
             potentials=parse_per_vertex(model, "potential", graph.n, ("x", "g"), gdim, "0",
                                         data),
             initials=parse_per_vertex(model, "initial", graph.n, ("x", "g"), gdim, "1", data),

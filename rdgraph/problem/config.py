@@ -171,8 +171,16 @@ class ModelSettings:
     """How the vertices exchange mass: ``laplacian`` (rates ``w_gh``), ``gibbs`` (detailed
     balance, rates ``w_gh exp((V_g - V_h)/2β)``) or ``upwind`` (nonlinear, implicit Euler
     with Newton)."""
-    beta: float = 1.0
-    """Temperature β > 0: the diffusion coefficient and the temperature of the Gibbs state."""
+    beta: float | str | list[list[float]] = 1.0
+    """Temperature β > 0: the diffusion coefficient and the temperature of the Gibbs state.
+    A number, or a schedule (annealing): an expression in ``t`` such as
+    ``"0.5*exp(-t/20) + 0.02"``, or a table of ``[t, β]`` points such as
+    ``[[0, 0.5], [50, 0.02]]``, interpolated geometrically (linearly in log β) and constant
+    beyond its ends. A schedule must stay positive and finite on ``[0, t_end]`` (``t_max``
+    for ``t_end = "equilibrium"``); it takes the linear schemes (implicit-euler,
+    crank-nicolson, bdf2) with the laplacian or gibbs coupling. Each step takes β at its
+    end time (Crank–Nicolson: its operator at both ends); ``diagnostics.csv`` gains a
+    ``beta`` column and the diagnostics refer to the Gibbs state at the current β."""
     potential: str | None = None
     """Potential ``V_g(x)``, one expression in ``x[0..2]`` and the vertex index ``g``;
     unset: 0."""
@@ -479,7 +487,17 @@ def _exprs(key: str, single, many) -> None:
 
 def _check_model(s: ModelSettings) -> None:
     _str("model.coupling", s.coupling, COUPLINGS)
-    s.beta = _float("model.beta", s.beta, positive=True)
+    if isinstance(s.beta, str) or (isinstance(s.beta, list) and s.beta):
+        # A schedule: parsed and checked on [0, t_end] with the expressions
+        # (rdgraph.problem.validation.check_schedule), before any collective operation.
+        pass
+    elif isinstance(s.beta, list):
+        raise InputError("model.beta = []: a table needs at least one [t, beta] point")
+    elif not _is_number(s.beta):
+        raise InputError(f"model.beta = {s.beta!r}: expected a number, an expression in t or "
+                         "a table of [t, beta] points")
+    else:
+        s.beta = _float("model.beta", s.beta, positive=True)
     _exprs("potential", s.potential, s.potentials)
     _exprs("initial", s.initial, s.initials)
     _exprs("source", s.source, s.sources)

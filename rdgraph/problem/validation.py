@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from rdgraph.errors import InputError
-from rdgraph.problem.config import ModelSettings, Settings
+from rdgraph.problem.config import EQUILIBRIUM, ModelSettings, Settings
 from rdgraph.problem.data import VertexData, read_labels, read_vertex_data
 from rdgraph.problem.expressions import Expression, parse
 from rdgraph.problem.graph import Graph, build_graph, read_edge_file
+from rdgraph.problem.schedule import BetaSchedule
 
-__all__ = ["MESH_GDIM", "check_expressions", "check_vertex_lists", "disconnected_warning",
+__all__ = ["MESH_GDIM", "check_expressions", "check_schedule", "check_vertex_lists",
+           "disconnected_warning",
            "graph_from_settings", "parse_per_vertex", "vertex_data"]
 
 #: The geometric dimension of the built-in mesh shapes (a mesh file's is known when read).
@@ -131,8 +133,37 @@ def parse_per_vertex(
                  data_source=source)
 
 
+def check_schedule(settings: Settings) -> BetaSchedule | None:
+    """Check a temperature schedule ``model.beta`` (pure Python, identical on every rank).
+
+    Returns:
+        The schedule, or ``None`` when β is constant (a number, a table of one value, an
+        expression without ``t``).
+
+    Raises:
+        InputError: An invalid expression or table, a β that is not positive and finite
+            somewhere on ``[0, t_end]`` (``[0, t_max]`` for ``t_end = "equilibrium"``), or a
+            scheme or coupling that takes no schedule.
+    """
+    schedule = BetaSchedule(settings.model.beta)
+    if not schedule.varies:
+        return None
+    time = settings.time
+    schedule.check(settings.t_stop,
+                   "time.t_max" if time.t_end == EQUILIBRIUM else "time.t_end")
+    if not time.method.linear or settings.model.coupling == "upwind":
+        # The Newton schemes keep β in their residuals and Jacobians as a number.
+        raise InputError(
+            f"model.beta = {settings.model.beta!r} is a schedule: schedules take the linear "
+            f"schemes (implicit-euler, crank-nicolson, bdf2) with coupling = 'laplacian' or "
+            f"'gibbs', not time.scheme = {time.scheme!r} with coupling = "
+            f"{settings.model.coupling!r}; give model.beta as a number")
+    return schedule
+
+
 def check_expressions(settings: Settings, graph: Graph, gdim: int) -> None:
     """Parse every expression of ``[model]``; raise :class:`InputError` for the first bad one."""
+    check_schedule(settings)
     check_vertex_lists(settings, graph)
     model = settings.model
     data = vertex_data(model, graph)

@@ -50,11 +50,14 @@ from rdgraph.solvers.precision import (
 from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count, graph_modes
 from rdgraph.solvers.vertex import VertexBlockPreconditioner, potential_spread
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "configure_ksp", "direct_package",
+__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "ReusedSetupSolver", "configure_ksp",
+           "direct_package",
            "more_robust_type", "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
 SPECTRAL_PREFIX = "spectral_"
+# The outer FGMRES of a solve preconditioned by the set-up of another β (``-rd_reused_*``).
+REUSED_PREFIX = "reused_"
 VERTEX_PREFIX = "vertex_"
 # Scalar problems up to this many global dofs are factorized once; larger ones use AMG.
 # When the spectral solve is exact the factorizations are the whole solve, and pay off on
@@ -574,3 +577,68 @@ class BlockSolver:
             self.vertex_preconditioner.destroy()
         if self.matrix is not None:
             self.matrix.destroy()
+
+
+class _EarlierSetup:
+    """A PETSc Python preconditioner that applies a :class:`BlockSolver`'s set-up as it is:
+    its factorization (an exact solve of the matrix it was made for), or its preconditioner
+    (spectral, vertex blocks, fieldsplit, ILU)."""
+
+    def __init__(self, setup: BlockSolver):
+        self.pc = setup._solver.ksp.getPC()
+
+    def setUp(self, pc) -> None:  # noqa: N802 - PETSc's name
+        """Nothing to set up: the set-up is the earlier one's."""
+
+    def apply(self, pc, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        self.pc.apply(x, y)
+
+
+class ReusedSetupSolver:
+    """Solves ``a (I ⊗ M) + b A`` with the operators' current values, preconditioned by a
+    :class:`BlockSolver` set up for other values (a β some steps back).
+
+    Rebuilding a factorization or a spectral set-up whenever β moves a little costs more
+    than a few Krylov iterations on the current operator with the old set-up as the
+    preconditioner. Applying the old factorization alone (``preonly``) would solve the old
+    operator: the FGMRES here is on the current one (a matrix-free shell of the operators'
+    current values), to the block solve's tolerances. Its right preconditioning tests the
+    true residual.
+
+    Args:
+        setup: The solver whose set-up preconditions (kept; destroyed by the caller).
+        operators: The block operators, at their current values.
+        mass_coefficient: ``a``.
+        operator_coefficient: ``b``.
+        settings: The ``[solver]`` settings (tolerances and iteration limit).
+        name: What is being solved, for error messages.
+    """
+
+    def __init__(self, setup: BlockSolver, operators, mass_coefficient: float,
+                 operator_coefficient: float, settings: SolverSettings, *, name: str):
+        self.setup = setup
+        self.matrix = operators.shell(mass_coefficient, operator_coefficient)
+        ksp = PETSc.KSP().create(self.matrix.getComm())
+        ksp.setOperators(self.matrix)
+        pc = ksp.getPC()
+        pc.setType("python")
+        pc.setPythonContext(_EarlierSetup(setup))
+        configure_ksp(ksp, {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
+                            "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
+                            "ksp_gmres_restart": 100}, OPTIONS_PREFIX + REUSED_PREFIX,
+                      set_up=True)
+        ksp.setInitialGuessNonzero(True)
+        self._solver = LinearSolver.from_ksp(ksp, name)
+        self.kind = setup.kind
+        self.options = setup.options
+        #: ``solve`` starts from its ``x``: worth predicting it.
+        self.takes_initial_guess = True
+
+    def solve(self, b: PETSc.Vec, x: PETSc.Vec) -> int:
+        """Solve from the guess ``x``; return the FGMRES iterations."""
+        return self._solver.solve(b, x)
+
+    def destroy(self) -> None:
+        """Free the KSP and the shell (not the set-up, which the caller owns)."""
+        self._solver.destroy()
+        self.matrix.destroy()

@@ -33,7 +33,7 @@ def potential_spread(operators) -> float:
     model = operators.model
     if operators.same_stiffness:
         return 0.0
-    beta = model.settings.beta
+    beta = model.beta_value
     spread = 0.0
     for g, h, _ in operators.graph.edges:
         difference = model.potential_nodal(g) - model.potential_nodal(h)

@@ -84,7 +84,6 @@ class AdaptiveStepper(Stepper):
         self._kmax = math.floor(math.log2(dt_max / self.dt0) + 1e-9)
         self._rungs: dict[int, Stepper] = {0: base}
         self._odd: dict[float, Stepper] = {}  # steps off the ladder (the last one)
-        self.setups = 1
         self.last_dt = 0.0
         self.time_after = 0.0
         self.error_previous = 0.0  # 0: no accepted step yet (the controller is then I only)
@@ -100,13 +99,11 @@ class AdaptiveStepper(Stepper):
     def _rung(self, k: int) -> Stepper:
         if k not in self._rungs:
             self._rungs[k] = self.base.with_dt(self.dt0 * 2.0**k)
-            self.setups += 1
         return self._rungs[k]
 
     def _off_ladder(self, h: float) -> Stepper:
         if h not in self._odd:
             self._odd[h] = self.base.with_dt(h)
-            self.setups += 1
         return self._odd[h]
 
     def _attempt(self, t: float) -> tuple[float, Stepper, Stepper, bool]:
@@ -122,6 +119,13 @@ class AdaptiveStepper(Stepper):
                 return h, self._rung(k), self._rung(k - 1), k <= self._kmin
             return left, self._off_ladder(left), self._off_ladder(left / 2), left <= self.dt_min
         return h, self._rung(k), self._rung(k - 1), k <= self._kmin
+
+    @property
+    def setups(self) -> int:
+        """Solver set-ups of every stepper built, the base included (a stepper under a
+        temperature schedule may have made several)."""
+        return sum(getattr(stepper, "setups", 1)
+                   for stepper in (*self._rungs.values(), *self._odd.values()))
 
     # -- the step -----------------------------------------------------------------------
 

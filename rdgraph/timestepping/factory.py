@@ -5,6 +5,7 @@ from __future__ import annotations
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.problem.config import Scheme, Settings
+from rdgraph.problem.schedule import BetaSchedule
 from rdgraph.timestepping.accelerated import AcceleratedStepper
 from rdgraph.timestepping.adaptive import AdaptiveStepper
 from rdgraph.timestepping.base import Stepper
@@ -45,11 +46,15 @@ def make_stepper(model: Model, operators: BlockOperators, settings: Settings,
     stepper: Stepper
     if scheme is Scheme.ACCELERATED:
         stepper = AcceleratedStepper(model, settings, solver_overrides)
-    else:
-        cls = (JKOStepper if scheme is Scheme.JKO else
-               UpwindStepper if model.coupling == "upwind" else TimeStepper)
+    elif scheme is Scheme.JKO or model.coupling == "upwind":
+        cls = JKOStepper if scheme is Scheme.JKO else UpwindStepper
         stepper = cls(model, operators, scheme, settings.time.dt, settings.solver,
                       solver_overrides)
+    else:
+        # A temperature schedule is the linear schemes' alone (the config checks refuse it
+        # for the others).
+        stepper = TimeStepper(model, operators, scheme, settings.time.dt, settings.solver,
+                              solver_overrides, BetaSchedule(settings.model.beta))
     time = settings.time
     if time.adaptive:
         # Failed solves are rejected steps of the controller: no halvings around it.

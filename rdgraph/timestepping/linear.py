@@ -1,6 +1,7 @@
 """Time schemes for ``(I ⊗ M) ρ' + A ρ = F``: implicit Euler, Crank–Nicolson, BDF2.
 
-Each step solves one system with a fixed matrix ``a (I ⊗ M) + b τ A``, set up once per run.
+Each step solves one system with the matrix ``a (I ⊗ M) + b τ A``, set up once per run for a
+fixed β.
 
 The columns of ``A`` sum to zero (no-flux walls, a conservative coupling), so every scheme
 conserves the total mass ``Σ_g 1ᵀMρ_g`` up to the sources' mass, in exact arithmetic. In
@@ -11,6 +12,16 @@ the scheme conserves, with the smallest correction in L² (a constant, the same 
 vertex), but only a defect of rounding size
 (:data:`~rdgraph.timestepping.base.MASS_ROUNDING_LIMIT`): a larger one is a fault to be seen,
 not hidden.
+
+Under a temperature schedule ``A = A(β(t))``: implicit Euler and BDF2 take β at the step's
+end, ``A(β(t_{n+1})) ρ^{n+1}``, as their one evaluation of ``A ρ`` is there; Crank–Nicolson,
+the trapezoidal rule, takes ``A(β(t_n)) ρ^n`` and ``A(β(t_{n+1})) ρ^{n+1}``, which keeps it
+second order. The solver's set-up (a factorization, a spectral or vertex-block
+preconditioner) is made again only when the operator's entries may have changed by more
+than a factor :data:`BETA_SETUP_RATIO` since it was made (β itself, and for gibbs the rates
+``exp((V_g − V_h)/2β)``, which move far more than β when β is small); in between, FGMRES
+solves the current operator, preconditioned by the last set-up
+(:class:`~rdgraph.solvers.block.ReusedSetupSolver`).
 """
 
 from __future__ import annotations
@@ -25,11 +36,20 @@ from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.discretization.model import Model
 from rdgraph.discretization.operators import BlockOperators
+from rdgraph.errors import SolverError
 from rdgraph.problem.config import Scheme, SolverSettings
-from rdgraph.solvers.block import BlockSolver, more_robust_type
+from rdgraph.problem.schedule import BetaSchedule
+from rdgraph.solvers.block import BlockSolver, ReusedSetupSolver, more_robust_type
 from rdgraph.timestepping.base import History, Stepper, is_mass_rounding
 
-__all__ = ["SCHEME_COEFFICIENTS", "TimeStepper"]
+__all__ = ["BETA_SETUP_RATIO", "SCHEME_COEFFICIENTS", "TimeStepper"]
+
+#: Under a temperature schedule, a solver set-up is made again once the operator may have
+#: changed by more than this factor since the last one
+#: (:meth:`~rdgraph.discretization.operators.BlockOperators.change_factor`: the ratio of the
+#: β's times the largest change of a gibbs rate); in between it preconditions FGMRES on the
+#: current operator. See docs/notes/annealing.md for the measurement behind the value.
+BETA_SETUP_RATIO = 1.25
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,11 @@ class TimeStepper(Stepper):
         dt: The fixed time step.
         solver: The ``[solver]`` settings.
         overrides: Command-line PETSc options for the block solves (without prefix).
+        schedule: β(t), when ``model.beta`` is a schedule (``None`` or a constant one: the
+            operators keep their β).
+
+    Attributes:
+        setups: Solver set-ups this stepper made (more than one under a schedule).
     """
 
     def __init__(
@@ -69,8 +94,10 @@ class TimeStepper(Stepper):
         dt: float,
         solver: SolverSettings,
         overrides: dict | None = None,
+        schedule: BetaSchedule | None = None,
     ):
         self.model = model
+        self.schedule = schedule if schedule is not None and schedule.varies else None
         self.layout: BlockLayout = operators.layout
         self.scheme = scheme = Scheme(scheme)
         if not scheme.linear:
@@ -88,6 +115,13 @@ class TimeStepper(Stepper):
                                 else None)
         self.solver = BlockSolver(operators, coeffs.mass, coeffs.operator * dt, solver,
                                   overrides, name=f"{scheme} step")
+        self.setups = 1
+        # β of the set-up of ``solver``, of the operator the next solve is for (when they
+        # differ, ``_reused`` solves it), of ``operator_matrix`` and of the BDF2 start.
+        self._setup_beta = self._system_beta = operators.beta
+        self._operator_beta = self._startup_beta = operators.beta
+        self._reused: ReusedSetupSolver | None = None
+        self._guess = None  # the guess of a reused set-up's solve, kept for a second try
         self._startup = None  # implicit-Euler solver for BDF2's first step, built lazily
         self._rhs = self.layout.create_vector()
         self._work = self.layout.create_vector()
@@ -114,8 +148,10 @@ class TimeStepper(Stepper):
         has_source = self._source_new is not None
         if has_source:
             self._assemble_sources(t + dt, self._source_new)
-        solver = self.solver
         scheme = self.scheme
+        if self.schedule is not None and scheme is Scheme.CRANK_NICOLSON:
+            self._operator_at(self.schedule(t))  # A(β(t_n)) ρ^n on the right
+        startup = False
         # The scheme's mass balance a·m(ρ^{n+1}) = m(w) + τ Σ c_s ∫F_s, with w the vector
         # the mass matrix multiplies on the right-hand side (the operator's part has no
         # mass); this rank's share of it.
@@ -128,7 +164,7 @@ class TimeStepper(Stepper):
                 sources = [(dt, self._source_new)]
             if scheme.multistep:
                 self._previous = x.copy()
-                solver = self._startup_solver()
+                startup = True
         elif scheme is Scheme.CRANK_NICOLSON:
             target = self._local_mass(x)
             self.mass_matrix.mult(x, rhs)
@@ -149,15 +185,82 @@ class TimeStepper(Stepper):
             x.copy(self._previous)
         for weight, source in sources:
             target += weight * float(source.array_r.sum())  # Σ_i ∫f φ_i = ∫f
-        if scheme.multistep and solver is self.solver:
+        if scheme.multistep and not startup:
             target /= SCHEME_COEFFICIENTS[scheme].mass
+        if self.schedule is not None:
+            # After the right side: the operators' state (the quadrature coupling is applied
+            # from it) moves to β(t_{n+1}) only now.
+            self._system_at(self.schedule(t + dt))
+        solver = self._startup_solver() if startup else self._reused or self.solver
         if solver.takes_initial_guess:
             self._predict(x, t)
-        iterations = solver.solve(rhs, x)
+        if solver is self._reused:
+            iterations = self._solve_reused(rhs, x)
+        else:
+            iterations = solver.solve(rhs, x)
         self._restore_mass(x, target)
         self.steps_taken += 1
         self.linear_iterations += iterations
         return iterations
+
+    def _operator_at(self, beta: float) -> None:
+        """Make :attr:`operator_matrix` the product with ``A(beta)``."""
+        operators = self._operators
+        if beta != self._operator_beta or operators.quadrature_coupling is not None:
+            # The quadrature coupling is applied from the operators' state, not copied.
+            operators.set_beta(beta)
+        if beta != self._operator_beta:
+            self.operator_matrix.destroy()
+            self.operator_matrix = operators.shell(0.0, 1.0)
+            self._operator_beta = beta
+
+    def _solve_reused(self, rhs: PETSc.Vec, x: PETSc.Vec) -> int:
+        """Solve with the reused set-up; if that fails, set up at the current β and solve
+        again from the same guess (a failure of the new set-up is the step's failure)."""
+        if self._guess is None:
+            self._guess = x.duplicate()
+        x.copy(self._guess)
+        try:
+            return self._reused.solve(rhs, x)
+        except SolverError:
+            self._set_up(self._system_beta)
+            self._guess.copy(x)
+            return self.solver.solve(rhs, x)
+
+    def _set_up(self, beta: float) -> None:
+        """A new set-up of the solver for the operators at ``beta`` (their current β)."""
+        if self._reused is not None:
+            self._reused.destroy()
+            self._reused = None
+        coeffs = SCHEME_COEFFICIENTS[self.scheme]
+        self.solver.destroy()
+        self.solver = BlockSolver(self._operators, coeffs.mass, coeffs.operator * self.dt,
+                                  self._solver_settings, self._overrides,
+                                  name=f"{self.scheme} step")
+        self.setups += 1
+        self._setup_beta = beta
+
+    def _system_at(self, beta: float) -> None:
+        """Make the next solve one of ``a (I ⊗ M) + b τ A(beta)``.
+
+        A new set-up when the operator has changed by more than :data:`BETA_SETUP_RATIO` since
+        the last one; otherwise FGMRES on the current operator preconditioned by the last set-up.
+        """
+        operators = self._operators
+        operators.set_beta(beta)
+        if beta == self._system_beta:
+            return
+        if self._reused is not None:
+            self._reused.destroy()
+            self._reused = None
+        coeffs = SCHEME_COEFFICIENTS[self.scheme]
+        if operators.change_factor(beta, self._setup_beta) > BETA_SETUP_RATIO:
+            self._set_up(beta)
+        elif beta != self._setup_beta:
+            self._reused = ReusedSetupSolver(self.solver, operators, coeffs.mass,
+                                             coeffs.operator * self.dt, self._solver_settings,
+                                             name=f"{self.scheme} step")
+        self._system_beta = beta
 
     def _local_mass(self, v: PETSc.Vec) -> float:
         """This rank's share of ``Σ_g ∫v_g`` (the diagnostics' mass)."""
@@ -180,7 +283,7 @@ class TimeStepper(Stepper):
 
     def with_dt(self, dt: float) -> TimeStepper:
         stepper = TimeStepper(self.model, self._operators, self.scheme, dt,
-                              self._solver_settings, self._overrides)
+                              self._solver_settings, self._overrides, self.schedule)
         stepper.falls_back = self.falls_back
         return stepper
 
@@ -196,7 +299,7 @@ class TimeStepper(Stepper):
         # "auto" scalar solves: the new type chooses its own (LU or AMG).
         settings = dataclasses.replace(self._solver_settings, type=kind, inner="auto")
         robust = TimeStepper(self.model, self._operators, self.scheme, self.dt, settings,
-                             self._overrides)
+                             self._overrides, self.schedule)
         robust.falls_back = True
         return robust, kind
 
@@ -253,14 +356,18 @@ class TimeStepper(Stepper):
         self._last_time = None
 
     def _startup_solver(self) -> BlockSolver:
+        if self._startup is not None and self._startup_beta != self._operators.beta:
+            self._startup.destroy()  # BDF2 starts again (another step) at another β
+            self._startup = None
         if self._startup is None:
+            self._startup_beta = self._operators.beta
             self._startup = BlockSolver(self._operators, 1.0, self.dt, self._solver_settings,
                                         self._overrides, name="bdf2 start step")
         return self._startup
 
     def destroy(self) -> None:
         self.solver.destroy()
-        for obj in (self.mass_matrix, self.operator_matrix, self._rhs, self._work,
+        for obj in (self._reused, self._guess, self.mass_matrix, self.operator_matrix, self._rhs, self._work,
                     self._source_new, self._source_old, self._previous, self._startup,
                     self._last, self._spare):
             if obj is not None:
