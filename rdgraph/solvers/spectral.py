@@ -10,11 +10,26 @@ is similar to the symmetric ``Π̄^{-1/2} L̄ Π̄^{1/2}``, so ``P = Π̄^{1/2} 
 
 When the vertex operators differ (unequal potentials, or gibbs), the same construction with
 the averaged ``K̄`` is a preconditioner for a Krylov method on the true operator.
+
+The transforms (:class:`ModalTransform`) are never N × N beyond small graphs:
+
+* product graphs (``hamming``, ``hypercube``, ``product``) apply ``Q = Q_1 ⊗ … ⊗ Q_d`` one
+  factor at a time, O(N Σ q_i) per dof; for gibbs beyond :data:`DENSE_GIBBS_MAX` vertices
+  the chain ``Π̄^{-1/2} L̄ Π̄^{1/2} = D_π − W`` is not a Kronecker sum (its diagonal varies),
+  and the preconditioner solves the product surrogate ``L + c I`` (the same ``W``, the
+  diagonal replaced by its mean) exactly instead;
+* other graphs up to :data:`DENSE_LIMIT` vertices: the dense eigendecomposition;
+* larger graphs without product structure: no transform at all, each vertex's block solved
+  with the shift of its own diagonal ``d_g`` of ``L̄`` (block Jacobi on the coupling), the
+  vertices with close shifts sharing one factorization, under a Krylov method. Memory and
+  work per application are linear in N + E, and the factorizations are bounded by the range
+  of the shifts, not by N.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -25,9 +40,11 @@ from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.solvers.petsc import configure_ksp, reason_name
 
-__all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "SHARED_FACTORIZATION_SPAN",
-           "SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes",
-           "factorization_count", "factorization_span", "graph_modes", "residual_budgets"]
+__all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "BATCH_BYTES", "DENSE_GIBBS_MAX",
+           "SHARED_FACTORIZATION_SPAN", "SHARED_HIERARCHY_SPAN", "DenseModes", "DiagonalModes",
+           "ModalTransform", "ProductModes", "SpectralPreconditioner", "coupling_modes",
+           "coupling_transform", "factorization_count", "factorization_span", "graph_modes",
+           "modal_transform", "residual_budgets"]
 
 #: Modes whose scalar operators ``s M + bK̄`` have shifts ``s`` within this ratio share one AMG
 #: hierarchy (built at their geometric mean): each mode's operator is then within a factor
@@ -50,6 +67,138 @@ SHARED_FACTORIZATION_SPAN = 1.1
 #: right-hand side at any count; MUMPS 15, 18, 22, 27, 28 and 43 ms for 1, 2, 4, 6, 8 and 16
 #: at once.
 BATCHED_FACTORIZATION_MIN_MODES = 5
+#: The dense blocks of a batched solve (right-hand sides and solutions) hold at most this
+#: many bytes each: a factorization shared by many modes (H(6, 5): 6144 modes of one
+#: eigenvalue) solves them in several batches instead of one block of all its modes.
+BATCH_BYTES = 32 * 2**20
+#: Set-up steps (factorizations) report progress once they have taken this long.
+SETUP_PROGRESS_SECONDS = 3.0
+#: gibbs on a product graph: the exact chain's dense eigendecomposition (O(N³) once, O(N² n)
+#: per application) up to this many vertices; beyond, the factor-wise product surrogate.
+DENSE_GIBBS_MAX = 1024
+
+
+class ModalTransform:
+    """The modal transforms of a coupling's graph matrix, applied to ``(N, n)`` blocks.
+
+    Attributes:
+        values: The shift ``λ_k`` of each mode ``k`` (not sorted).
+        identity: ``P = I``: the modes are the vertices.
+        exact: ``P Λ P⁻¹`` is the coupling's graph matrix itself, not a surrogate.
+    """
+
+    values: np.ndarray
+    identity: bool = False
+    exact: bool = True
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``P⁻¹ R`` into ``out``."""
+        raise NotImplementedError
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``P Y`` into ``out``."""
+        raise NotImplementedError
+
+
+class DenseModes(ModalTransform):
+    """Dense ``P``, ``P⁻¹`` (N × N): graphs up to :data:`DENSE_LIMIT` vertices."""
+
+    def __init__(self, values: np.ndarray, P: np.ndarray, P_inverse: np.ndarray):
+        self.values, self.P, self.P_inverse = values, P, P_inverse
+        self.identity = bool(np.allclose(P, np.eye(len(values))))
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(self.P_inverse, R, out=out)
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(self.P, Y, out=out)
+
+
+class ProductModes(ModalTransform):
+    """``P = diag(root) (Q_1 ⊗ … ⊗ Q_d)`` applied one factor at a time, O(N Σ q_i) per dof.
+
+    Args:
+        spectrum: The product graph's :class:`rdgraph.problem.graph.ProductSpectrum`.
+        root: ``sqrt(π̄)`` of the symmetrized gibbs chain (``None``: laplacian).
+        shift: Added to every eigenvalue (the surrogate ``L + c I``).
+        exact: Whether ``P Λ P⁻¹`` is the coupling's graph matrix.
+    """
+
+    def __init__(self, spectrum, root: np.ndarray | None = None, shift: float = 0.0,
+                 exact: bool = True):
+        self.spectrum, self.root = spectrum, root
+        self.values = spectrum.values + shift if shift else spectrum.values
+        self.identity = spectrum.n == 1 and root is None
+        self.exact = exact
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if self.root is not None:
+            R = R / self.root[:, None]
+        out[:] = self.spectrum.apply(R, transpose=True)
+        return out
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = self.spectrum.apply(Y)
+        if self.root is not None:
+            out *= self.root[:, None]
+        return out
+
+
+class DiagonalModes(ModalTransform):
+    """No transform: each vertex is a mode with the shift of its diagonal entry of ``L̄``
+    (block Jacobi on the coupling, for large graphs without product structure)."""
+
+    identity = True
+    exact = False
+
+    def __init__(self, diagonal: np.ndarray):
+        self.values = np.asarray(diagonal, dtype=float)
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = R
+        return out
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = Y
+        return out
+
+
+def modal_transform(operators: BlockOperators) -> ModalTransform:
+    """The :class:`ModalTransform` of the block operators' coupling (see the module)."""
+    weights = operators.model.gibbs_integrals if operators.coupling == "gibbs" else None
+    return coupling_transform(operators.graph, operators.coupling, weights)
+
+
+def _chain_root(gibbs_integrals: np.ndarray) -> np.ndarray:
+    weights = np.asarray(gibbs_integrals, dtype=float)
+    return np.sqrt(weights / weights.max())
+
+
+def coupling_transform(graph, coupling: str, gibbs_integrals: np.ndarray | None = None
+                       ) -> ModalTransform:
+    """The modal transform of a coupling's graph matrix ``L̄`` (no FEM objects).
+
+    See the module for which one a graph gets. Never forms an N × N array beyond
+    :data:`DENSE_LIMIT` vertices (product graphs: beyond none for laplacian,
+    :data:`DENSE_GIBBS_MAX` for gibbs).
+    """
+    spectrum = graph.product_spectrum()
+    if spectrum is not None and (coupling != "gibbs" or graph.n > DENSE_GIBBS_MAX):
+        if coupling != "gibbs":
+            return ProductModes(spectrum)
+        # Symmetrized chain D_π − W, D_π = diag(Σ_h w_gh sqrt(π̄_h / π̄_g)): the surrogate keeps
+        # W (the product's) and replaces the diagonal by degree + its mean excess, which is
+        # exact when the π̄ are equal and close while they vary little over an edge.
+        root = _chain_root(gibbs_integrals)
+        chain_diagonal = (graph.matrix @ root) / root
+        excess = float(np.mean(chain_diagonal - graph.degrees()))
+        return ProductModes(spectrum, root, excess, exact=False)
+    if graph.n <= DENSE_LIMIT:
+        return DenseModes(*coupling_modes(graph, coupling, gibbs_integrals))
+    if coupling == "gibbs":
+        root = _chain_root(gibbs_integrals)
+        return DiagonalModes((graph.matrix @ root) / root)
+    return DiagonalModes(graph.degrees())
 
 
 def graph_modes(operators: BlockOperators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,16 +209,17 @@ def graph_modes(operators: BlockOperators) -> tuple[np.ndarray, np.ndarray, np.n
 
 def coupling_modes(graph, coupling: str, gibbs_integrals: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eigenvalues and transforms of the graph matrix ``L̄`` of a coupling (no FEM objects).
+    """Eigenvalues and dense transforms of the graph matrix ``L̄`` of a coupling (no FEM
+    objects; up to :data:`DENSE_LIMIT` vertices, see :func:`coupling_transform` beyond).
 
     laplacian: the graph Laplacian. gibbs: the vertex chain with rates ``w_gh sqrt(π̄_h/π̄_g)``,
     ``π̄_g`` the integrals ``∫exp(-V_g/β)``, symmetrized by ``diag(sqrt π̄)``.
     """
     if graph.n > DENSE_LIMIT:
         # The transforms below are dense N x N matrices.
-        raise InputError(f"the spectral solver forms the graph's eigenvectors as dense "
-                         f"matrices, up to {DENSE_LIMIT} vertices; this graph has {graph.n}: "
-                         f"set solver.type = 'krylov'")
+        raise InputError(f"the dense modal transforms are for up to {DENSE_LIMIT} vertices; "
+                         f"this graph has {graph.n} (the spectral solver applies product "
+                         f"graphs' factor by factor, and solves other large graphs per vertex)")
     if coupling == "laplacian":
         values, Q = graph.spectrum()
         return values, Q, Q.T
@@ -181,11 +331,13 @@ class SpectralPreconditioner:
                  operator_coefficient: float, inner_options: dict, prefix: str,
                  per_rank: bool = False,
                  block_tolerances: tuple[float, float] | None = None,
-                 batched_package: str | None = None, single_precision: bool = False):
+                 batched_package: str | None = None, single_precision: bool = False,
+                 transform: ModalTransform | None = None, progress=None):
         self.layout = operators.layout
         a, b = mass_coefficient, operator_coefficient
-        values, self.P, self.P_inverse = graph_modes(operators)
-        self.identity = bool(np.allclose(self.P, np.eye(len(values))))
+        self.modes = modal_transform(operators) if transform is None else transform
+        values = self.modes.values
+        self.identity = self.modes.identity
         stiffness = operators.average_stiffness()
         comm = self.layout.comm
         self.groups = _group(values)
@@ -240,7 +392,7 @@ class SpectralPreconditioner:
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.
         mode_options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
         if factorized:
-            span = factorization_span(operators.same_stiffness)
+            span = factorization_span(operators.same_stiffness and self.modes.exact)
         else:
             span = SHARED_HIERARCHY_SPAN
         all_shifts = _shifts(values, self.groups, a, b)
@@ -248,7 +400,16 @@ class SpectralPreconditioner:
         # modes get one fixed operator A: the preconditioner is I ⊗ A⁻¹ and the modal
         # transforms cancel (P P⁻¹ = I), so apply skips them.
         self.uniform = preonly and len(_clusters(all_shifts, span)) == 1
-        for cluster in _clusters(shifts, span):
+        clusters = _clusters(shifts, span)
+        started = reported = time.perf_counter()
+        for done, cluster in enumerate(clusters):
+            now = time.perf_counter()
+            if progress is not None and now - reported > SETUP_PROGRESS_SECONDS:
+                # No collective here (each rank has its own clusters): the callback prints
+                # rank 0's.
+                reported = now
+                progress(f"spectral solver: factorization {done + 1} of {len(clusters)} "
+                         f"({now - started:.0f} s)")
             if len(cluster) == 1 and not self.uniform:
                 self.solvers.append(scalar_solver(scalar_matrix(shifts[cluster[0]]),
                                                   factorization_options(inner_options, cluster)))
@@ -292,6 +453,10 @@ class SpectralPreconditioner:
                 self.batches.append((ksp, list(group)))
             else:
                 self.batches.extend((ksp, [k]) for k in group)
+        # Bounded dense blocks: a batch of more columns than BATCH_BYTES allows is split.
+        most = max(2, BATCH_BYTES // (8 * max(size, 1)))
+        self.batches = [(ksp, modes[i:i + most]) for ksp, modes in self.batches
+                        for i in range(0, len(modes), most)]
         columns = max((len(modes) for _, modes in self.batches if len(modes) > 1), default=0)
         self._rhs_block, self._solution_block = np.zeros((2, columns, size))
         # Dense matrices over the blocks' leading rows: row j is column j (column-major).
@@ -306,7 +471,7 @@ class SpectralPreconditioner:
         N, n = self.layout.num_blocks, self.layout.size_local
         R, out = r.array_r.reshape(N, n), x.array.reshape(N, n)
         transform = not (self.identity or self.uniform)
-        modal = np.matmul(self.P_inverse, R, out=self._modal) if transform else R
+        modal = self.modes.to_modes(R, out=self._modal) if transform else R
         budgets = None
         if self.block_tolerances is not None:
             squares = np.einsum("kj,kj->k", modal, modal)
@@ -359,7 +524,7 @@ class SpectralPreconditioner:
             )
         self.last_iterations = iterations
         if transform:
-            np.matmul(self.P, solved, out=out)
+            self.modes.from_modes(solved, out=out)
         elif exchange is None:
             out[:] = solved
 
