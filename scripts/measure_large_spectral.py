@@ -73,6 +73,9 @@ def main() -> None:
         times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
         last = sim.diagnostics()
         masses.append(last.mass)
+        if comm.rank == 0:
+            print(f"step {len(times)}: {times[-1]:.2f} s, {iterations[-1]} iterations",
+                  flush=True)
     solver = sim.stepper.solver
     bound = lower_bound_step(sim.operators, 1.0, args.dt)
     result = {

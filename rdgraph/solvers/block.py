@@ -52,7 +52,8 @@ from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count
 from rdgraph.solvers.vertex import VertexBlockPreconditioner, potential_spread
 
 __all__ = ["AUTO_DIRECT_MAX_VERTICES", "OPTIONS_PREFIX", "BlockSolver", "LinearSolver",
-           "configure_ksp", "direct_package", "more_robust_type", "options_in_database",
+           "configure_ksp", "direct_package", "krylov_restart", "more_robust_type",
+           "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
 SPECTRAL_PREFIX = "spectral_"
@@ -105,9 +106,20 @@ AUTO_SPREAD_MAX = 3.0
 # the more robust one, ``direct`` last (where its memory estimate fits).
 MORE_ROBUST = {"spectral": "vertex", "krylov": "vertex", "fieldsplit": "vertex",
                "vertex": "direct"}
+# FGMRES keeps two vectors per iteration up to its restart: at most this many bytes of them
+# per rank, but a restart of at least KRYLOV_MIN_RESTART.
+KRYLOV_BYTES = 2 * 2**30
+KRYLOV_MIN_RESTART = 10
 # Bytes per unknown of a monolithic MUMPS factorization of the block system, 2-D P1
 # (measured: 2.1 GB on 2 ranks at 256², 526k unknowns, about 4 kB per unknown); 3-D more.
 DIRECT_BYTES_PER_UNKNOWN_2D = 4_000.0
+
+
+def krylov_restart(local_unknowns: int) -> int:
+    """FGMRES's restart: 100, or fewer where its 2 vectors per iteration would exceed
+    :data:`KRYLOV_BYTES` on a rank (H(6, 5) × 32², 2 ranks: 68 MB per vector and rank)."""
+    fits = int(KRYLOV_BYTES // (2 * 8 * max(local_unknowns, 1)))
+    return max(KRYLOV_MIN_RESTART, min(100, fits))
 
 
 def _lu() -> dict:
@@ -478,7 +490,8 @@ class BlockSolver:
             # to a guess (``BlockSolver.solve``).
             outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
                      "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
-                     "ksp_gmres_restart": 100}
+                     "ksp_gmres_restart": krylov_restart(operators.layout.num_blocks
+                                                         * operators.layout.size_local)}
         outer.update(settings.petsc_options)
         outer.update(overrides)
         self.matrix = operators.shell(a, b)

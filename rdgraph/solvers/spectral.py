@@ -38,7 +38,7 @@ from rdgraph.discretization.operators import BlockOperators
 from rdgraph.errors import InputError, SolverError
 from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
-from rdgraph.solvers.petsc import configure_ksp, reason_name
+from rdgraph.solvers.petsc import configure_ksp, direct_package, reason_name
 
 __all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "BATCH_BYTES", "DENSE_GIBBS_MAX",
            "SHARED_FACTORIZATION_SPAN", "SHARED_HIERARCHY_SPAN", "DenseModes", "DiagonalModes",
@@ -344,6 +344,54 @@ class _SharedHierarchy:
         self.hierarchy.solve(x, y)
 
 
+class _StationaryCorrection:
+    """A coarse correction on the chain's stationary vector, after the surrogate's solve.
+
+    With one stiffness ``K`` and the chain ``L̄`` (``1ᵀ L̄ = 0``, ``L̄ π = 0``; laplacian
+    ``π = 1``), the prolongation ``P = π ⊗ I`` and restriction ``R = 1ᵀ ⊗ I`` give the
+    Galerkin operator ``R A P = (Σ π)(a M + b K)``: one scalar problem. The correction
+    ``x += P (RAP)⁻¹ R (r − A x)`` makes ``R (r − A x) = 0``: what the surrogate gets most
+    wrong (the slowest modes of the chain, where its stationary vector differs from the
+    surrogate's) is solved exactly, at the price of one product with ``A`` and one scalar
+    solve per application. It also leaves the preconditioned residual without mass.
+    """
+
+    def __init__(self, operators: BlockOperators, a: float, b: float, stiffness: np.ndarray):
+        layout = operators.layout
+        self.layout = layout
+        if operators.coupling == "gibbs":
+            weights = np.asarray(operators.model.gibbs_integrals, dtype=float)
+            self.stationary = weights / weights.max()
+        else:
+            self.stationary = np.ones(layout.num_blocks)
+        total = float(self.stationary.sum())
+        self.matrix = operators.pattern.matrix(total * (a * operators.mass + b * stiffness),
+                                               layout.comm)
+        self.ksp = PETSc.KSP().create(layout.comm)
+        self.ksp.setOperators(self.matrix)
+        configure_ksp(self.ksp, {"ksp_type": "preonly", "pc_type": "lu",
+                                 "pc_factor_mat_solver_type": direct_package()},
+                      "rd_spectral_coarse_", set_up=True)
+        self.rhs, self.solution = self.matrix.createVecs()
+        self.product = None
+
+    def correct(self, A: PETSc.Mat, r: PETSc.Vec, x: PETSc.Vec) -> None:
+        """``x += P (RAP)⁻¹ R (r − A x)``."""
+        if self.product is None:
+            self.product = x.duplicate()
+        A.mult(x, self.product)
+        N, n = self.layout.num_blocks, self.layout.size_local
+        residual = r.array_r.reshape(N, n) - self.product.array_r.reshape(N, n)
+        self.rhs.array[:] = residual.sum(axis=0)
+        self.ksp.solve(self.rhs, self.solution)
+        x.array.reshape(N, n)[:] += self.stationary[:, None] * self.solution.array_r[None, :]
+
+    def destroy(self) -> None:
+        for obj in (self.ksp, self.matrix, self.rhs, self.solution, self.product):
+            if obj is not None:
+                obj.destroy()
+
+
 class SpectralPreconditioner:
     """Applies ``(P ⊗ I) blockdiag(((a + bλ_k)M + bK̄)⁻¹) (P⁻¹ ⊗ I)`` (a PETSc PC context).
 
@@ -484,6 +532,9 @@ class SpectralPreconditioner:
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
         self.last_iterations = 0
+        self.coarse = None
+        if not self.modes.exact and operators.same_stiffness:
+            self.coarse = _StationaryCorrection(operators, a, b, stiffness)
 
     def _batch_into_solves(self, batched: bool, size: int, scalar_comm) -> None:
         """The solves of an application: modes sharing one factorization in one batch
@@ -578,6 +629,8 @@ class SpectralPreconditioner:
             self.modes.from_modes(solved, out=out)
         elif exchange is None:
             out[:] = solved
+        if self.coarse is not None:
+            self.coarse.correct(pc.getOperators()[0], r, x)
 
     def _solve_single(self, ksp: PETSc.KSP) -> int:
         """Solve the right-hand side vector into the solution vector, from zero; return a
@@ -626,4 +679,7 @@ class SpectralPreconditioner:
         dense = [mat for pair in self._dense.values() for mat in pair]
         for obj in [*unique.values(), *self.matrices, *dense, self._b_vec, self._x_vec]:
             obj.destroy()
+        if self.coarse is not None:
+            self.coarse.destroy()
+            self.coarse = None
         self.solvers, self.matrices, self._shared, self._dense = [], [], [], {}
