@@ -25,6 +25,9 @@ not recommended).
 
 from __future__ import annotations
 
+import logging
+import time
+
 import basix
 import numpy as np
 from scipy import sparse
@@ -39,7 +42,12 @@ from rdgraph.discretization.quadrature_coupling import (
 )
 from rdgraph.errors import InputError
 
-__all__ = ["BlockOperators", "BlockShell"]
+__all__ = ["SETUP_PROGRESS_SECONDS", "BlockOperators", "BlockShell"]
+
+#: Long set-up loops report to the ``rdgraph.setup`` logger every this many seconds (printed
+#: on rank 0 by the run's set-up progress).
+SETUP_PROGRESS_SECONDS = 3.0
+_SETUP_LOG = logging.getLogger("rdgraph.setup")
 
 
 class BlockOperators:
@@ -82,9 +90,14 @@ class BlockOperators:
             self.stiffness = self._separated_stiffness()
         else:
             self.stiffness = []
+            started = reported = time.perf_counter()
             for g in range(n):
                 model.set_vertex(g)
                 self.stiffness.append(self.pattern.assemble(model.stiffness_form))
+                if (now := time.perf_counter()) - reported > SETUP_PROGRESS_SECONDS:
+                    reported = now
+                    _SETUP_LOG.info("vertex operators: %d of %d assembled (%.0f s)", g + 1, n,
+                                    now - started)
         self.off_diagonal: dict[tuple[int, int], np.ndarray] = {}
         # gibbs with gibbs_rates = "nodal": w_gh k_gh at the local dofs, per directed edge.
         self.rate_vectors: dict[tuple[int, int], np.ndarray] | None = None

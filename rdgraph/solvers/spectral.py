@@ -28,6 +28,7 @@ The transforms (:class:`ModalTransform`) are never N × N beyond small graphs:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -71,8 +72,10 @@ BATCHED_FACTORIZATION_MIN_MODES = 5
 #: many bytes each: a factorization shared by many modes (H(6, 5): 6144 modes of one
 #: eigenvalue) solves them in several batches instead of one block of all its modes.
 BATCH_BYTES = 32 * 2**20
-#: Set-up steps (factorizations) report progress once they have taken this long.
+#: Set-up steps (factorizations) report progress every this many seconds ...
 SETUP_PROGRESS_SECONDS = 3.0
+#: ... to this logger, which :class:`rdgraph.output.progress.SetupProgress` prints on rank 0.
+SETUP_LOG = logging.getLogger("rdgraph.setup")
 #: gibbs on a product graph: the exact chain's dense eigendecomposition (O(N³) once, O(N² n)
 #: per application) up to this many vertices; beyond, the factor-wise product surrogate.
 DENSE_GIBBS_MAX = 1024
@@ -419,7 +422,7 @@ class SpectralPreconditioner:
                  per_rank: bool = False,
                  block_tolerances: tuple[float, float] | None = None,
                  batched_package: str | None = None, single_precision: bool = False,
-                 transform: ModalTransform | None = None, progress=None):
+                 transform: ModalTransform | None = None):
         self.layout = operators.layout
         a, b = mass_coefficient, operator_coefficient
         self.modes = modal_transform(operators) if transform is None else transform
@@ -495,12 +498,12 @@ class SpectralPreconditioner:
         started = reported = time.perf_counter()
         for done, cluster in enumerate(clusters):
             now = time.perf_counter()
-            if progress is not None and now - reported > SETUP_PROGRESS_SECONDS:
-                # No collective here (each rank has its own clusters): the callback prints
-                # rank 0's.
+            if now - reported > SETUP_PROGRESS_SECONDS:
+                # No collective here (each rank has its own clusters): the set-up's progress
+                # prints rank 0's.
                 reported = now
-                progress(f"spectral solver: factorization {done + 1} of {len(clusters)} "
-                         f"({now - started:.0f} s)")
+                SETUP_LOG.info("spectral solver: factorization %d of %d on this rank (%.0f s)",
+                               done + 1, len(clusters), now - started)
             if len(cluster) == 1 and not self.uniform:
                 self.solvers.append(scalar_solver(scalar_matrix(shifts[cluster[0]]),
                                                   factorization_options(inner_options, cluster)))
