@@ -120,7 +120,7 @@ class DenseModes(ModalTransform):
 class ProductModes(ModalTransform):
     """``P = diag(root) (Q_1 ⊗ … ⊗ Q_d)`` applied one factor at a time, O(N Σ q_i) per dof.
 
-    Each factor is one batched matrix product on a view of the ``(N, n)`` block as
+    Each factor is one contraction (``einsum``) on a view of the ``(N, n)`` block as
     ``(before, q_i, after)``: no transposed copies (``tensordot`` on the ``(q_1, …, q_d, n)``
     array spent most of a step copying: H(6, 5) × 32², 3.3 s per transform against 0.3 s).
 
@@ -151,7 +151,9 @@ class ProductModes(ModalTransform):
             target = buffers[(axis + 1) % 2]
             before = math.prod(shape[:axis])
             matrix = Q.T if transpose else Q
-            np.matmul(matrix, source.reshape(before, shape[axis], -1),
+            # einsum, not matmul: BLAS is slow on (q × q) @ (q × huge) (measured at
+            # H(6, 5) × 8²: 0.08–0.28 s against 0.03 s for the first two axes).
+            np.einsum("ij,bja->bia", matrix, source.reshape(before, shape[axis], -1),
                       out=target.reshape(before, shape[axis], -1))
             source = target
         return out
