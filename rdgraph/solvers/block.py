@@ -108,7 +108,7 @@ MORE_ROBUST = {"spectral": "vertex", "krylov": "vertex", "fieldsplit": "vertex",
                "vertex": "direct"}
 # FGMRES keeps two vectors per iteration up to its restart: at most this many bytes of them
 # per rank, but a restart of at least KRYLOV_MIN_RESTART.
-KRYLOV_BYTES = 2 * 2**30
+KRYLOV_BYTES = 2**30
 KRYLOV_MIN_RESTART = 10
 # Bytes per unknown of a monolithic MUMPS factorization of the block system, 2-D P1
 # (measured: 2.1 GB on 2 ranks at 256², 526k unknowns, about 4 kB per unknown); 3-D more.
