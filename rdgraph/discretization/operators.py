@@ -407,7 +407,6 @@ class BlockShell:
         self.b = b  # per-vertex and edge blocks are scaled as they are applied
         pattern, comm = operators.pattern, layout.comm
         N, n = layout.num_blocks, layout.size_local
-        graph = operators.graph
         per_edge = (operators.coupling == "gibbs" and operators.rate_vectors is None
                     and operators.quadrature_coupling is None and operators.chain is None)
         # Per-edge gibbs folds C_gg into the diagonal blocks; otherwise they are the K_g and
