@@ -631,7 +631,7 @@ def _run_in(sim: Simulation, out: Path, settings: Settings, wall_start: float, *
         chosen = written_vertices(settings.output.fields_vertices,
                                   sim.model.gibbs_masses(sim.recorder.vertex_masses(sim.state)))
         fields = FieldWriter(out / fields_name, sim.model.V, chosen, comm)
-    masses_file = VertexMassFile(out, sim.graph.n, comm, append=resume)
+    masses_file = VertexMassFile(out, sim.graph.n, comm, append=resume, labels=sim.graph.labels)
     saver = checkpoint.Checkpointer(sim, out, settings.output.checkpoint_every)
     progress = Progress(sim.num_steps, rank=comm.rank, quiet=quiet,
                         t_end=sim.t_stop if sim.adaptive else None)

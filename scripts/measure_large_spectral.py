@@ -5,7 +5,7 @@
 CASE is one of ``h65-laplacian``, ``h65-gibbs``, ``hypercube10``, ``random100k`` (see
 ``CASES``), optionally with ``--cells`` to change the mesh. Prints (rank 0) set-up, the
 steps' times and iterations, the peak memory of all ranks together, LB
-(:func:`rdgraph.studies.lower_bound.lower_bound_step`) and step / LB; for gibbs also the mass
+(:func:`rdgraph.studies.lower_bound.scalar_lower_bound`) and step / LB; for gibbs also the mass
 drift and the distance of the vertex fractions to the Gibbs state at the last step.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from rdgraph.compat import MPI
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
-from rdgraph.studies.lower_bound import lower_bound_step
+from rdgraph.studies.lower_bound import scalar_lower_bound
 
 BOWL = "(x[0] - 0.3)**2 + (x[1] - 0.6)**2"
 
@@ -77,7 +77,7 @@ def main() -> None:
             print(f"step {len(times)}: {times[-1]:.2f} s, {iterations[-1]} iterations",
                   flush=True)
     solver = sim.stepper.solver
-    bound = lower_bound_step(sim.operators, 1.0, args.dt)
+    bound = scalar_lower_bound(settings, comm)
     result = {
         "case": args.case, "cells": args.cells, "ranks": comm.size, "vertices": sim.graph.n,
         "unknowns": sim.graph.n * sim.layout.size_global, "setup": setup,

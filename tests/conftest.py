@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import csv
 import gc
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 
@@ -42,8 +44,6 @@ def make_config(**sections) -> dict:
 def shell_mismatch(operators, mass_coefficient: float, operator_coefficient: float) -> float:
     """``|(S − A) x| / |A x|`` for a random ``x``: the matrix-free shell ``S`` against the
     assembled matrix ``A`` of the same ``a (I ⊗ M) + b A`` (collective)."""
-    import numpy as np
-
     A = operators.matrix(mass_coefficient, operator_coefficient)
     S = operators.shell(mass_coefficient, operator_coefficient)
     x, y = A.createVecs()
@@ -58,12 +58,27 @@ def shell_mismatch(operators, mass_coefficient: float, operator_coefficient: flo
     return mismatch
 
 
-def write_config(path: Path, data: dict) -> str:
-    """Write ``data`` as TOML to ``path`` on rank 0 (seen by all ranks); return the path."""
+def put(path: Path, text: str) -> str:
+    """Write ``text`` to ``path`` on rank 0 (seen by all ranks); return the path.
+
+    The first barrier makes every rank finish reading the file before rank 0 replaces it.
+    """
+    MPI.COMM_WORLD.Barrier()
     if MPI.COMM_WORLD.rank == 0:
-        path.write_text(tomli_w.dumps(data))
+        path.write_text(text)
     MPI.COMM_WORLD.Barrier()
     return str(path)
+
+
+def csv_rows(path) -> np.ndarray:
+    """The rows of a CSV file after its header, as floats."""
+    with open(path) as f:
+        return np.array(list(csv.reader(f))[1:], dtype=float)
+
+
+def write_config(path: Path, data: dict) -> str:
+    """Write ``data`` as TOML to ``path`` on rank 0 (seen by all ranks); return the path."""
+    return put(path, tomli_w.dumps(data))
 
 
 # -- one report under mpiexec ----------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import make_config
 
+from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.errors import InputError, SolverError
 from rdgraph.output import checkpoint
@@ -229,6 +230,14 @@ REFUSED = [
     ({"t_end": "equilibrium", "t_max": 1.0, "equilibrium_tolerance": 0.0},
      "time.equilibrium_tolerance"),
     ({"adaptive": True, "scheme": "bdf2"}, "needs a one-step scheme"),
+    ({"adaptive": True, "scheme": "accelerated"}, "needs a one-step scheme"),
+    ({"dt_max": 1.0}, "time.dt_max is only used with time.adaptive = true"),
+    ({"adaptive": True, "dt": 1e-9, "dt_min": 1e-6}, "time.dt = 1e-09 .the first adaptive"),
+    ({"adaptive": True, "dt_min": -1e-3}, "time.dt_min = -0.001: must be > 0"),
+    ({"adaptive": True, "dt_max": float("nan")}, "time.dt_max = nan: must be finite"),
+    ({"t_end": "equilibrium", "t_max": float("inf")}, "time.t_max = inf: must be finite"),
+    ({"t_end": "equilibrium", "t_max": 1.0, "equilibrium_tolerance": float("nan")},
+     "time.equilibrium_tolerance = nan: must be finite"),
 ]
 
 
@@ -236,6 +245,56 @@ REFUSED = [
 def test_refused_time_settings(time, message):
     with pytest.raises(InputError, match=message):
         settings_from_dict(make_config(time=time))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["time.adaptive=true", "time.tolerance=0"], "time.tolerance = 0"),
+    (["time.adaptive=true", "time.dt_min=0.1", "time.dt_max=0.01"], "is larger than"),
+    (["time.t_end='equilibrium'"], "needs time.t_max"),
+])
+def test_refused_time_settings_exit_2_on_the_command_line(shared_tmp, capsys, overrides,
+                                                         message):
+    out = shared_tmp / "refused"
+    args = ["run", "--out", str(out), "--quiet"]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 2
+    if MPI.COMM_WORLD.rank == 0:
+        assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_adaptive_run_over_a_barrier_takes_long_steps_and_keeps_the_mass():
+    """Six tilted double wells (the benchmark's problem on a coarser mesh): the winner's Gibbs
+    mass lies across a barrier crossed at a rate of 0.01. The controller grows the step
+    from 1e-3 to hundreds of time units, the run stops at equilibrium in few steps, and
+    the total mass stays to 1e-13 (9e-12 before each step restored it)."""
+    wells = ["0.4*(x[0]**2 - 1)**2 - 0.1*x[0]",
+             *(f"0.4*(x[0]**2 - 1)**2 + 0.08*x[0] + {0.17 + 0.05 * g:.2f}" for g in range(1, 6))]
+    data = make_config(
+        mesh={"shape": "interval", "cells": [100], "lower": [-2.0], "upper": [2.0]},
+        graph={"kind": "path", "n": 6},
+        model={"coupling": "gibbs", "beta": 0.1, "potentials": wells,
+               "initial": "exp(-(x[0] + 1)**2 / 0.05)"},
+        time={"scheme": "implicit-euler", "dt": 1e-3, "adaptive": True, "tolerance": 1e-3,
+              "t_end": "equilibrium", "t_max": 5000.0, "equilibrium_tolerance": 1e-4},
+    )
+    sim, history = simulate(data)
+    try:
+        masses = np.array([d.vertex_masses for d in history])
+        total = masses.sum(axis=1)
+        assert np.abs(total - total[0]).max() <= 1e-13 * total[0]
+        gibbs = sim.model.gibbs_masses(masses[0])
+        assert np.argmax(gibbs) == 0 and gibbs[0] > 0.8 * total[0]
+        assert masses[-1, 0] > 0.99 * gibbs[0]  # H < 1e-4: the winner holds its share
+        # The barrier is slow: at t = 40 the winner is still far from it.
+        at_40 = next(m for d, m in zip(history, masses, strict=True) if d.t >= 40)
+        assert at_40[0] < 0.75 * gibbs[0]
+        assert 200 < sim.t < 1000
+        dts = np.diff([d.t for d in history])
+        assert dts.max() > 50 and sim.step_index < 80, (dts.max(), sim.step_index)
+    finally:
+        sim.destroy()
 
 
 def test_adaptive_stepper_builds_rungs_from_the_schemes_stepper():

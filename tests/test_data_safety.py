@@ -11,21 +11,13 @@ import os
 import numpy as np
 import pytest
 import tomli_w
-from conftest import make_config
+from conftest import make_config, put
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.output import rundir
 
 COMM = MPI.COMM_WORLD
-
-
-def put(path, text: str) -> str:
-    COMM.Barrier()  # every rank has read the file before rank 0 changes it
-    if COMM.rank == 0:
-        path.write_text(text)
-    COMM.Barrier()
-    return str(path)
 
 
 def files(root) -> dict:

@@ -9,38 +9,19 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import MPIEXEC, command, env, run
 
 from rdgraph.compat import MPI
 
 pytestmark = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches its own processes")
 
-BIN = Path(sys.executable).parent
-MPIEXEC = BIN / "mpiexec"
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "mesh.cells=[8,8]", "--set", "output.fields_every=0", "--quiet"]
 needs_mpiexec = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec")
-
-
-def command(ranks: int, *args) -> list[str]:
-    rdgraph = [sys.executable, "-m", "rdgraph", "run", *args]
-    return rdgraph if ranks == 1 else [str(MPIEXEC), "-n", str(ranks), *rdgraph]
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
-
-def run(ranks: int, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(command(ranks, *args), capture_output=True, text=True,
-                          timeout=timeout, env=env())
 
 
 def start(ranks: int, *args) -> subprocess.Popen:

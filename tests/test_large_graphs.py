@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import tomli_w
-from conftest import make_config
+from conftest import make_config, put
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
@@ -20,13 +20,6 @@ from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation, written_vertices
 
 COMM = MPI.COMM_WORLD
-
-
-def put(path, text: str) -> str:
-    if COMM.rank == 0:
-        path.write_text(text)
-    COMM.Barrier()
-    return str(path)
 
 
 def header_and_rows(path) -> tuple[list[str], np.ndarray]:

@@ -268,3 +268,104 @@ def test_bad_arguments_are_refused(shared_tmp, capsys):
     assert not (shared_tmp / "none").exists()
     if MPI.COMM_WORLD.rank == 0:
         assert "--particles 0" in capsys.readouterr().err
+
+
+# A product graph, K_3 □ P_4 (12 vertices, weighted degrees 4 and 6): the jumps read its CSR
+# rows.
+PRODUCT = {"kind": "product", "n": 12, "factors": [{"kind": "complete", "n": 3},
+                                           {"kind": "path", "n": 4, "weight": 2.0}]}
+
+
+def test_laplacian_jumps_on_a_product_graph_follow_exp_minus_tL():
+    """V = 0, uniform ρ0_g ∝ 1 + g: the fractions follow exp(−tL) m0, L from the factors."""
+    data = interval(cells=4, graph=PRODUCT,
+                    model={"coupling": "laplacian", "beta": 0.1, "potential": "0",
+                           "initial": "1 + g"},
+                    time={"dt": 0.1, "t_end": 1.0})
+    particles = 20_000
+    result = simulate(settings_from_dict(data), particles=particles, seed=11, outputs=5,
+                      snapshots=1)
+    # L built here from the factors' Laplacians (Kronecker sums), not from rdgraph's graph.
+    k3 = 2 * np.eye(3) - (np.ones((3, 3)) - np.eye(3))
+    p4 = 2.0 * (np.diag([1, 2, 2, 1]) - np.eye(4, k=1) - np.eye(4, k=-1))
+    L = np.kron(k3, np.eye(4)) + np.kron(np.eye(3), p4)
+    m0 = (1 + np.arange(12)) / np.sum(1 + np.arange(12))
+    lam, q = np.linalg.eigh(L)
+    exact = np.array([q @ (np.exp(-t * lam) * (q.T @ m0)) for t in result.times])
+    z = compare_fractions(result.fractions, exact, particles)
+    assert np.abs(z).max() <= z_limit(z.size), z
+    # The test can fail: the fractions moved by many standard errors over the run.
+    assert np.abs(result.fractions[-1] - m0).max() > 10 * result.standard_errors[-1].max()
+
+
+def test_gibbs_jumps_on_a_product_graph_reach_their_stationary_law():
+    """V_g = 0.2 g (constant in x): each step a particle leaves g with probability
+    1 − exp(−κ_g τ), κ_g = Σ_h k_gh, to h with probability k_gh/κ_g, k_gh = w_gh e^{(V_g−V_h)/2β}.
+    After many steps the occupation is that chain's stationary law (built here from the
+    factors; it tends to ∝ exp(−V_g/β) as τ → 0, and differs from it at τ = 0.25)."""
+    beta, tau = 0.5, 0.25
+    data = interval(cells=4, graph=PRODUCT,
+                    model={"coupling": "gibbs", "beta": beta, "potential": "0.2*g",
+                           "initial": "1"},
+                    time={"dt": tau, "t_end": 25.0})
+    particles = 20_000
+    result = simulate(settings_from_dict(data), particles=particles, seed=12, outputs=2,
+                      snapshots=1)
+    k3 = np.ones((3, 3)) - np.eye(3)
+    p4 = 2.0 * (np.eye(4, k=1) + np.eye(4, k=-1))
+    w = np.kron(k3, np.eye(4)) + np.kron(np.eye(3), p4)
+    v = 0.2 * np.arange(12)
+    k = w * np.exp((v[:, None] - v[None, :]) / (2 * beta))
+    kappa = k.sum(axis=1)
+    leave = -np.expm1(-kappa * tau)
+    chain = np.diag(1 - leave) + (leave / kappa)[:, None] * k
+    values, vectors = np.linalg.eig(chain.T)
+    stationary = np.real(vectors[:, np.argmin(np.abs(values - 1))])
+    stationary /= stationary.sum()
+    # The slowest mode of the chain decays by more than e^-20 over the 100 steps.
+    assert np.sort(np.abs(values))[-2] ** 100 < np.exp(-20)
+    z = compare_fractions(result.fractions[-1], stationary, particles)
+    assert np.abs(z).max() <= z_limit(z.size), z
+    # The test can fail: the uniform start and the τ → 0 law are many SE away.
+    for other in (np.full(12, 1 / 12), np.exp(-v / beta) / np.exp(-v / beta).sum()):
+        assert np.abs(compare_fractions(result.fractions[-1], other, particles)).max() > 5
+
+
+def test_large_graph_outputs_aggregate_and_name_the_top_vertices(shared_tmp, capsys):
+    """H(3,5), 125 vertices (> CSV_VERTEX_COLUMNS): aggregates in particles.csv and
+    comparison.csv, every value in fractions.npz and comparison.npz, and the end table lists
+    the 10 heaviest with their labels."""
+    data = interval(cells=4, graph={"kind": "hamming", "dim": 3, "choices": 5, "n": 125},
+                    model={"coupling": "gibbs", "beta": 0.5, "potential": "0.02*g",
+                           "initial": "1"},
+                    time={"dt": 0.1, "t_end": 0.3})
+    config = write_config(shared_tmp / "h35.toml", data)
+    out = shared_tmp / "h35"
+    # With the FEM comparison (whose verdict is not the point here: τ·κ ≈ 1 is coarse).
+    status = main(["particles", config, "--out", str(out), "--particles", "3000",
+                   "--outputs", "3", "--seed", "2", "--compare"])
+    assert status in (0, EXIT_DISAGREE)
+    report = capsys.readouterr().out
+    with open(out / "comparison.csv") as f:
+        assert next(csv.reader(f)) == ["step", "t", "max_abs_z", "max_abs_z_vertex"]
+    comparison = np.load(out / "comparison.npz")
+    assert comparison["z"].shape == comparison["fem"].shape == (4, 125)
+    assert (out / "comparison.png").stat().st_size > 0
+    with open(out / "particles.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "t", "particles", "frac_max", "frac_max_vertex",
+                       "frac_effective_vertices"]
+    fractions = np.load(out / "fractions.npz")
+    assert fractions["fractions"].shape == (4, 125)
+    assert np.allclose(fractions["fractions"].sum(axis=1), 1.0)
+    final = fractions["fractions"][-1]
+    last = np.array(rows[-1], dtype=float)
+    assert last[3] == final.max() and int(last[4]) == int(np.argmax(final))
+    if MPI.COMM_WORLD.rank == 0:
+        top = np.argsort(-final, kind="stable")[:10]
+        table = report[report.index("t = 0.3:"):].splitlines()[2:12]
+        assert [int(line.split()[0]) for line in table] == top.tolist()
+        # Vertex g of H(3, 5) is labelled by its word, e.g. 7 = (0, 1, 2) -> "0-1-2".
+        word = "-".join(map(str, np.unravel_index(top[0], (5, 5, 5))))
+        assert table[0].split()[-1] == word
+        assert "the 10 of 125 vertices with the most particles" in report

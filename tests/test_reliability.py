@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import resource
 
 import numpy as np
 import pytest
 import tomli_w
-from conftest import make_config
+from conftest import csv_rows, make_config, put
 
 from rdgraph import Simulation, settings_from_dict
 from rdgraph.cli import main
@@ -17,18 +16,6 @@ from rdgraph.errors import SolverError
 from rdgraph.output.checkpoint import latest_checkpoint
 
 COMM = MPI.COMM_WORLD
-
-
-def put(path, text: str) -> str:
-    if COMM.rank == 0:
-        path.write_text(text)
-    COMM.Barrier()
-    return str(path)
-
-
-def read_rows(path) -> np.ndarray:
-    with open(path) as f:
-        return np.array(list(csv.reader(f))[1:], dtype=float)
 
 
 BAD_INPUTS = [
@@ -116,7 +103,7 @@ def test_resume_continues_exactly(shared_tmp, scheme):
     names = sorted(p.name for p in part.glob("checkpoint-*.npz"))
     assert names == ["checkpoint-00000004.npz", "checkpoint-00000005.npz"]
     assert main(["run", config, "--resume", str(part), "--quiet"]) == 0
-    a, b = read_rows(full / "diagnostics.csv"), read_rows(part / "diagnostics.csv")
+    a, b = csv_rows(full / "diagnostics.csv"), csv_rows(part / "diagnostics.csv")
     assert np.array_equal(b[:, 0], np.arange(9))  # no duplicated or missing rows
     x, y = np.load(full / "final.npz"), np.load(part / "final.npz")
     if COMM.size == 1:
@@ -176,7 +163,7 @@ def test_a_step_that_keeps_failing_exits_3_with_a_checkpoint(shared_tmp, capsys)
         assert latest_checkpoint(out).name == "checkpoint-00000000.npz"
     # The failed run resumes once the solver is given enough iterations.
     assert main(["run", config, "--resume", str(out), "--quiet"]) == 0
-    assert np.array_equal(read_rows(out / "diagnostics.csv")[:, 0], np.arange(4))
+    assert np.array_equal(csv_rows(out / "diagnostics.csv")[:, 0], np.arange(4))
 
 
 def _rss_kib() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -12,38 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import csv_rows
+from processes import MPIEXEC, command, env, run
 
 from rdgraph.compat import MPI
 
 # Launching mpiexec from inside an MPI job is not portable: run these from the serial suite.
 pytestmark = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches its own processes")
 
-BIN = Path(sys.executable).parent
-MPIEXEC = BIN / "mpiexec"
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--set", "mesh.cells=[8,8]", "--set", "time.scheme='bdf2'", "--set", "time.dt=1e-3",
             "--set", "output.fields_every=0", "--set", "output.checkpoint_every=10", "--quiet"]
-
-
-def command(ranks: int, *args) -> list[str]:
-    rdgraph = [sys.executable, "-m", "rdgraph", "run", *args]
-    return rdgraph if ranks == 1 else [str(MPIEXEC), "-n", str(ranks), *rdgraph]
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
-
-def run(ranks: int, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(command(ranks, *args), capture_output=True, text=True,
-                          timeout=timeout, env=env())
-
-
-def rows(path: Path) -> np.ndarray:
-    with open(path) as f:
-        return np.array(list(csv.reader(f))[1:], dtype=float)
 
 
 def start_and_stop(ranks: int, out: Path, t_end: str, signum: int, after_rows: int):
@@ -73,7 +50,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 def compare(out: Path, reference: Path, tol: float) -> None:
-    a, b = rows(reference / "diagnostics.csv"), rows(out / "diagnostics.csv")
+    a, b = csv_rows(reference / "diagnostics.csv"), csv_rows(out / "diagnostics.csv")
     assert np.array_equal(b[:, 0], a[:, 0])  # every step once, none duplicated
     assert np.allclose(b[:, :-1], a[:, :-1], rtol=tol, atol=tol)
     x, y = np.load(reference / "final.npz"), np.load(out / "final.npz")
@@ -105,7 +82,7 @@ def test_signal_writes_a_checkpoint_and_exits_128_plus_signal(tmp_path, referenc
     assert "Traceback" not in err
     step = int(sorted(out.glob("checkpoint-*.npz"))[-1].stem.split("-")[1])
     assert 40 <= step < 300  # written at the stop, not at the end
-    assert rows(out / "diagnostics.csv")[-1, 0] == step
+    assert csv_rows(out / "diagnostics.csv")[-1, 0] == step
     result = run(ranks, "--resume", str(out))
     assert result.returncode == 0, result.stderr
     compare(out, reference, 0.0 if ranks == 1 else 1e-10)

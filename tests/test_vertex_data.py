@@ -1,7 +1,7 @@
 """Per-architecture data (``[model] data``) and Hamming graphs in runs: the data table and its
 errors, ``name[g]`` in expressions, separable potentials with data coefficients, the vertex
-masses of a laplacian run on H(3,3), gibbs fractions with data offsets, labels in
-summary.json. Every test runs serially and under ``mpiexec -n 2``."""
+masses of a laplacian run on H(3,3), gibbs fractions with data offsets, labels in every
+output. Every test runs serially and under ``mpiexec -n 2``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from conftest import make_config
 from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.errors import InputError
+from rdgraph.output.diagnostics import csv_header
+from rdgraph.output.plots import plot_mass_distribution, plot_masses, read_diagnostics
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.problem.data import read_vertex_data
 from rdgraph.problem.expressions import parse
@@ -194,6 +196,43 @@ def test_labels_round_trip_to_summary(shared_tmp):
     run(settings_from_dict(plain), out_dir=shared_tmp / "plain", quiet=True)
     MPI.COMM_WORLD.Barrier()
     assert "vertex_labels" not in json.loads((shared_tmp / "plain" / "summary.json").read_text())
+
+
+def test_labels_round_trip_to_every_output(shared_tmp, capsys):
+    """summary.json (above), the end table, the vertex_masses.bin header and the plots name
+    the vertices by their words; diagnostics.csv keeps its columns (an output contract)."""
+    data = h33_config(shared_tmp, coupling="gibbs", beta=0.5,
+                      potential="(x[0] - 0.3)**2 + loss[g]")
+    data["time"] = {"dt": 0.5, "t_end": 1.0}
+    out = shared_tmp / "named"
+    run(settings_from_dict(data), out_dir=out)
+    printed = capsys.readouterr().out
+    MPI.COMM_WORLD.Barrier()
+    words = list(hamming(3, 3).labels)
+    header = json.loads((out / "vertex_masses.json").read_text())
+    assert header["labels"] == words and header["vertices"] == 27
+    if MPI.COMM_WORLD.rank != 0:
+        return
+    # The end table: the 10 heaviest (27 > 10), each row with its vertex's word.
+    rows = printed.split("Gibbs share")[1].split("winner")[0].strip().splitlines()
+    assert len(rows) == 10
+    for line in rows:
+        g, label = line.split()[:2]
+        assert label == words[int(g)]
+    with open(out / "diagnostics.csv") as f:
+        assert f.readline().strip().split(",") == csv_header(27)
+    diag = read_diagnostics(out / "diagnostics.csv")
+    # Up to 12 curves the legend names each vertex (here the first 3 of the run's columns).
+    few = {k: v for k, v in diag.items()
+           if not k.startswith("mass_") or k in ("mass", "mass_0", "mass_1", "mass_2")}
+    texts = [t.get_text() for t in plot_masses(few, shared_tmp / "f.png", labels=words)
+             .axes[0].get_legend().get_texts()]
+    assert "g = 2 (0-0-2)" in texts
+    final = np.array([diag[f"mass_{g}"][-1] for g in range(27)])
+    notes = [t.get_text() for t in plot_mass_distribution(final, shared_tmp / "d.png",
+                                                          labels=words).axes[0].texts]
+    top = int(np.argmax(final))
+    assert notes[0] == f"g = {top} ({words[top]})"
 
 
 def test_python_callables_for_potential_and_initial(shared_tmp):

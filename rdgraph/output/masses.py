@@ -37,11 +37,14 @@ MASSES_HEADER = "vertex_masses.json"
 _DTYPE = np.dtype("<f8")
 
 
-def _header(num_vertices: int) -> dict:
-    return {"format": "rdgraph vertex masses", "version": 1, "dtype": "<f8",
-            "vertices": num_vertices,
-            "record": ["step", "t"] + ["mass_0", "...", f"mass_{num_vertices - 1}"],
-            "record_length": num_vertices + 2}
+def _header(num_vertices: int, labels=None) -> dict:
+    header = {"format": "rdgraph vertex masses", "version": 1, "dtype": "<f8",
+              "vertices": num_vertices,
+              "record": ["step", "t"] + ["mass_0", "...", f"mass_{num_vertices - 1}"],
+              "record_length": num_vertices + 2}
+    if labels is not None:  # the graph's vertex names, in vertex order
+        header["labels"] = list(labels)
+    return header
 
 
 class VertexMassFile:
@@ -53,10 +56,11 @@ class VertexMassFile:
         comm: The run's communicator.
         append: Continue an existing file (a resumed run, after
             :func:`truncate_vertex_masses`).
+        labels: The graph's vertex names, written to the header as ``labels``.
     """
 
     def __init__(self, directory: Path, num_vertices: int, comm: MPI.Comm, *,
-                 append: bool = False):
+                 append: bool = False, labels=None):
         self.path = Path(directory) / MASSES_FILE
         self.comm = comm
         self.error: OSError | None = None
@@ -66,7 +70,7 @@ class VertexMassFile:
             return
         try:
             header = Path(directory) / MASSES_HEADER
-            header.write_text(json.dumps(_header(num_vertices), indent=1) + "\n")
+            header.write_text(json.dumps(_header(num_vertices, labels), indent=1) + "\n")
             # Unbuffered: each record goes to the OS in one write, so a kill between steps
             # leaves only whole records.
             self._file = open(self.path, "ab" if append else "wb", buffering=0)

@@ -103,7 +103,7 @@ MAX_CURVES = 20
 
 
 def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | None = None,
-                target_label: str = "Gibbs state"):
+                target_label: str = "Gibbs state", labels=None):
     """Vertex masses m_g(t), linear and log scale, with their limits as dashed lines.
 
     Args:
@@ -112,6 +112,7 @@ def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | N
         targets: The vertex masses the run relaxes to (the Gibbs state's), drawn dashed in
             each vertex's colour; ``None``: not known (an older run directory).
         target_label: What the dashed lines are, for the legend.
+        labels: The graph's vertex names, shown in the legend beside the indices.
 
     Returns:
         The matplotlib figure.
@@ -129,7 +130,8 @@ def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | N
             values = diag[names[g]]
             keep = values > 0 if log else np.ones(values.size, dtype=bool)
             ax.plot(t[keep], values[keep], lw=1.4, color=colours[g],
-                    label=f"g = {g}" if not log and shown.size <= 12 else None)
+                    label=None if log or shown.size > 12 else f"g = {g}" if labels is None
+                    else f"g = {g} ({labels[g]})")
             if targets is not None and (targets[g] > 0 or not log):
                 # Alternate the dash phase: equal limits of neighbouring vertices (a
                 # symmetric problem) then show both colours instead of the last one drawn.
@@ -156,7 +158,7 @@ def plot_masses(diag: dict[str, np.ndarray], path: Path, targets: np.ndarray | N
 
 
 def plot_mass_distribution(masses: np.ndarray, path: Path, targets: np.ndarray | None = None,
-                           target_label: str = "Gibbs state"):
+                           target_label: str = "Gibbs state", labels=None):
     """How the final mass is spread over all vertices, for graphs too large for one curve
     per vertex: the masses sorted (largest first, log-log) and their histogram.
 
@@ -165,6 +167,7 @@ def plot_mass_distribution(masses: np.ndarray, path: Path, targets: np.ndarray |
         path: The PNG to write.
         targets: The masses the run relaxes to, drawn sorted as a dashed line.
         target_label: What ``targets`` are, for the legend.
+        labels: The graph's vertex names: the heaviest vertices are named on the curve.
 
     Returns:
         The matplotlib figure.
@@ -179,6 +182,12 @@ def plot_mass_distribution(masses: np.ndarray, path: Path, targets: np.ndarray |
         limit = np.sort(targets)[::-1]
         ax.plot(rank[limit > 0], limit[limit > 0], ls="--", lw=1.2, color="0.3",
                 label=target_label)
+    # The top three named at their points (rank 1, 2, 3), so the winners are read off.
+    for position, g in enumerate(np.argsort(-masses, kind="stable")[:3]):
+        if masses[g] > 0:
+            name = f"g = {g}" + (f" ({labels[g]})" if labels is not None else "")
+            ax.annotate(name, (position + 1, masses[g]), fontsize="x-small",
+                        xytext=(4, -4 - 8 * position), textcoords="offset points")
     ax.set(xscale="log", yscale="log", xlabel="vertices, by final mass (rank)",
            ylabel="vertex mass $m_g(T)$")
     ax.legend(fontsize="small")
@@ -576,10 +585,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     out.mkdir(exist_ok=True)
     written = [out / "masses.png", out / "energy.png"]
     targets, label = _limits(diag, settings, graph, summary)
-    plot_masses(diag, written[0], targets, label)
+    names = graph.labels if graph is not None and graph.n == masses.size else None
+    plot_masses(diag, written[0], targets, label, labels=names)
     if masses.size > MAX_CURVES:
         written.append(out / DISTRIBUTION_FILE)
-        plot_mass_distribution(masses, written[-1], targets, label)
+        plot_mass_distribution(masses, written[-1], targets, label, labels=names)
     limit = summary.get("gibbs_free_energy")
     note = ""
     if label.startswith("limit of m'"):

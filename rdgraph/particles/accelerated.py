@@ -368,7 +368,7 @@ class AcceleratedParticleSystem(ParticleSystem):
         values = everyone[d:2 * d + 1][[d] + list(range(d))] if self._edges else None
         odd = list(range(1, d + 1)) if self._edges else None  # rows of P in [S, P_0..]
         kdes = {}
-        for g in range(p.graph.n):
+        for g in np.unique(labels).tolist():  # the occupied vertices only
             mine = labels == g
             if mine.any():
                 kdes[g] = KernelDensity(everyone[:d, mine], self.mass, p.lower, p.upper,
@@ -382,11 +382,12 @@ class AcceleratedParticleSystem(ParticleSystem):
         Returns:
             ``rho``, ``grad_rho`` ((m,), (d, m)): ``ρ̂_g`` and ``∇ρ̂_g``, g the point's vertex.
             With edges also ``s_own``, ``grad_s_own``: ``Ŝ_g`` and its gradient, and for each
-            slot j of the padded neighbour table (``self._neighbours``): ``rho_nb``, ``s_nb``
-            (m, D), ``grad_rho_nb``, ``grad_s_nb`` and ``p_nb`` (d, m, D).
+            slot j of the points' padded neighbour rows (:meth:`neighbour_slots`): ``rho_nb``,
+            ``s_nb`` (m, D), ``grad_rho_nb``, ``grad_s_nb`` and ``p_nb`` (d, m, D).
         """
         d, m = x.shape
-        degree = self._neighbours.shape[1]
+        targets, weights = self.neighbour_slots(labels)
+        degree = targets.shape[1]
         out = {"rho": np.zeros(m), "grad_rho": np.zeros((d, m))}
         if self._edges:
             out.update({"s_own": np.zeros(m), "grad_s_own": np.zeros((d, m)),
@@ -394,7 +395,7 @@ class AcceleratedParticleSystem(ParticleSystem):
                         "grad_rho_nb": np.zeros((d, m, degree)),
                         "grad_s_nb": np.zeros((d, m, degree)),
                         "p_nb": np.zeros((d, m, degree))})
-            slots_all = self._neighbours[labels], self._weights[labels] > 0
+            slots_all = targets, weights > 0
         for g, kde in kdes.items():
             # Points that need vertex g's estimate: its own, and with edges its neighbours'
             # (for the jump rates into g and the exchange term).
@@ -434,8 +435,8 @@ class AcceleratedParticleSystem(ParticleSystem):
             (m,) and ``∇Q`` (d, m) (the force ``−∇Q`` joins Ṗ).
         """
         p = self.problem
-        targets = self._neighbours[labels]
-        k = self._weights[labels] / p.beta  # w_gh/β, 0 on padding slots
+        targets, weights = self.neighbour_slots(labels)
+        k = weights / p.beta  # w_gh/β, 0 on padding slots
         present = (est["rho_nb"] > 0) & (est["rho"][:, None] > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(present, est["rho_nb"] / est["rho"][:, None], 0.0)
@@ -525,7 +526,8 @@ class AcceleratedParticleSystem(ParticleSystem):
         which, slot = sample_jumps(self.rng, rates, dt)
         if not which.size:
             return
-        self.labels[which] = self._neighbours[self.labels[which], slot]
+        targets, _ = self.neighbour_slots(self.labels)  # the rows the rates were made for
+        self.labels[which] = targets[which, slot]
         self.s[which] = est["s_nb"][which, slot]
         self.p[:, which] = est["p_nb"][:, which, slot]
         self.jumps += which.size

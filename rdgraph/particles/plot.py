@@ -16,6 +16,8 @@ __all__ = ["bin_fractions", "chi_square", "plot_comparison"]
 
 # Vertices shown in the density panels: the heaviest at the final time.
 _SHOWN = 3
+# Vertex curves in the fractions panel, at most.
+_CURVES = 20
 
 
 def bin_fractions(points: np.ndarray, density: np.ndarray, bins: list[np.ndarray]) -> np.ndarray:
@@ -61,7 +63,8 @@ def chi_square(counts: np.ndarray, expected: np.ndarray, minimum: float = 5.0) -
 def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[int, float]:
     """Write the comparison figure.
 
-    Top: vertex fractions over time, FEM as lines, particles as points with 3-SE bars.
+    Top: vertex fractions over time, FEM as lines, particles as points with 3-SE bars (every
+    vertex up to 20, else the 20 heaviest at the end).
     Below, for the heaviest vertices at the final time: 1-D, a histogram of the particle
     positions against the FEM density; 2-D, the particle histogram above the FEM density on
     one colour scale. Densities are per unit total mass (a particle carries mass 1/P). 3-D
@@ -94,7 +97,10 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
 
     ax = fig.add_subplot(grid[0, :])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for g in range(result.fractions.shape[1]):
+    # One curve per vertex up to _CURVES, else the heaviest _CURVES at the end (as the FEM
+    # run's plots): thousands of curves are unreadable and slow to draw.
+    curves = np.argsort(-result.fractions[-1], kind="stable")[:_CURVES]
+    for g in sorted(curves.tolist()):
         c = colours[g % len(colours)]
         ax.plot(result.times, comparison.fem_fractions[:, g], color=c, lw=1.2)
         ax.errorbar(result.times, result.fractions[:, g], yerr=3 * result.standard_errors[:, g],
@@ -104,7 +110,7 @@ def plot_comparison(path: Path, result: ParticleResult, fem_dir: Path) -> dict[i
                  f"max |z| = {comparison.max_abs_z:.2f} (g = {g}, t = {result.times[k]:.3g})")
     ax.set_xlabel("t")
     ax.set_ylabel("fraction")
-    ax.legend(ncol=min(8, result.fractions.shape[1]), fontsize="small")
+    ax.legend(ncol=min(8, len(curves)), fontsize="small")
 
     fem_mass = comparison.fem_fractions[-1]
     # The mesh's corners are dof points: the FEM points span the box.

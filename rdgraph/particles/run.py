@@ -4,7 +4,10 @@ Run directory:
 
 * ``particles.csv``: ``step,t,particles,frac_0..frac_{N-1},se_0..se_{N-1}``: the fraction of
   particles at each vertex (the vertex masses divided by the total mass) and its standard
-  error, at the output times (multiples of the config's ``dt``).
+  error, at the output times (multiples of the config's ``dt``). Beyond
+  ``CSV_VERTEX_COLUMNS`` vertices (as ``diagnostics.csv``) the per-vertex columns are replaced
+  by ``frac_max,frac_max_vertex,frac_effective_vertices``, and every vertex's fraction is in
+  ``fractions.npz`` (``step`` (S,), ``t`` (S,), ``fractions`` and ``standard_errors`` (S, N)).
 * ``positions.npz``: ``t`` (S,), ``x`` (S, P, d) positions and ``g`` (S, P) vertex labels of
   all P particles at S snapshot times, ``lower``/``upper`` the box.
 * ``summary.json``, ``config.toml``.
@@ -12,7 +15,9 @@ Run directory:
   ``accelerated.csv`` (``step,t,free_energy,kinetic_energy,restarts,jumps``: the particle
   estimate F̂, ``Σ m|P|²/2``, and the restarts and jumps so far, at the output times).
 * with ``--compare``: ``fem/`` (the ordinary ``rdgraph run`` directory of the same config),
-  ``comparison.csv`` (``step,t,fem_g..,particles_g..,z_g..``), ``comparison.png``.
+  ``comparison.csv`` (``step,t,fem_g..,particles_g..,z_g..``; beyond ``CSV_VERTEX_COLUMNS``
+  vertices ``step,t,max_abs_z,max_abs_z_vertex`` and ``comparison.npz`` with ``fem``,
+  ``particles`` and ``z``, each (S, N)), ``comparison.png``.
 
 The comparison passes when ``|z|`` stays within the limit for every vertex and output time,
 with ``z = (p̂ − p) / sqrt(p(1 − p)/P)``, ``p̂`` the particle fraction and ``p`` the FEM one
@@ -33,6 +38,7 @@ import numpy as np
 
 from rdgraph.compat import MPI
 from rdgraph.errors import InputError
+from rdgraph.output.diagnostics import CSV_VERTEX_COLUMNS, mass_aggregates
 from rdgraph.output.io import (
     atomic_write_text,
     prepare_run_directory,
@@ -67,6 +73,8 @@ __all__ = [
 EXIT_DISAGREE = 4
 # The chance of refusing a correct run (the z limit per pair is Z_LIMIT or more).
 FAMILY_ERROR = 0.01
+# The end table lists every vertex up to this many, else the heaviest this many.
+REPORT_VERTICES = 10
 
 
 def z_limit(tests: int, family_error: float = FAMILY_ERROR) -> float:
@@ -291,11 +299,23 @@ def run_particles(
     result.out_dir = out
     n = problem.graph.n
     if comm.rank == 0:
-        _write_table(out / "particles.csv",
-                     ["step", "t", "particles"] + [f"frac_{g}" for g in range(n)]
-                     + [f"se_{g}" for g in range(n)],
-                     [result.steps, result.times, np.full(result.steps.size, particles),
-                      *result.fractions.T, *result.standard_errors.T])
+        head = [result.steps, result.times, np.full(result.steps.size, particles)]
+        if n <= CSV_VERTEX_COLUMNS:
+            _write_table(out / "particles.csv",
+                         ["step", "t", "particles"] + [f"frac_{g}" for g in range(n)]
+                         + [f"se_{g}" for g in range(n)],
+                         [*head, *result.fractions.T, *result.standard_errors.T])
+        else:
+            # A column per vertex would make rows of 2N numbers: the aggregates, and all
+            # fractions in binary.
+            top, vertex, effective = zip(*(mass_aggregates(f) for f in result.fractions),
+                                         strict=True)
+            _write_table(out / "particles.csv",
+                         ["step", "t", "particles", "frac_max", "frac_max_vertex",
+                          "frac_effective_vertices"],
+                         [*head, np.array(top), np.array(vertex), np.array(effective)])
+            save_npz(out / "fractions.npz", step=result.steps, t=result.times,
+                     fractions=result.fractions, standard_errors=result.standard_errors)
         save_npz(out / "positions.npz", t=result.snapshot_times, x=result.positions,
                  g=result.labels, lower=problem.lower, upper=problem.upper)
         if result.accelerated is not None:
@@ -344,11 +364,21 @@ def run_particles(
         })
         chi2 = None
         if comm.rank == 0:
-            _write_table(out / "comparison.csv",
-                         ["step", "t"] + [f"fem_{g}" for g in range(n)]
-                         + [f"particles_{g}" for g in range(n)] + [f"z_{g}" for g in range(n)],
-                         [result.steps, result.times, *fem.T, *result.fractions.T,
-                          *comparison.z.T])
+            if n <= CSV_VERTEX_COLUMNS:
+                _write_table(out / "comparison.csv",
+                             ["step", "t"] + [f"fem_{g}" for g in range(n)]
+                             + [f"particles_{g}" for g in range(n)]
+                             + [f"z_{g}" for g in range(n)],
+                             [result.steps, result.times, *fem.T, *result.fractions.T,
+                              *comparison.z.T])
+            else:
+                worst = np.argmax(np.abs(comparison.z), axis=1)
+                _write_table(out / "comparison.csv",
+                             ["step", "t", "max_abs_z", "max_abs_z_vertex"],
+                             [result.steps, result.times,
+                              np.abs(comparison.z)[np.arange(worst.size), worst], worst])
+                save_npz(out / "comparison.npz", fem=fem, particles=result.fractions,
+                         z=comparison.z)
             chi2 = plot_comparison(out / "comparison.png", result, out / "fem")
         # Informative, not part of the pass/fail decision (the FEM density is the nodal
         # interpolant, and bins with few particles are left out).
@@ -360,23 +390,36 @@ def run_particles(
         write_json(out / "summary.json", summary)
     # Every rank returns after the files are complete (callers may read them anywhere).
     comm.Barrier()
-    say(_report(result))
+    say(_report(result, problem.graph.labels))
     return result
 
 
-def _report(result: ParticleResult) -> str:
-    """The end-of-run table: final fractions ± SE, and the FEM ones with z when compared."""
+def _report(result: ParticleResult, labels=None) -> str:
+    """The end-of-run table: final fractions ± SE, and the FEM ones with z when compared;
+    every vertex up to ``REPORT_VERTICES``, else the heaviest ``REPORT_VERTICES``. ``labels``:
+    the graph's vertex names, shown beside the indices."""
     c = result.comparison
+    final = result.fractions[-1]
     head = f"{'vertex':>6} {'particles':>10} {'± SE':>8}"
     if c is not None:
         head += f" {'FEM':>10} {'z':>7}"
+    if labels is not None:
+        head += "  label"
+    n = final.size
+    shown = (range(n) if n <= REPORT_VERTICES
+             else np.argsort(-final, kind="stable")[:REPORT_VERTICES])
     lines = ["", f"t = {result.times[-1]:.6g}:", head]
-    for g in range(result.fractions.shape[1]):
-        line = (f"{g:>6d} {result.fractions[-1, g]:>10.5f} "
-                f"{result.standard_errors[-1, g]:>8.5f}")
+    for g in shown:
+        line = f"{g:>6d} {final[g]:>10.5f} {result.standard_errors[-1, g]:>8.5f}"
         if c is not None:
             line += f" {c.fem_fractions[-1, g]:>10.5f} {c.z[-1, g]:>7.2f}"
+        if labels is not None:
+            line += f"  {labels[g]}"
         lines.append(line)
+    if n > REPORT_VERTICES:
+        lines.append(f"(the {REPORT_VERTICES} of {n} vertices with the most particles: "
+                     f"{final[list(shown)].sum():.1%} of them; every vertex in "
+                     f"{'particles.csv' if n <= CSV_VERTEX_COLUMNS else 'fractions.npz'})")
     winner = int(np.argmax(result.fractions[-1]))
     lines.append(f"winner: vertex {winner} holds {result.fractions[-1, winner]:.1%} of the "
                  f"particles ({result.summary['particle_time']:.3g} s for "

@@ -13,8 +13,15 @@ The PDE of docs/model.md is the forward (Fokker–Planck) equation of a Markov p
 So the density of the particles at vertex g, per particle, is ``ρ_g / Σ_h ∫ρ_h``. Each
 time step is a Lie splitting: an Euler–Maruyama move folded back into the box, then jumps.
 For ``laplacian`` the jump rates do not depend on x and the jump part is sampled exactly
-from ``exp(−τL)``; for ``gibbs`` a particle leaves with probability ``1 − exp(−κ(x)τ)``,
+(its law is ``exp(−τL)``) by running each particle's jump chain through the step: a holding
+time of rate ``deg_g = Σ_h w_gh``, then a neighbour h with probability ``w_gh / deg_g``, until
+the step is over. For ``gibbs`` a particle leaves with probability ``1 − exp(−κ(x)τ)``,
 ``κ = Σ_h k_gh(x)`` at its new position, to ``h`` with probability ``k_gh/κ``.
+
+Large graphs: the jumps read the neighbours from the graph's CSR arrays, so memory is
+O(N + E) for the graph and O(Σ_i deg(g_i)) for the particles' candidate jumps (no padded
+``(N, max degree)`` table, no ``(N, N)`` transition matrix), and the set-up evaluates the
+initial densities and potentials for blocks of vertices at once.
 
 Pure NumPy. Under MPI each rank owns a share of the particles and its own random stream
 (``SeedSequence(seed).spawn``); only the vertex counts are reduced, so a result is
@@ -41,6 +48,7 @@ __all__ = [
     "fraction_standard_errors",
     "reflect",
     "sample_jumps",
+    "sample_segments",
 ]
 
 BOX_SHAPES = {"interval": 1, "rectangle": 2, "box": 3}
@@ -49,6 +57,11 @@ _MAX_EXPONENT = 700.0
 # Gauss–Legendre points per cell and direction for the initial masses and density bounds.
 _GAUSS_POINTS = 3
 _MAX_QUADRATURE_POINTS = 2_000_000
+# Values evaluated at once when expressions are evaluated for blocks of vertices (set-up) and
+# proposals per round of the initial rejection sampling: 8 MiB per float64 array.
+_BLOCK_VALUES = 1 << 20
+# Proposals per particle and round of the rejection sampling, at most.
+_MAX_TRIES = 64
 
 
 def sample_jumps(rng: np.random.Generator, rates: np.ndarray, dt: float
@@ -72,6 +85,58 @@ def sample_jumps(rng: np.random.Generator, rates: np.ndarray, dt: float
     u = rng.random(leave.size) * total[leave]
     slot = np.minimum((u[:, None] >= cumulative).sum(axis=1), rates.shape[1] - 1)
     return leave, slot
+
+
+def _segment_search(cumulative: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                    u: np.ndarray) -> np.ndarray:
+    """For each segment ``[start, end)`` of ``cumulative`` (non-decreasing within it), the
+    first index whose value exceeds ``u`` (the last of the segment if none does: rounding).
+
+    A bisection of all segments at once: ``log2(longest segment)`` vectorized passes.
+    """
+    lo, hi = starts.astype(np.int64), ends.astype(np.int64) - 1
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) // 2
+        right = cumulative[mid] <= u
+        lo = np.where(active & right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
+
+
+def sample_segments(rng: np.random.Generator, offsets: np.ndarray, rates: np.ndarray,
+                    rows: np.ndarray | None = None) -> np.ndarray:
+    """One entry per segment, drawn with probability proportional to its rate.
+
+    The candidates are stored flat (CSR): segment ``i`` holds ``rates[offsets[i]:offsets[i+1]]``.
+
+    Args:
+        rng: The random stream.
+        offsets: Segment boundaries, shape ``(S + 1,)``, every segment non-empty where drawn.
+        rates: Non-negative rates, shape ``(offsets[-1],)``, a positive sum per drawn segment.
+        rows: The segments to draw for (default all).
+
+    Returns:
+        The flat index of the entry drawn for each segment of ``rows``.
+    """
+    rows = np.arange(offsets.size - 1) if rows is None else rows
+    starts, ends = offsets[rows], offsets[rows + 1]
+    lengths = ends - starts
+    owner = np.repeat(np.arange(rows.size), lengths)
+    flat = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths) \
+        + np.repeat(starts, lengths)
+    # Each segment normalised to sum 1 before the running sum, so that the local sums have an
+    # absolute rounding error of at most (segments before) · ε: rates of very different size
+    # in other segments (gibbs rates span many orders) cannot swamp a segment's own.
+    chosen = rates[flat]
+    chosen = chosen / np.bincount(owner, weights=chosen, minlength=rows.size)[owner]
+    running = np.cumsum(chosen)
+    local_start = np.concatenate([[0.0], running])[np.cumsum(lengths) - lengths]
+    local = running - np.repeat(local_start, lengths)
+    first = np.cumsum(lengths) - lengths
+    slot = _segment_search(local, first, first + lengths, rng.random(rows.size))
+    return flat[slot]
 
 
 def reflect(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -129,6 +194,8 @@ class ParticleProblem:
     cells: list[int]
     _quadrature: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False,
                                                                repr=False)
+    # Initial masses and peaks per vertex, computed once (by the checks or on demand).
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParticleProblem:
@@ -229,41 +296,94 @@ class ParticleProblem:
         return self._quadrature
 
     def initial_masses(self) -> np.ndarray:
-        """``∫ρ0_g`` for every vertex, by composite Gauss–Legendre quadrature."""
-        points, w = self.quadrature()
-        return np.array([w @ self.initial(points, g) for g in range(self.graph.n)])
+        """``∫ρ0_g`` for every vertex, by composite Gauss–Legendre quadrature (computed once)."""
+        return self._initial_summary()[0].copy()
+
+    def initial_peaks(self) -> np.ndarray:
+        """``max ρ0_g`` over the quadrature points, for every vertex (computed once)."""
+        return self._initial_summary()[1].copy()
+
+    def vertex_blocks(self, points: int):
+        """Consecutive blocks of vertices whose values at ``points`` points fit in one block
+        of about ``_BLOCK_VALUES`` values."""
+        step = max(1, _BLOCK_VALUES // max(points, 1))
+        for first in range(0, self.graph.n, step):
+            yield np.arange(first, min(self.graph.n, first + step))
+
+    def _initial_summary(self) -> tuple[np.ndarray, np.ndarray]:
+        if "initial" not in self._cache:
+            points, w = self.quadrature()
+            masses, peaks = np.empty(self.graph.n), np.empty(self.graph.n)
+            for block in self.vertex_blocks(points.shape[1]):
+                rho0 = _grid_values(self.initials, points, block)
+                masses[block] = rho0 @ w
+                peaks[block] = rho0.max(axis=1)
+            self._cache["initial"] = (masses, peaks)
+        return self._cache["initial"]
 
     def _check(self) -> None:
-        points, w = self.quadrature()
+        quadrature, w = self.quadrature()
+        q = quadrature.shape[1]
         # The corners as well: the maximum of a density is often on the boundary.
-        corners = np.array(np.meshgrid(*zip(self.lower, self.upper), indexing="ij")).reshape(
-            self.dim, -1)
-        points = np.concatenate([points, corners], axis=1)
-        potentials = []
-        for g in range(self.graph.n):
-            rho0 = self.initial(points, g)
-            if not np.isfinite(rho0).all():
-                raise InputError(f"model.initial for vertex g = {g} is not finite (NaN or inf) "
-                                 "in the box")
+        corners = np.array(np.meshgrid(*zip(self.lower, self.upper, strict=True),
+                                       indexing="ij")).reshape(self.dim, -1)
+        points = np.concatenate([quadrature, corners], axis=1)
+        n = self.graph.n
+        masses, peaks = np.empty(n), np.empty(n)
+        g, h, _ = self.graph.edge_arrays()
+        # float32 is ample for the overflow check below (a limit of 700 in the exponent) and
+        # halves the (N, points) table.
+        potentials = (np.empty((n, points.shape[1]), dtype=np.float32)
+                      if self.coupling == "gibbs" and g.size else None)
+        for block in self.vertex_blocks(points.shape[1]):
+            rho0 = _grid_values(self.initials, points, block)
+            bad = ~np.isfinite(rho0)
+            if bad.any():
+                raise InputError(f"model.initial for vertex g = {block[np.argwhere(bad)[0, 0]]} "
+                                 "is not finite (NaN or inf) in the box")
             if (rho0 < 0).any():
-                i = int(np.argmin(rho0))
+                row = int(np.flatnonzero((rho0 < 0).any(axis=1))[0])
+                i = int(np.argmin(rho0[row]))
                 raise InputError(
-                    f"model.initial for vertex g = {g} is negative ({rho0[i]:.3g} at x = "
-                    f"{points[:, i].round(6).tolist()}): particles sample a density >= 0")
-            v = self.potential(points, g)
-            if not np.isfinite(v).all():
-                raise InputError(f"model.potential for vertex g = {g} is not finite (NaN or inf) "
+                    f"model.initial for vertex g = {block[row]} is negative "
+                    f"({rho0[row, i]:.3g} at x = {points[:, i].round(6).tolist()}): particles "
+                    "sample a density >= 0")
+            masses[block] = rho0[:, :q] @ w
+            peaks[block] = rho0[:, :q].max(axis=1)
+            v = _grid_values(self.potentials, points, block)
+            bad = ~np.isfinite(v)
+            if bad.any():
+                raise InputError(f"model.potential for vertex g = "
+                                 f"{block[np.argwhere(bad)[0, 0]]} is not finite (NaN or inf) "
                                  "in the box")
-            potentials.append(v)
-        if not self.initial_masses().sum() > 0:
+            if potentials is not None:
+                potentials[block] = v
+        self._cache["initial"] = (masses, peaks)
+        if not masses.sum() > 0:
             raise InputError("the initial densities have zero total mass: nothing to sample")
-        if self.coupling == "gibbs":
-            largest = max((float(np.max(np.abs(potentials[g] - potentials[h])))
-                           for g, h, _ in self.graph.edges), default=0.0) / (2 * self.beta)
+        if potentials is not None:
+            largest = 0.0
+            step = max(1, _BLOCK_VALUES // points.shape[1])
+            for first in range(0, g.size, step):
+                edges = slice(first, first + step)
+                difference = potentials[g[edges]].astype(np.float64) - potentials[h[edges]]
+                largest = max(largest, float(np.abs(difference).max()))
+            largest /= 2 * self.beta
             if largest > _MAX_EXPONENT:
                 raise InputError(
                     f"gibbs rates overflow: |V_g - V_h| / (2 beta) reaches {largest:.4g} in the "
                     f"box (limit {_MAX_EXPONENT:g}) with model.beta = {self.beta}")
+
+
+def _grid_values(exprs, points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Values of one expression in ``g`` or one per vertex at ``points`` (``(d, Q)``) for each of
+    ``vertices``: shape ``(len(vertices), Q)``. One expression is evaluated for the whole block
+    at once (the points repeated per vertex), as NumPy is fast per call and slow per vertex."""
+    q = points.shape[1]
+    if isinstance(exprs, Expression):
+        tiled = np.tile(points, (1, vertices.size))
+        return exprs.evaluate(tiled, g=np.repeat(vertices, q)).reshape(vertices.size, q)
+    return np.array([exprs[int(g)].evaluate(points) for g in vertices]).reshape(vertices.size, q)
 
 
 def _per_vertex(exprs, x: np.ndarray, labels) -> np.ndarray:
@@ -272,11 +392,14 @@ def _per_vertex(exprs, x: np.ndarray, labels) -> np.ndarray:
         return exprs.evaluate(x, g=labels)
     if np.ndim(labels) == 0:
         return exprs[int(labels)].evaluate(x)
+    # Grouped by vertex with one sort: a mask per vertex would cost O(N · P).
     out = np.empty(x.shape[1])
-    for g, expr in enumerate(exprs):
-        mask = labels == g
-        if mask.any():
-            out[mask] = expr.evaluate(x[:, mask])
+    if not out.size:
+        return out
+    order = np.argsort(labels, kind="stable")
+    present, starts = np.unique(labels[order], return_index=True)
+    for g, part in zip(present, np.split(order, starts[1:]), strict=True):
+        out[part] = exprs[int(g)].evaluate(x[:, part])
     return out
 
 
@@ -304,77 +427,86 @@ class ParticleSystem:
 
     # -- initial state ----------------------------------------------------------------------
     def _sample_initial(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Labels from the initial vertex masses, positions by rejection from each ``ρ0_g``."""
-        p = self.problem
-        masses = p.initial_masses()
-        labels = self.rng.choice(p.graph.n, size=count, p=masses / masses.sum())
-        x = np.empty((p.dim, count))
-        points, _ = p.quadrature()
-        for g in range(p.graph.n):
-            where = np.flatnonzero(labels == g)
-            if where.size:
-                x[:, where] = self._rejection(g, where.size, float(p.initial(points, g).max()),
-                                              masses[g] / p.volume)
-        return x, labels.astype(np.int64)
+        """Labels from the initial vertex masses, positions by rejection from each ``ρ0_g``.
 
-    def _rejection(self, g: int, count: int, peak: float, mean: float) -> np.ndarray:
-        """``count`` points with density ∝ ``ρ0_g``: uniform proposals under a bound.
-
-        The bound starts 25 % above the largest value on the quadrature grid. A proposal
-        above the bound would bias the sample, so then the bound is raised and the vertex
-        is sampled again from scratch. Batches are sized by the expected acceptance rate
-        ``mean / bound``, ``mean`` the average of ``ρ0_g`` over the box: first from the
-        quadrature, then from the last batch of proposals.
+        Rejection sampling of all particles at once: uniform proposals in the box, accepted
+        with probability ``ρ0_g(x) / bound_g``, the first accepted proposal of each particle
+        kept. The bound starts 25 % above the largest value on the quadrature grid. A proposal
+        above its vertex's bound would bias the sample, so then the bound is raised and every
+        particle of that vertex is sampled again from scratch. Each round gives a particle
+        about ``1.2 / rate`` proposals (at most ``_MAX_TRIES``), ``rate = mean_g / bound_g``
+        the expected acceptance rate, ``mean_g`` the average of ``ρ0_g`` over the box.
         """
         p = self.problem
-        bound = 1.25 * peak
-        accepted: list[np.ndarray] = []
-        have = 0
-        while have < count:
-            rate = max(mean / bound, 1e-6)
-            batch = int(min(max(1024, 1.2 * (count - have) / rate), 10_000_000))
-            u = self.rng.random((p.dim, batch))
-            proposal = p.lower[:, None] + (p.upper - p.lower)[:, None] * u
-            values = p.initial(proposal, g)
-            self.proposals += batch
-            # The proposals estimate the box average better than a grid that missed a peak.
-            mean = float(values.mean())
-            if values.max() > bound:
-                bound = 1.25 * float(values.max())
-                accepted, have = [], 0
-                continue
-            keep = proposal[:, self.rng.random(batch) * bound < values]
-            self.accepted += keep.shape[1]
-            accepted.append(keep)
-            have += keep.shape[1]
-        return np.concatenate(accepted, axis=1)[:, :count]
+        masses = p.initial_masses()
+        labels = self.rng.choice(p.graph.n, size=count, p=masses / masses.sum()).astype(np.int64)
+        x = np.empty((p.dim, count))
+        bound = 1.25 * p.initial_peaks()
+        mean = masses / p.volume
+        done = np.zeros(count, dtype=bool)
+        pending = np.arange(count)
+        while pending.size:
+            g = labels[pending]
+            rate = np.maximum(mean[g] / np.where(bound[g] > 0, bound[g], 1.0), 1e-6)
+            tries = np.clip(np.ceil(1.2 / rate), 1, _MAX_TRIES).astype(np.int64)
+            tries = np.minimum(tries, max(1, _BLOCK_VALUES * 4 // pending.size))
+            owner = np.repeat(pending, tries)  # sorted, as pending is
+            proposal = p.lower[:, None] + (p.upper - p.lower)[:, None] * self.rng.random(
+                (p.dim, owner.size))
+            vertex = labels[owner]
+            values = p.initial(proposal, vertex)
+            self.proposals += owner.size
+            accept = self.rng.random(owner.size) * bound[vertex] < values
+            over = values > bound[vertex]
+            if over.any():
+                raised = np.unique(vertex[over])
+                np.maximum.at(bound, vertex[over], 1.25 * values[over])
+                accept &= ~np.isin(vertex, raised)
+                done[np.isin(labels, raised)] = False
+            self.accepted += int(accept.sum())
+            winners, first = np.unique(owner[accept], return_index=True)
+            x[:, winners] = proposal[:, np.flatnonzero(accept)[first]]
+            done[winners] = True
+            pending = np.flatnonzero(~done)
+        return x, labels
 
     # -- dynamics ---------------------------------------------------------------------------
     def _jump_setup(self) -> None:
-        # From the CSR rows: O(N · max degree) memory, no dense (N, N) weight matrix.
+        # The graph's CSR arrays, and each row's running sum of its weights normalised to 1:
+        # O(N + E) memory, whatever the degrees.
         m = self.problem.graph.matrix
-        n = m.shape[0]
-        counts = np.diff(m.indptr)
-        degree = max(1, int(counts.max(initial=0)))
-        # Neighbour table padded with the vertex itself at weight 0 (a null jump).
-        self._neighbours = np.tile(np.arange(n)[:, None], (1, degree))
-        self._weights = np.zeros((n, degree))
-        rows = np.repeat(np.arange(n), counts)
-        slots = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
-        self._neighbours[rows, slots] = m.indices
-        self._weights[rows, slots] = m.data
-        self._transition_dt = None
+        self._indptr = m.indptr.astype(np.int64)
+        self._indices = m.indices.astype(np.int64)
+        self._edge_weights = m.data
+        counts = np.diff(self._indptr)
+        self._degree_counts = counts
+        self._degrees = np.add.reduceat(m.data, self._indptr[:-1]) if m.nnz else np.zeros(
+            m.shape[0])
+        self._degrees[counts == 0] = 0.0  # reduceat repeats the next value for empty rows
+        with np.errstate(divide="ignore", invalid="ignore"):
+            normalised = m.data / np.repeat(self._degrees, counts)
+        running = np.cumsum(normalised)
+        start = np.concatenate([[0.0], running])[self._indptr[:-1]]
+        self._row_cumulative = running - np.repeat(start, counts)
 
-    def _laplacian_cumulative(self, dt: float) -> np.ndarray:
-        """Row-cumulative ``exp(−dt L)``: the exact jump law over ``dt`` (rates w_gh)."""
-        if self._transition_dt != dt:
-            lam, q = self.problem.graph.spectrum()
-            transition = (q * np.exp(-dt * lam)) @ q.T
-            transition = np.clip(transition, 0.0, None)  # rounding below 0
-            transition /= transition.sum(axis=1, keepdims=True)
-            self._cumulative = np.cumsum(transition, axis=1)
-            self._transition_dt = dt
-        return self._cumulative
+    def neighbour_slots(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbours and edge weights of each particle's vertex, padded per particle.
+
+        Shape ``(m, D)`` with ``D`` the largest degree among ``labels``; a vertex with fewer
+        neighbours is padded with itself at weight 0 (a null jump). O(m · D): for particle
+        methods that handle a particle's candidate jumps as a row (the accelerated particles).
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        counts = self._degree_counts[labels]
+        width = max(1, int(counts.max(initial=0)))
+        targets = np.repeat(labels[:, None], width, axis=1)
+        weights = np.zeros((labels.size, width))
+        rows = np.repeat(np.arange(labels.size), counts)
+        slots = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        flat = np.repeat(self._indptr[labels], counts) + slots
+        targets[rows, slots] = self._indices[flat]
+        weights[rows, slots] = self._edge_weights[flat]
+        return targets, weights
 
     def step(self, dt: float) -> None:
         """Advance by ``dt``: Euler–Maruyama move with reflection, then jumps."""
@@ -392,21 +524,64 @@ class ParticleSystem:
                 self._jump_gibbs(dt)
 
     def _jump_laplacian(self, dt: float) -> None:
-        cumulative = self._laplacian_cumulative(dt)[self.labels]
-        u = self.rng.random(self.count)
-        new = (u[:, None] >= cumulative).sum(axis=1)
-        self.labels = np.minimum(new, cumulative.shape[1] - 1)
+        """The exact jump chain over ``dt``: holding times of rate ``deg_g``, then a neighbour
+        with probability ``w_gh / deg_g``; O(jumps) work, no transition matrix."""
+        active = np.arange(self.count)
+        remaining = np.full(self.count, dt)
+        while active.size:
+            rate = self._degrees[self.labels[active]]
+            with np.errstate(divide="ignore"):
+                wait = self.rng.exponential(size=active.size) / rate  # inf at rate 0
+            jump = wait < remaining
+            active, remaining = active[jump], remaining[jump] - wait[jump]
+            if not active.size:
+                return
+            g = self.labels[active]
+            slot = _segment_search(self._row_cumulative, self._indptr[g], self._indptr[g + 1],
+                                   self.rng.random(active.size))
+            self.labels[active] = self._indices[slot]
 
     def _jump_gibbs(self, dt: float) -> None:
+        """Leave with probability ``1 − exp(−κ(x)τ)``, to h with probability ``k_gh/κ``.
+
+        When every particle's vertex has the same number of neighbours (a regular graph such
+        as H(d, q)), the candidates are a ``(P, degree)`` array read from the CSR rows and the
+        potentials are evaluated one column at a time, so positions are never copied per
+        candidate; otherwise every particle's candidates go into one flat array of
+        ``Σ_i deg(g_i)`` entries (a star's hub costs its degree for its own particles only).
+        """
         p = self.problem
-        here = p.potential(self.x, self.labels)
-        targets = self._neighbours[self.labels]  # (P, D)
-        rates = self._weights[self.labels]
-        for j in range(targets.shape[1]):
-            there = p.potential(self.x, targets[:, j])
-            rates[:, j] *= np.exp((here - there) / (2 * p.beta))
-        which, slot = sample_jumps(self.rng, rates, dt)
-        self.labels[which] = targets[which, slot]
+        labels = self.labels
+        counts = self._degree_counts[labels]
+        here = p.potential(self.x, labels)
+        width = int(counts.max(initial=0))
+        if width == 0:
+            return
+        if (counts == width).all():
+            slots = self._indptr[labels][:, None] + np.arange(width)
+            targets, rates = self._indices[slots], self._edge_weights[slots]
+            for j in range(width):
+                there = p.potential(self.x, targets[:, j])
+                rates[:, j] *= np.exp(self._exponent(here, there))
+            which, slot = sample_jumps(self.rng, rates, dt)
+            self.labels[which] = targets[which, slot]
+            return
+        owner = np.repeat(np.arange(self.count), counts)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        flat = np.repeat(self._indptr[labels], counts) + np.arange(owner.size) \
+            - np.repeat(offsets[:-1], counts)
+        targets = self._indices[flat]
+        there = p.potential(np.take(self.x, owner, axis=1), targets)
+        rates = self._edge_weights[flat] * np.exp(self._exponent(here[owner], there))
+        total = np.bincount(owner, weights=rates, minlength=self.count)
+        leave = np.flatnonzero(self.rng.random(self.count) < -np.expm1(-total * dt))
+        if leave.size:
+            self.labels[leave] = targets[sample_segments(self.rng, offsets, rates, leave)]
+
+    def _exponent(self, here: np.ndarray, there: np.ndarray) -> np.ndarray:
+        """``(V_g − V_h)/2β``, clipped as the FEM rates are: beyond, exp overflows (the
+        set-up refuses potentials that get there in the box)."""
+        return np.clip((here - there) / (2 * self.problem.beta), -_MAX_EXPONENT, _MAX_EXPONENT)
 
     def finite(self) -> bool:
         """Whether every position is finite (a potential NaN somewhere spoils the drift)."""

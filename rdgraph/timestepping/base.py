@@ -18,7 +18,18 @@ import numpy as np
 from rdgraph.compat import PETSc
 from rdgraph.problem.config import Scheme
 
-__all__ = ["History", "Stepper"]
+__all__ = ["MASS_ROUNDING_LIMIT", "History", "Stepper", "is_mass_rounding"]
+
+#: Largest relative defect of the total mass after a step that the steppers put back as
+#: rounding. Rounding in the operator's column sums and solver tolerances stay far below it;
+#: a larger defect is a fault (a non-conservative operator, a loose solver tolerance) and is
+#: left in the solution, where the diagnostics' mass column shows it.
+MASS_ROUNDING_LIMIT = 1e-8
+
+
+def is_mass_rounding(target: float, mass: float) -> bool:
+    """Whether ``mass`` differs from ``target`` by no more than :data:`MASS_ROUNDING_LIMIT`."""
+    return abs(mass - target) <= MASS_ROUNDING_LIMIT * abs(target)
 
 
 @dataclass
