@@ -30,7 +30,7 @@ from rdgraph.problem.validation import (
 from rdgraph.solvers.block import resolve_solver, spectral_per_rank
 from rdgraph.solvers.petsc import direct_package
 from rdgraph.solvers.precision import SINGLE_PRECISION_MAX_CONDITION, mumps_single_precision_on
-from rdgraph.solvers.spectral import coupling_modes, factorization_count
+from rdgraph.solvers.spectral import coupling_modes, coupling_transform, factorization_count
 from rdgraph.timestepping.linear import SCHEME_COEFFICIENTS
 
 __all__ = ["describe", "format_info"]
@@ -67,12 +67,13 @@ def describe(settings: Settings, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     # small graphs; a large sparse graph has its Fiedler value from a sparse eigensolver.
     whole = graph.factors is not None or graph.n <= DENSE_LIMIT
     laplacian_values = graph.eigenvalues() if whole else None
-    values = (coupling_modes(graph, "gibbs", model.gibbs_integrals)[0]
-              if model.coupling == "gibbs" and graph.n <= DENSE_LIMIT else laplacian_values)
+    # The spectral solver's modes (O(N + E) for any graph), as BlockSolver takes them.
+    transform = coupling_transform(graph, model.coupling, model.gibbs_integrals)
+    exact = exact and transform.exact
     coefficients = SCHEME_COEFFICIENTS.get(settings.time.scheme)
-    factorizations = None if coefficients is None or values is None else factorization_count(
-        values, coefficients.mass, coefficients.operator * settings.time.dt,
-        model.same_stiffness)
+    factorizations = None if coefficients is None else factorization_count(
+        transform.values, coefficients.mass, coefficients.operator * settings.time.dt,
+        model.same_stiffness and transform.exact)
     kind, inner = resolve_solver(settings.solver, graph.n, dofs, exact, tdim, comm.size,
                                  factorizations)
     solver = {"type": kind, "configured": settings.solver.type}

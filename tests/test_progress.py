@@ -189,3 +189,26 @@ def test_setup_progress_is_silent_when_fast_and_reports_phases_when_slow():
     now[0] += 10
     quiet.done()
     assert len(out.getvalue().splitlines()) == 4
+
+
+def test_setup_progress_prints_long_loops_reported_to_the_setup_logger():
+    """Factorizations and per-vertex assembly report to ``rdgraph.setup`` inside a phase;
+    the set-up prints them (rank 0) until it is done, and nothing after."""
+    import logging
+
+    from rdgraph.output.progress import SETUP_LOGGER
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = SetupProgress(stream=out, clock=lambda: now[0], after=3.0)
+    logger = logging.getLogger(SETUP_LOGGER)
+    now[0] += 4.0
+    progress.phase("solver (auto)")
+    now[0] += 3.5
+    logger.info("spectral solver: factorization %d of %d on this rank (%.0f s)", 3, 7, 3.5)
+    progress.done()
+    logger.info("after the set-up")
+    assert out.getvalue().splitlines()[:2] == [
+        "rdgraph: set-up 0:04 solver (auto) ...",
+        "rdgraph: set-up 0:08 spectral solver: factorization 3 of 7 on this rank (4 s)"]
+    assert "after the set-up" not in out.getvalue()

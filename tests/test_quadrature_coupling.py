@@ -107,13 +107,23 @@ def test_auto_falls_back_to_per_edge_when_potentials_spread_too_far():
     cliques = [[a + 5 * c, b + 5 * c, 1.0] for c in range(3) for a in range(5)
                for b in range(a + 1, 5)]
     graph = graphs.Graph.from_edges(15, cliques + [[4, 5, 1.0], [9, 10, 1.0]])
+    # A small slope per vertex: potentials that differ by constants only have constant
+    # rates, which auto applies as one sparse chain (neither per-edge nor quadrature).
     model = _model(graph, cells=8, beta=0.5, potential=None,
-                   potentials=[str(500 * (g // 5)) for g in range(15)])
+                   potentials=[f"{500 * (g // 5)} + {0.01 * g} * x[0]" for g in range(15)])
     with pytest.raises(QuadratureNotApplicable, match="per-edge"):
         QuadratureCoupling(model, BlockLayout(model.V, graph.n))
     ops = BlockOperators(model, BlockLayout(model.V, graph.n))
     try:
-        assert ops.quadrature_coupling is None and ops.off_diagonal
+        assert ops.quadrature_coupling is None and ops.off_diagonal and ops.chain is None
+    finally:
+        ops.destroy()
+    constant = _model(graph, cells=8, beta=0.5, potential=None,
+                      potentials=[str(500 * (g // 5)) for g in range(15)])
+    ops = BlockOperators(constant, BlockLayout(constant.V, graph.n))
+    try:
+        assert ops.chain is not None and not ops.off_diagonal
+        assert ops.quadrature_coupling is None
     finally:
         ops.destroy()
 

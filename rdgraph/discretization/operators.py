@@ -25,8 +25,12 @@ not recommended).
 
 from __future__ import annotations
 
+import logging
+import time
+
 import basix
 import numpy as np
+from scipy import sparse
 
 from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.blocks import BlockLayout, ScalarPattern, dense_columns
@@ -38,7 +42,12 @@ from rdgraph.discretization.quadrature_coupling import (
 )
 from rdgraph.errors import InputError
 
-__all__ = ["BlockOperators", "BlockShell"]
+__all__ = ["SETUP_PROGRESS_SECONDS", "BlockOperators", "BlockShell"]
+
+#: Long set-up loops report to the ``rdgraph.setup`` logger every this many seconds (printed
+#: on rank 0 by the run's set-up progress).
+SETUP_PROGRESS_SECONDS = 3.0
+_SETUP_LOG = logging.getLogger("rdgraph.setup")
 
 
 class BlockOperators:
@@ -81,9 +90,14 @@ class BlockOperators:
             self.stiffness = self._separated_stiffness()
         else:
             self.stiffness = []
+            started = reported = time.perf_counter()
             for g in range(n):
                 model.set_vertex(g)
                 self.stiffness.append(self.pattern.assemble(model.stiffness_form))
+                if (now := time.perf_counter()) - reported > SETUP_PROGRESS_SECONDS:
+                    reported = now
+                    _SETUP_LOG.info("vertex operators: %d of %d assembled (%.0f s)", g + 1, n,
+                                    now - started)
         self.off_diagonal: dict[tuple[int, int], np.ndarray] = {}
         # gibbs with gibbs_rates = "nodal": w_gh k_gh at the local dofs, per directed edge.
         self.rate_vectors: dict[tuple[int, int], np.ndarray] | None = None
@@ -92,6 +106,17 @@ class BlockOperators:
         #: The β the values are assembled for (see :meth:`set_beta`).
         self.beta = model.beta_value
         self._beta_parts = None  # (β0, S, [(array, its values at β0)]), made on first change
+        #: The coupling as ``C = L̄ ⊗ M`` with a sparse N × N graph matrix ``L̄``, where its
+        #: rates are constants: laplacian (``L̄ = L``), and gibbs with potentials that differ by
+        #: constants only (``L̄`` the vertex chain). ``None`` otherwise.
+        self.chain: sparse.csr_array | None = None
+        if self.coupling == "laplacian":
+            self.chain = self.graph.laplacian(sparse_format=True).tocsr()
+        elif (self.coupling == "gibbs" and model.same_stiffness and gibbs_coupling == "auto"
+              and model.beta_range[0] == model.beta_range[1]):
+            # Under a temperature schedule the rates change with β (:meth:`set_beta` updates
+            # the per-edge matrices), so the chain is only for a fixed β.
+            self.chain = self._constant_rate_chain()
         if self.coupling == "laplacian" and isinstance(self.stiffness, _Combined):
             # diag_g = β S + d_g M + Σ_k c_k(g) D[φ_k]: formed on demand, never N at once.
             diffusion, *drifts = self.stiffness.parts
@@ -109,6 +134,11 @@ class BlockOperators:
                 if key not in shared:
                     shared[key] = self.stiffness[g] + degrees[g] * self.mass
                 self.diagonal.append(shared[key])
+        elif self.chain is not None:
+            # gibbs with constant rates: every weighted mass matrix is k_gh M, so C = L̄ ⊗ M
+            # as for laplacian: C_gg = L̄_gg M, the off-diagonal blocks applied, not stored.
+            leaving = self.chain.diagonal()
+            self.diagonal = _PerVertex(lambda g: self.stiffness[g] + leaving[g] * self.mass, n)
         elif self.coupling == "upwind":
             # Nonlinear: rdgraph.timestepping.upwind assembles its coupling itself; no linear C
             # here.
@@ -249,6 +279,22 @@ class BlockOperators:
             parts.append(self.pattern.assemble(model.drift_form))
         return _Combined(parts, separation.coefficients)
 
+    def _constant_rate_chain(self) -> sparse.csr_array:
+        """The vertex chain ``L̄`` of gibbs rates ``k_gh = exp((c_g − c_h)/2β)`` for potentials
+        ``V + c_g``: ``L̄_gg = Σ_h w_gh k_gh`` (leaving), ``L̄_hg = −w_gh k_gh`` (h gains)."""
+        model = self.model
+        separation = model.potential_separation
+        n = self.graph.n
+        constants = np.zeros(n) if separation is None else separation.constants
+        g, h, w = self.graph.edge_arrays()
+        half = (constants[g] - constants[h]) / (2 * model.beta_value)
+        forward, backward = w * np.exp(half), w * np.exp(-half)  # g -> h, h -> g
+        gains = sparse.coo_array((np.concatenate([-forward, -backward]),
+                                  (np.concatenate([h, g]), np.concatenate([g, h]))),
+                                 shape=(n, n)).tocsr()
+        leaving = -np.asarray(gains.sum(axis=0)).ravel()  # column sums: mass is conserved
+        return (gains + sparse.diags_array(leaving)).tocsr()
+
     def _nodal_rates(self) -> dict[tuple[int, int], np.ndarray]:
         """``w_gh k_gh = w_gh exp((V_g − V_h)/2β)`` at the local dofs, both directions."""
         model = self.model
@@ -317,10 +363,11 @@ class BlockOperators:
         for g in range(self.graph.n):
             out[g, g] = a * self.mass + b * self.diagonal[g] if b else a * self.mass
         if b:
-            if self.coupling == "laplacian":
-                for g, h, w in self.graph.edges:
-                    out[g, h] = -b * w * self.mass
-                    out[h, g] = out[g, h]
+            if self.chain is not None:
+                chain = self.chain.tocoo()
+                for h, g, value in zip(chain.row, chain.col, chain.data):
+                    if h != g:
+                        out[int(h), int(g)] = b * value * self.mass
             elif self.rate_vectors is not None:
                 for (g, h), rate in self.rate_vectors.items():
                     out[h, g] = -b * self._mass_times_diagonal(rate)
@@ -424,9 +471,8 @@ class BlockShell:
         self.b = b  # per-vertex and edge blocks are scaled as they are applied
         pattern, comm = operators.pattern, layout.comm
         N, n = layout.num_blocks, layout.size_local
-        graph = operators.graph
         per_edge = (operators.coupling == "gibbs" and operators.rate_vectors is None
-                    and operators.quadrature_coupling is None)
+                    and operators.quadrature_coupling is None and operators.chain is None)
         # Per-edge gibbs folds C_gg into the diagonal blocks; otherwise they are the K_g and
         # the coupling is applied on its own.
         blocks = operators.diagonal if per_edge else operators.stiffness
@@ -453,24 +499,19 @@ class BlockShell:
                 if id(values) not in shared:
                     shared[id(values)] = matrix(values)
                 self.per_vertex.append(shared[id(values)])
-        # What M multiplies: mass_shift X + b (D − W) X (laplacian) or the nodal gibbs gains
-        # and losses (h gains w_gh k_gh ρ_g).
+        # What M multiplies: mass_shift X + b L̄ X (laplacian, constant gibbs rates: one
+        # sparse product, O(E n)) or the nodal gibbs gains and losses (h gains w_gh k_gh ρ_g).
         self.mass = matrix(operators.mass)
         self.mass_diagonal = np.full(N, mass_shift)
-        self.edges, self.weights, self.gains, self.leaving = [], None, [], None
-        if b and operators.coupling == "laplacian":
-            self.mass_diagonal += b * graph.degrees()
-            if graph.dense:
-                self.weights = b * graph.weights
-            else:
-                # One axpy per edge end: a dense W @ X costs N² n flops for O(|E| n) work.
-                self.edges = [(g, h, b * w) for g, h, w in graph.edges]
+        self.chain, self.gains, self.leaving = None, [], None
+        if b and operators.chain is not None:
+            self.chain = b * operators.chain
         elif b and operators.rate_vectors is not None:
             self.leaving = b * operators.leaving_rates[:, :n]
             self.gains = [(h, g, b * rate[:n]) for (g, h), rate in
                           operators.rate_vectors.items()]
-        self.uses_mass = bool(np.any(self.mass_diagonal) or self.edges
-                              or self.weights is not None or self.leaving is not None)
+        self.uses_mass = bool(np.any(self.mass_diagonal) or self.chain is not None
+                              or self.leaving is not None)
         self.off_diagonal = {key: matrix(values)
                              for key, values in operators.off_diagonal.items()} if b else {}
         self.quadrature_coupling = operators.quadrature_coupling if b else None
@@ -494,11 +535,8 @@ class BlockShell:
         """The blocks that ``M`` multiplies, formed in the second dense input."""
         formed = self._formed.T
         np.multiply(X, self.mass_diagonal[:, None], out=formed)
-        for g, h, w in self.edges:
-            formed[g] -= w * X[h]
-            formed[h] -= w * X[g]
-        if self.weights is not None:
-            formed -= self.weights @ X
+        if self.chain is not None:
+            formed += self.chain @ X
         if self.leaving is not None:
             formed += self.leaving * X
             for h, g, rate in self.gains:

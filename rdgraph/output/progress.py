@@ -9,6 +9,7 @@ line, so that a long run never goes silent in its log and a short one stays shor
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -17,7 +18,10 @@ from typing import TextIO
 
 from rdgraph.output.diagnostics import Diagnostics
 
-__all__ = ["Progress", "SetupProgress", "format_duration"]
+__all__ = ["SETUP_LOGGER", "Progress", "SetupProgress", "format_duration"]
+
+#: The logger that set-up steps report long loops to (rank 0's records are printed).
+SETUP_LOGGER = "rdgraph.setup"
 
 _BAR_WIDTH = 30
 
@@ -191,6 +195,14 @@ class SetupProgress:
         self._phase: str | None = None
         self._phase_start = self._start
         self.printed = 0
+        # Long loops inside a phase (factorizations, per-vertex assembly) report to the
+        # ``rdgraph.setup`` logger: printed here, as the phases are, until ``done``.
+        self._handler: logging.Handler | None = None
+        if self.enabled:
+            self._handler = _Forward(self)
+            logger = logging.getLogger(SETUP_LOGGER)
+            logger.addHandler(self._handler)
+            logger.setLevel(logging.INFO)
 
     def _write(self, text: str) -> None:
         stream = self.stream if self.stream is not None else sys.stdout
@@ -210,3 +222,17 @@ class SetupProgress:
     def done(self) -> None:
         """The set-up is over."""
         self.phase("time stepping")
+        if self._handler is not None:
+            logging.getLogger(SETUP_LOGGER).removeHandler(self._handler)
+            self._handler = None
+
+
+class _Forward(logging.Handler):
+    """Prints the ``rdgraph.setup`` log records as set-up lines."""
+
+    def __init__(self, progress: SetupProgress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress._write(record.getMessage())

@@ -10,10 +10,11 @@ Types (``[solver] type``):
   independent of ``g``), otherwise a preconditioner for GMRES on the true operator.
 * ``vertex``: FGMRES preconditioned by the exact vertex blocks (block Jacobi over vertices,
   :mod:`rdgraph.solvers.vertex`): robust to vertex operators that differ strongly.
-* ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all, where one
-  factorization is cheap and exact; above, ``vertex`` where the potentials of neighbouring
-  vertices differ by more than ``AUTO_SPREAD_MAX`` β somewhere (the spectral solver's mean
-  operator is then far from every vertex's), else ``spectral``.
+* ``auto`` (the default): ``direct`` up to ``AUTO_DIRECT_MAX`` unknowns in all and
+  ``AUTO_DIRECT_MAX_VERTICES`` vertices, where one factorization is cheap and exact; above,
+  ``vertex`` where the potentials of neighbouring vertices differ by more than
+  ``AUTO_SPREAD_MAX`` β somewhere (the spectral solver's mean operator is then far from
+  every vertex's), else ``spectral``.
 
 The spectral solver's N scalar problems are either dealt to the ranks, each factorized and
 solved whole and serially (``[solver] scalar_layout = "per-rank"``, what ``auto`` does for
@@ -47,11 +48,11 @@ from rdgraph.solvers.precision import (
     factorization_precision,
     mumps_single_precision_on,
 )
-from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count, graph_modes
+from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count, modal_transform
 from rdgraph.solvers.vertex import VertexBlockPreconditioner, potential_spread
 
-__all__ = ["OPTIONS_PREFIX", "BlockSolver", "LinearSolver", "ReusedSetupSolver", "configure_ksp",
-           "direct_package",
+__all__ = ["AUTO_DIRECT_MAX_VERTICES", "OPTIONS_PREFIX", "BlockSolver", "LinearSolver",
+           "ReusedSetupSolver", "configure_ksp", "direct_package", "krylov_restart",
            "more_robust_type", "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
@@ -83,8 +84,11 @@ SPECTRAL_GAMG_THRESHOLD = 0.01
 # PETSc's default two Chebyshev/Jacobi iterations: as many iterations, a few % faster.
 SPECTRAL_AMG_SMOOTHER = {"mg_levels_ksp_type": "richardson", "mg_levels_pc_type": "sor",
                          "mg_levels_ksp_max_it": 1}
-# ``auto`` factorizes the whole block system up to this many unknowns.
+# ``auto`` factorizes the whole block system up to this many unknowns ...
 AUTO_DIRECT_MAX = 100_000
+# ... and this many vertices: the graph couples the blocks like extra dimensions, and the
+# fill-in grows with them (docs/notes/graphs-large-n.md).
+AUTO_DIRECT_MAX_VERTICES = 64
 # ``auto`` takes the vertex-block solver over the spectral one when the potentials of two
 # neighbouring vertices differ by more than this many β at some node: the spectral solver's
 # mean vertex operator is then far from every vertex's (on the default toy, 28β apart, it
@@ -94,9 +98,20 @@ AUTO_SPREAD_MAX = 3.0
 # the more robust one, ``direct`` last (where its memory estimate fits).
 MORE_ROBUST = {"spectral": "vertex", "krylov": "vertex", "fieldsplit": "vertex",
                "vertex": "direct"}
+# FGMRES keeps two vectors per iteration up to its restart: at most this many bytes of them
+# per rank, but a restart of at least KRYLOV_MIN_RESTART.
+KRYLOV_BYTES = 2**30
+KRYLOV_MIN_RESTART = 10
 # Bytes per unknown of a monolithic MUMPS factorization of the block system, 2-D P1
 # (measured at 256²); 3-D more.
 DIRECT_BYTES_PER_UNKNOWN_2D = 4_000.0
+
+
+def krylov_restart(local_unknowns: int) -> int:
+    """FGMRES's restart: 100, or fewer where its 2 vectors per iteration would exceed
+    :data:`KRYLOV_BYTES` on a rank (H(6, 5) × 32², 2 ranks: 68 MB per vector and rank)."""
+    fits = int(KRYLOV_BYTES // (2 * 8 * max(local_unknowns, 1)))
+    return max(KRYLOV_MIN_RESTART, min(100, fits))
 
 
 def _lu() -> dict:
@@ -173,7 +188,7 @@ def resolve_solver(settings: SolverSettings, num_blocks: int, size_global: int,
     """
     kind = settings.type
     if kind == "auto":
-        if num_blocks * size_global <= AUTO_DIRECT_MAX:
+        if num_blocks * size_global <= AUTO_DIRECT_MAX and num_blocks <= AUTO_DIRECT_MAX_VERTICES:
             kind = "direct"
         elif not exact and spread > AUTO_SPREAD_MAX:
             kind = "vertex"
@@ -321,13 +336,18 @@ class BlockSolver:
                            for k in list(overrides) if k.startswith(SPECTRAL_PREFIX)}
         vertex_overrides = {k[len(VERTEX_PREFIX):]: overrides.pop(k)
                             for k in list(overrides) if k.startswith(VERTEX_PREFIX)}
-        # The spectral transform is the whole solve (no outer Krylov method) when exact.
-        self.exact = exact = operators.modes_decouple
         a, b = mass_coefficient, operator_coefficient
+        # The graph's modal transforms (O(N + E) to build, whatever the graph): exact ones,
+        # or a surrogate / per-vertex shifts on large graphs.
+        self.transform = (modal_transform(operators)
+                          if settings.type in ("auto", "spectral") else None)
+        # The spectral transform is the whole solve (no outer Krylov method) when exact.
+        self.exact = exact = operators.modes_decouple and (
+            self.transform is None or self.transform.exact)
         factorizations = None
-        if settings.type in ("auto", "spectral") and settings.inner == "auto":
-            factorizations = factorization_count(graph_modes(operators)[0], a, b,
-                                                 operators.same_stiffness)
+        if self.transform is not None and settings.inner == "auto":
+            factorizations = factorization_count(
+                self.transform.values, a, b, operators.same_stiffness and self.transform.exact)
         #: max |V_g − V_h| / β over edges and nodes (what ``auto`` judges the spread by).
         self.spread = potential_spread(operators) if settings.type == "auto" else None
         self.kind, inner = resolve_solver(
@@ -376,7 +396,9 @@ class BlockSolver:
     def _describe(self, settings, operators) -> dict:
         described = {"type": self.kind, "ksp_type": self._solver.ksp.getType(),
                      "pc_type": self._solver.ksp.getPC().getType()}
-        if operators.coupling == "gibbs" and operators.rate_vectors is None:
+        if operators.coupling == "gibbs" and operators.chain is not None:
+            described["gibbs_coupling"] = "constant rates"
+        elif operators.coupling == "gibbs" and operators.rate_vectors is None:
             described["gibbs_coupling"] = ("quadrature" if operators.quadrature_coupling
                                            else "per-edge")
         if self.vertex_preconditioner is not None:
@@ -458,7 +480,8 @@ class BlockSolver:
             # to a guess (``BlockSolver.solve``).
             outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
                      "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
-                     "ksp_gmres_restart": 100}
+                     "ksp_gmres_restart": krylov_restart(operators.layout.num_blocks
+                                                         * operators.layout.size_local)}
         outer.update(settings.petsc_options)
         outer.update(overrides)
         self.matrix = operators.shell(a, b)
@@ -471,7 +494,8 @@ class BlockSolver:
             batched_package=("mumps" if inner_kind == "lu" and direct_package() == "mumps"
                              and "pc_factor_mat_solver_type" not in inner_overrides else None),
             single_precision=(self.factorization_precision == "single"
-                              and "pc_precision" not in inner_overrides))
+                              and "pc_precision" not in inner_overrides),
+            transform=self.transform)
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)
         pc = ksp.getPC()

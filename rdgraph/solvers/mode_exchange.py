@@ -123,6 +123,24 @@ class ModeExchange:
         for view, part in zip(self._views, self._parts):
             view[i] = whole[part]
 
+    def load_many(self, modes: np.ndarray, whole: np.ndarray) -> None:
+        """Copy several of this rank's modes, whole, into the rows of ``whole``."""
+        rows = self._rows_of(modes)
+        for view, part in zip(self._views, self._parts):
+            whole[:, part] = view[rows]
+
+    def store_many(self, modes: np.ndarray, whole: np.ndarray) -> None:
+        """Put back several of this rank's modes (the rows of ``whole``)."""
+        rows = self._rows_of(modes)
+        for view, part in zip(self._views, self._parts):
+            view[rows] = whole[:, part]
+
+    def _rows_of(self, modes) -> np.ndarray:
+        rows = np.fromiter((self._row[int(k)] for k in modes), dtype=np.int64, count=len(modes))
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+            return slice(int(rows[0]), int(rows[-1]) + 1)  # a view, no gather
+        return rows
+
     def receive(self, modal: np.ndarray) -> None:
         """Write this rank's owned rows of every stored mode into ``modal`` (N × owned)."""
         direct = self.in_order and modal.flags.c_contiguous

@@ -10,11 +10,27 @@ is similar to the symmetric ``Π̄^{-1/2} L̄ Π̄^{1/2}``, so ``P = Π̄^{1/2} 
 
 When the vertex operators differ (unequal potentials, or gibbs), the same construction with
 the averaged ``K̄`` is a preconditioner for a Krylov method on the true operator.
+
+The transforms (:class:`ModalTransform`) are never N × N beyond small graphs:
+
+* product graphs (``hamming``, ``hypercube``, ``product``) apply ``Q = Q_1 ⊗ … ⊗ Q_d`` one
+  factor at a time, O(N Σ q_i) per dof; for gibbs beyond :data:`DENSE_GIBBS_MAX` vertices
+  the chain ``Π̄^{-1/2} L̄ Π̄^{1/2} = D_π − W`` is not a Kronecker sum (its diagonal varies),
+  and the preconditioner solves the product surrogate ``L + c I`` (the same ``W``, the
+  diagonal replaced by its mean) exactly instead;
+* other graphs up to :data:`DENSE_LIMIT` vertices: the dense eigendecomposition;
+* larger graphs without product structure: no transform at all, each vertex's block solved
+  with the shift of its own diagonal ``d_g`` of ``L̄`` (block Jacobi on the coupling), the
+  vertices with close shifts sharing one factorization, under a Krylov method. Memory and
+  work per application are linear in N + E, and the factorizations are bounded by the range
+  of the shifts, not by N.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 
@@ -23,11 +39,13 @@ from rdgraph.discretization.operators import BlockOperators
 from rdgraph.errors import InputError, SolverError
 from rdgraph.problem.graph import DENSE_LIMIT
 from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
-from rdgraph.solvers.petsc import configure_ksp, reason_name
+from rdgraph.solvers.petsc import configure_ksp, direct_package, reason_name
 
-__all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "SHARED_FACTORIZATION_SPAN",
-           "SHARED_HIERARCHY_SPAN", "SpectralPreconditioner", "coupling_modes",
-           "factorization_count", "factorization_span", "graph_modes", "residual_budgets"]
+__all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "BATCH_BYTES", "DENSE_GIBBS_MAX",
+           "SHARED_FACTORIZATION_SPAN", "SHARED_HIERARCHY_SPAN", "DenseModes", "DiagonalModes",
+           "ModalTransform", "ProductModes", "SpectralPreconditioner", "coupling_modes",
+           "coupling_transform", "factorization_count", "factorization_span", "graph_modes",
+           "modal_transform", "residual_budgets"]
 
 #: Modes whose scalar operators ``s M + bK̄`` have shifts ``s`` within this ratio share one AMG
 #: hierarchy (built at their geometric mean): each mode's operator is then within a factor
@@ -50,6 +68,163 @@ SHARED_FACTORIZATION_SPAN = 1.1
 #: right-hand side at any count; MUMPS 15, 18, 22, 27, 28 and 43 ms for 1, 2, 4, 6, 8 and 16
 #: at once.
 BATCHED_FACTORIZATION_MIN_MODES = 5
+#: The dense blocks of a batched solve (right-hand sides and solutions) hold at most this
+#: many bytes each: a factorization shared by many modes (H(6, 5): 6144 modes of one
+#: eigenvalue) solves them in several batches instead of one block of all its modes.
+BATCH_BYTES = 32 * 2**20
+#: Set-up steps (factorizations) report progress every this many seconds ...
+SETUP_PROGRESS_SECONDS = 3.0
+#: ... to this logger, which :class:`rdgraph.output.progress.SetupProgress` prints on rank 0.
+SETUP_LOG = logging.getLogger("rdgraph.setup")
+#: gibbs on a product graph: the exact chain's dense eigendecomposition (O(N³) once, O(N² n)
+#: per application) up to this many vertices; beyond, the factor-wise product surrogate.
+DENSE_GIBBS_MAX = 1024
+
+
+class ModalTransform:
+    """The modal transforms of a coupling's graph matrix, applied to ``(N, n)`` blocks.
+
+    Attributes:
+        values: The shift ``λ_k`` of each mode ``k`` (not sorted).
+        identity: ``P = I``: the modes are the vertices.
+        exact: ``P Λ P⁻¹`` is the coupling's graph matrix itself, not a surrogate.
+    """
+
+    values: np.ndarray
+    identity: bool = False
+    exact: bool = True
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``P⁻¹ R`` into ``out``."""
+        raise NotImplementedError
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``P Y`` into ``out``."""
+        raise NotImplementedError
+
+
+class DenseModes(ModalTransform):
+    """Dense ``P``, ``P⁻¹`` (N × N): graphs up to :data:`DENSE_LIMIT` vertices."""
+
+    def __init__(self, values: np.ndarray, P: np.ndarray, P_inverse: np.ndarray):
+        self.values, self.P, self.P_inverse = values, P, P_inverse
+        self.identity = bool(np.allclose(P, np.eye(len(values))))
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(self.P_inverse, R, out=out)
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(self.P, Y, out=out)
+
+
+class ProductModes(ModalTransform):
+    """``P = diag(root) (Q_1 ⊗ … ⊗ Q_d)`` applied one factor at a time, O(N Σ q_i) per dof.
+
+    Each factor is one contraction (``einsum``) on a view of the ``(N, n)`` block as
+    ``(before, q_i, after)``: no transposed copies (``tensordot`` on the ``(q_1, …, q_d, n)``
+    array spent most of a step copying: H(6, 5) × 32², 3.3 s per transform against 0.3 s).
+
+    Args:
+        spectrum: The product graph's :class:`rdgraph.problem.graph.ProductSpectrum`.
+        root: ``sqrt(π̄)`` of the symmetrized gibbs chain (``None``: laplacian).
+        shift: Added to every eigenvalue (the surrogate ``L + c I``).
+        exact: Whether ``P Λ P⁻¹`` is the coupling's graph matrix.
+    """
+
+    def __init__(self, spectrum, root: np.ndarray | None = None, shift: float = 0.0,
+                 exact: bool = True):
+        self.spectrum, self.root = spectrum, root
+        self.values = spectrum.values + shift if shift else spectrum.values
+        self.identity = spectrum.n == 1 and root is None
+        self.exact = exact
+        self._work: np.ndarray | None = None
+
+    def _contract(self, X: np.ndarray, out: np.ndarray, transpose: bool) -> np.ndarray:
+        """``(Q_1 ⊗ … ⊗ Q_d) X`` (or with ``Q_iᵀ``) into ``out``; ``X`` is not changed."""
+        shape = self.spectrum.shape
+        if self._work is None or self._work.shape != X.shape:
+            self._work = np.empty_like(X)
+        # Ping-pong between out and the work array, ending in out.
+        buffers = (out, self._work) if len(shape) % 2 == 0 else (self._work, out)
+        source = X
+        for axis, Q in enumerate(self.spectrum.factor_vectors):
+            target = buffers[(axis + 1) % 2]
+            before = math.prod(shape[:axis])
+            matrix = Q.T if transpose else Q
+            # einsum, not matmul: BLAS is slow on (q × q) @ (q × huge) (measured at
+            # H(6, 5) × 8²: 0.08–0.28 s against 0.03 s for the first two axes).
+            np.einsum("ij,bja->bia", matrix, source.reshape(before, shape[axis], -1),
+                      out=target.reshape(before, shape[axis], -1))
+            source = target
+        return out
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if self.root is not None:
+            R = R / self.root[:, None]
+        return self._contract(R, out, transpose=True)
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        self._contract(Y, out, transpose=False)
+        if self.root is not None:
+            out *= self.root[:, None]
+        return out
+
+
+class DiagonalModes(ModalTransform):
+    """No transform: each vertex is a mode with the shift of its diagonal entry of ``L̄``
+    (block Jacobi on the coupling, for large graphs without product structure)."""
+
+    identity = True
+    exact = False
+
+    def __init__(self, diagonal: np.ndarray):
+        self.values = np.asarray(diagonal, dtype=float)
+
+    def to_modes(self, R: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = R
+        return out
+
+    def from_modes(self, Y: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[:] = Y
+        return out
+
+
+def modal_transform(operators: BlockOperators) -> ModalTransform:
+    """The :class:`ModalTransform` of the block operators' coupling (see the module)."""
+    weights = operators.model.gibbs_integrals if operators.coupling == "gibbs" else None
+    return coupling_transform(operators.graph, operators.coupling, weights)
+
+
+def _chain_root(gibbs_integrals: np.ndarray) -> np.ndarray:
+    weights = np.asarray(gibbs_integrals, dtype=float)
+    return np.sqrt(weights / weights.max())
+
+
+def coupling_transform(graph, coupling: str, gibbs_integrals: np.ndarray | None = None
+                       ) -> ModalTransform:
+    """The modal transform of a coupling's graph matrix ``L̄`` (no FEM objects).
+
+    See the module for which one a graph gets. Never forms an N × N array beyond
+    :data:`DENSE_LIMIT` vertices (product graphs: beyond none for laplacian,
+    :data:`DENSE_GIBBS_MAX` for gibbs).
+    """
+    spectrum = graph.product_spectrum()
+    if spectrum is not None and (coupling != "gibbs" or graph.n > DENSE_GIBBS_MAX):
+        if coupling != "gibbs":
+            return ProductModes(spectrum)
+        # Symmetrized chain D_π − W, D_π = diag(Σ_h w_gh sqrt(π̄_h / π̄_g)): the surrogate keeps
+        # W (the product's) and replaces the diagonal by degree + its mean excess, which is
+        # exact when the π̄ are equal and close while they vary little over an edge.
+        root = _chain_root(gibbs_integrals)
+        chain_diagonal = (graph.matrix @ root) / root
+        excess = float(np.mean(chain_diagonal - graph.degrees()))
+        return ProductModes(spectrum, root, excess, exact=False)
+    if graph.n <= DENSE_LIMIT:
+        return DenseModes(*coupling_modes(graph, coupling, gibbs_integrals))
+    if coupling == "gibbs":
+        root = _chain_root(gibbs_integrals)
+        return DiagonalModes((graph.matrix @ root) / root)
+    return DiagonalModes(graph.degrees())
 
 
 def graph_modes(operators: BlockOperators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,16 +235,17 @@ def graph_modes(operators: BlockOperators) -> tuple[np.ndarray, np.ndarray, np.n
 
 def coupling_modes(graph, coupling: str, gibbs_integrals: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eigenvalues and transforms of the graph matrix ``L̄`` of a coupling (no FEM objects).
+    """Eigenvalues and dense transforms of the graph matrix ``L̄`` of a coupling (no FEM
+    objects; up to :data:`DENSE_LIMIT` vertices, see :func:`coupling_transform` beyond).
 
     laplacian: the graph Laplacian. gibbs: the vertex chain with rates ``w_gh sqrt(π̄_h/π̄_g)``,
     ``π̄_g`` the integrals ``∫exp(-V_g/β)``, symmetrized by ``diag(sqrt π̄)``.
     """
     if graph.n > DENSE_LIMIT:
         # The transforms below are dense N x N matrices.
-        raise InputError(f"the spectral solver forms the graph's eigenvectors as dense "
-                         f"matrices, up to {DENSE_LIMIT} vertices; this graph has {graph.n}: "
-                         f"set solver.type = 'krylov'")
+        raise InputError(f"the dense modal transforms are for up to {DENSE_LIMIT} vertices; "
+                         f"this graph has {graph.n} (the spectral solver applies product "
+                         f"graphs' factor by factor, and solves other large graphs per vertex)")
     if coupling == "laplacian":
         values, Q = graph.spectrum()
         return values, Q, Q.T
@@ -134,6 +310,24 @@ def _group(values: np.ndarray, tol: float = 1e-10) -> list[list[int]]:
     return groups
 
 
+def _split_at_shares(groups: list[list[int]], parts: int) -> list[list[int]]:
+    """``groups`` (consecutive) cut where the k-th of ``parts`` equal shares of all their
+    modes ends, so that :func:`deal_groups` deals every share whole."""
+    total = sum(len(group) for group in groups)
+    ends = [round(total * k / parts) for k in range(1, parts)]
+    out: list[list[int]] = []
+    before = 0
+    for group in groups:
+        start = 0
+        for end in ends:
+            if before < end < before + len(group):
+                out.append(group[start:end - before])
+                start = end - before
+        out.append(group[start:])
+        before += len(group)
+    return out
+
+
 def _clusters(shifts: list[float], span: float) -> list[list[int]]:
     """Consecutive indices of increasing ``shifts`` whose largest/smallest ratio ≤ ``span``."""
     clusters: list[list[int]] = []
@@ -153,6 +347,54 @@ class _SharedHierarchy:
 
     def apply(self, pc, x: PETSc.Vec, y: PETSc.Vec) -> None:
         self.hierarchy.solve(x, y)
+
+
+class _StationaryCorrection:
+    """A coarse correction on the chain's stationary vector, after the surrogate's solve.
+
+    With one stiffness ``K`` and the chain ``L̄`` (``1ᵀ L̄ = 0``, ``L̄ π = 0``; laplacian
+    ``π = 1``), the prolongation ``P = π ⊗ I`` and restriction ``R = 1ᵀ ⊗ I`` give the
+    Galerkin operator ``R A P = (Σ π)(a M + b K)``: one scalar problem. The correction
+    ``x += P (RAP)⁻¹ R (r − A x)`` makes ``R (r − A x) = 0``: what the surrogate gets most
+    wrong (the slowest modes of the chain, where its stationary vector differs from the
+    surrogate's) is solved exactly, at the price of one product with ``A`` and one scalar
+    solve per application. It also leaves the preconditioned residual without mass.
+    """
+
+    def __init__(self, operators: BlockOperators, a: float, b: float, stiffness: np.ndarray):
+        layout = operators.layout
+        self.layout = layout
+        if operators.coupling == "gibbs":
+            weights = np.asarray(operators.model.gibbs_integrals, dtype=float)
+            self.stationary = weights / weights.max()
+        else:
+            self.stationary = np.ones(layout.num_blocks)
+        total = float(self.stationary.sum())
+        self.matrix = operators.pattern.matrix(total * (a * operators.mass + b * stiffness),
+                                               layout.comm)
+        self.ksp = PETSc.KSP().create(layout.comm)
+        self.ksp.setOperators(self.matrix)
+        configure_ksp(self.ksp, {"ksp_type": "preonly", "pc_type": "lu",
+                                 "pc_factor_mat_solver_type": direct_package()},
+                      "rd_spectral_coarse_", set_up=True)
+        self.rhs, self.solution = self.matrix.createVecs()
+        self.product = None
+
+    def correct(self, A: PETSc.Mat, r: PETSc.Vec, x: PETSc.Vec) -> None:
+        """``x += P (RAP)⁻¹ R (r − A x)``."""
+        if self.product is None:
+            self.product = x.duplicate()
+        A.mult(x, self.product)
+        N, n = self.layout.num_blocks, self.layout.size_local
+        residual = r.array_r.reshape(N, n) - self.product.array_r.reshape(N, n)
+        self.rhs.array[:] = residual.sum(axis=0)
+        self.ksp.solve(self.rhs, self.solution)
+        x.array.reshape(N, n)[:] += self.stationary[:, None] * self.solution.array_r[None, :]
+
+    def destroy(self) -> None:
+        for obj in (self.ksp, self.matrix, self.rhs, self.solution, self.product):
+            if obj is not None:
+                obj.destroy()
 
 
 class SpectralPreconditioner:
@@ -181,16 +423,22 @@ class SpectralPreconditioner:
                  operator_coefficient: float, inner_options: dict, prefix: str,
                  per_rank: bool = False,
                  block_tolerances: tuple[float, float] | None = None,
-                 batched_package: str | None = None, single_precision: bool = False):
+                 batched_package: str | None = None, single_precision: bool = False,
+                 transform: ModalTransform | None = None):
         self.layout = operators.layout
         a, b = mass_coefficient, operator_coefficient
-        values, self.P, self.P_inverse = graph_modes(operators)
-        self.identity = bool(np.allclose(self.P, np.eye(len(values))))
+        self.modes = modal_transform(operators) if transform is None else transform
+        values = self.modes.values
+        self.identity = self.modes.identity
         stiffness = operators.average_stiffness()
         comm = self.layout.comm
         self.groups = _group(values)
         self.per_rank = per_rank and comm.size > 1
         if self.per_rank:
+            # Equal shares of the modes: a group across a share's end is solved on both ranks
+            # (one more factorization, of a single vertex's size) instead of making one rank
+            # wait for the other (H(6, 5), 2 ranks: 10240 modes against 5385 otherwise).
+            self.groups = _split_at_shares(self.groups, comm.size)
             dealt = deal_groups([len(group) for group in self.groups], comm.size)
             self.exchange = ModeExchange(
                 comm, self.layout.size_local,
@@ -240,7 +488,7 @@ class SpectralPreconditioner:
         # A mode sharing a hierarchy keeps its Krylov options; its PC is the shared one.
         mode_options = {k: v for k, v in inner_options.items() if not k.startswith("pc_")}
         if factorized:
-            span = factorization_span(operators.same_stiffness)
+            span = factorization_span(operators.same_stiffness and self.modes.exact)
         else:
             span = SHARED_HIERARCHY_SPAN
         all_shifts = _shifts(values, self.groups, a, b)
@@ -248,7 +496,16 @@ class SpectralPreconditioner:
         # modes get one fixed operator A: the preconditioner is I ⊗ A⁻¹ and the modal
         # transforms cancel (P P⁻¹ = I), so apply skips them.
         self.uniform = preonly and len(_clusters(all_shifts, span)) == 1
-        for cluster in _clusters(shifts, span):
+        clusters = _clusters(shifts, span)
+        started = reported = time.perf_counter()
+        for done, cluster in enumerate(clusters):
+            now = time.perf_counter()
+            if now - reported > SETUP_PROGRESS_SECONDS:
+                # No collective here (each rank has its own clusters): the set-up's progress
+                # prints rank 0's.
+                reported = now
+                SETUP_LOG.info("spectral solver: factorization %d of %d on this rank (%.0f s)",
+                               done + 1, len(clusters), now - started)
             if len(cluster) == 1 and not self.uniform:
                 self.solvers.append(scalar_solver(scalar_matrix(shifts[cluster[0]]),
                                                   factorization_options(inner_options, cluster)))
@@ -280,6 +537,9 @@ class SpectralPreconditioner:
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
         self.last_iterations = 0
+        self.coarse = None
+        if not self.modes.exact and operators.same_stiffness:
+            self.coarse = _StationaryCorrection(operators, a, b, stiffness)
 
     def _batch_into_solves(self, batched: bool, size: int, scalar_comm) -> None:
         """The solves of an application: modes sharing one factorization in one batch
@@ -292,6 +552,10 @@ class SpectralPreconditioner:
                 self.batches.append((ksp, list(group)))
             else:
                 self.batches.extend((ksp, [k]) for k in group)
+        # Bounded dense blocks: a batch of more columns than BATCH_BYTES allows is split.
+        most = max(2, BATCH_BYTES // (8 * max(size, 1)))
+        self.batches = [(ksp, modes[i:i + most]) for ksp, modes in self.batches
+                        for i in range(0, len(modes), most)]
         columns = max((len(modes) for _, modes in self.batches if len(modes) > 1), default=0)
         self._rhs_block, self._solution_block = np.zeros((2, columns, size))
         # Dense matrices over the blocks' leading rows: row j is column j (column-major).
@@ -306,7 +570,7 @@ class SpectralPreconditioner:
         N, n = self.layout.num_blocks, self.layout.size_local
         R, out = r.array_r.reshape(N, n), x.array.reshape(N, n)
         transform = not (self.identity or self.uniform)
-        modal = np.matmul(self.P_inverse, R, out=self._modal) if transform else R
+        modal = self.modes.to_modes(R, out=self._modal) if transform else R
         budgets = None
         if self.block_tolerances is not None:
             squares = np.einsum("kj,kj->k", modal, modal)
@@ -318,14 +582,22 @@ class SpectralPreconditioner:
         iterations, failed = 0, None
         for ksp, modes in self.batches:
             if len(modes) > 1:
-                rhs, solution = self._rhs_block, self._solution_block
-                for j, k in enumerate(modes):
-                    if exchange is None:
-                        rhs[j] = modal[k]
-                    else:
-                        exchange.load(k, rhs[j])
+                rhs, solution = self._rhs_block[:len(modes)], self._solution_block[:len(modes)]
+                if exchange is None:
+                    np.take(modal, modes, axis=0, out=rhs)
+                else:
+                    exchange.load_many(modes, rhs)
                 reason = self._solve_batch(ksp, len(modes))
-                solutions = zip(modes, solution)
+                if reason < 0 and failed is None:
+                    failed = (modes[0], reason)
+                count = ksp.getIterationNumber()
+                iterations = max(iterations, count)
+                self.mode_iterations.update(dict.fromkeys(modes, count))
+                if exchange is None:
+                    solved[modes] = solution
+                else:
+                    exchange.store_many(modes, solution)
+                continue
             else:
                 k = modes[0]
                 if exchange is None:
@@ -359,9 +631,11 @@ class SpectralPreconditioner:
             )
         self.last_iterations = iterations
         if transform:
-            np.matmul(self.P, solved, out=out)
+            self.modes.from_modes(solved, out=out)
         elif exchange is None:
             out[:] = solved
+        if self.coarse is not None:
+            self.coarse.correct(pc.getOperators()[0], r, x)
 
     def _solve_single(self, ksp: PETSc.KSP) -> int:
         """Solve the right-hand side vector into the solution vector, from zero; return a
@@ -410,4 +684,7 @@ class SpectralPreconditioner:
         dense = [mat for pair in self._dense.values() for mat in pair]
         for obj in [*unique.values(), *self.matrices, *dense, self._b_vec, self._x_vec]:
             obj.destroy()
+        if self.coarse is not None:
+            self.coarse.destroy()
+            self.coarse = None
         self.solvers, self.matrices, self._shared, self._dense = [], [], [], {}
