@@ -10,9 +10,10 @@ try:  # pragma: no cover - depends on the installation
 except ImportError:  # pragma: no cover
     pass
 
-from mpi4py import MPI  # noqa: E402
 import signal as _signal  # noqa: E402
 import threading as _threading  # noqa: E402
+
+from mpi4py import MPI  # noqa: E402
 
 # PETSc installs a handler that turns SIGTERM into MPI_Abort(59). rdgraph's command line
 # handles SIGTERM/SIGINT itself (a checkpoint in the time loop, then status 128 + signal), so

@@ -367,8 +367,8 @@ class TimeStepper(Stepper):
 
     def destroy(self) -> None:
         self.solver.destroy()
-        for obj in (self._reused, self._guess, self.mass_matrix, self.operator_matrix, self._rhs, self._work,
-                    self._source_new, self._source_old, self._previous, self._startup,
+        for obj in (self._reused, self._guess, self.mass_matrix, self.operator_matrix,
+                    self._rhs, self._work, self._source_new, self._source_old, self._previous, self._startup,
                     self._last, self._spare):
             if obj is not None:
                 obj.destroy()
