@@ -178,7 +178,7 @@ def double_wells_fixed(cells: int) -> None:
 #: β from hot to cold: the issue's 0.5 down to 0.02, geometric (log-linear) over
 #: ANNEAL_COOLING time units, then held at 0.02 to the end of the run.
 ANNEAL_HOT, ANNEAL_COLD = 0.5, 0.02
-ANNEAL_COOLING = 80.0
+ANNEAL_COOLING = 160.0
 
 
 def global_minimum_vertex(potential: str, vertices: int, lower: float, upper: float,
@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("double-wells", "toy", "annealing", "setup-reuse"),
                         default=None,
                         help="run one case only")
-    parser.add_argument("--anneal-t-end", type=float, default=100.0,
+    parser.add_argument("--anneal-t-end", type=float, default=200.0,
                         help="end of the annealing runs (cooling, then held at beta = 0.02)")
     parser.add_argument("--anneal-cooling", type=float, default=ANNEAL_COOLING,
                         help="time over which beta falls from 0.5 to 0.02")
