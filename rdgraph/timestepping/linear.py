@@ -7,9 +7,9 @@ The columns of ``A`` sum to zero (no-flux walls, a conservative coupling), so ev
 conserves the total mass ``Σ_g 1ᵀMρ_g`` up to the sources' mass, in exact arithmetic. In
 floating point the assembled columns sum to zero only to rounding, and a Krylov solve leaves a
 residual: each step then changes the mass by about ``τ 1ᵀAρ``, with the same sign step after
-step, which adds up over long or many steps. Each step therefore puts the mass back to what
-the scheme conserves, with the smallest correction in L² (a constant, the same for every
-vertex), but only a defect of rounding size
+step, which adds up over long or many steps. Each step therefore scales the densities back
+to the mass the scheme conserves (a scaling, unlike an added constant, keeps a density that
+vanishes somewhere from turning negative there), but only a defect of rounding size
 (:data:`~rdgraph.timestepping.base.MASS_ROUNDING_LIMIT`): a larger one is a fault to be seen,
 not hidden.
 
@@ -130,8 +130,6 @@ class TimeStepper(Stepper):
         self._previous = None  # x^{n-1} for BDF2
         self._mass_row_sums = operators.mass_row_sums()  # M 1: ∫ρ_g = (M 1)ᵀρ_g
         self._comm = self.layout.comm
-        self._domain_measure = self._comm.allreduce(float(self._mass_row_sums.sum()),
-                                                    op=MPI.SUM)
         # Krylov solves start from ρ^n extrapolated linearly from the last state this stepper
         # started from (one dt back), else from ρ^n.
         self._last, self._spare, self._last_time = None, None, None
@@ -268,8 +266,7 @@ class TimeStepper(Stepper):
         return float(np.sum(blocks @ self._mass_row_sums))
 
     def _restore_mass(self, x: PETSc.Vec, target: float) -> None:
-        """Add to every density the constant that makes the total mass ``target`` (summed
-        over ranks): the L²-orthogonal projection onto the mass the scheme conserves.
+        """Scale the densities to the total mass ``target`` (summed over ranks).
 
         The correction is the size of the solve's mass error (rounding times ``τ‖A‖‖ρ‖``),
         so it is no larger than the error of the solution it corrects.
@@ -277,9 +274,8 @@ class TimeStepper(Stepper):
         local = np.array([target, self._local_mass(x)])
         total = np.empty_like(local)
         self._comm.Allreduce(local, total, op=MPI.SUM)
-        if not is_mass_rounding(total[0], total[1]):
-            return
-        x.shift((total[0] - total[1]) / (self.layout.num_blocks * self._domain_measure))
+        if total[1] != 0.0 and is_mass_rounding(total[0], total[1]):
+            x.scale(total[0] / total[1])
 
     def with_dt(self, dt: float) -> TimeStepper:
         stepper = TimeStepper(self.model, self._operators, self.scheme, dt,
@@ -368,7 +364,7 @@ class TimeStepper(Stepper):
     def destroy(self) -> None:
         self.solver.destroy()
         for obj in (self._reused, self._guess, self.mass_matrix, self.operator_matrix,
-                    self._rhs, self._work, self._source_new, self._source_old, self._previous, self._startup,
-                    self._last, self._spare):
+                    self._rhs, self._work, self._source_new, self._source_old, self._previous,
+                    self._startup, self._last, self._spare):
             if obj is not None:
                 obj.destroy()
