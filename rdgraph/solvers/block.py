@@ -496,13 +496,7 @@ class BlockSolver:
             single_precision=(self.factorization_precision == "single"
                               and "pc_precision" not in inner_overrides),
             transform=self.transform)
-        ksp = PETSc.KSP().create(self.matrix.getComm())
-        ksp.setOperators(self.matrix)
-        pc = ksp.getPC()
-        pc.setType("python")
-        pc.setPythonContext(self.preconditioner)
-        configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
-        return LinearSolver.from_ksp(ksp, self.name)
+        return self._preconditioned(self.preconditioner, outer)
 
     def _vertex(self, operators, a, b, settings, overrides, inner_overrides) -> LinearSolver:
         """FGMRES on the matrix-free operator, preconditioned by the exact vertex blocks."""
@@ -523,11 +517,15 @@ class BlockSolver:
         self.matrix = operators.matrix(a, b)
         self.vertex_preconditioner = VertexBlockPreconditioner(
             operators, a, b, inner, OPTIONS_PREFIX + VERTEX_PREFIX)
+        return self._preconditioned(self.vertex_preconditioner, outer)
+
+    def _preconditioned(self, context, outer: dict) -> LinearSolver:
+        """The outer Krylov solve on :attr:`matrix` with ``context`` as its (python) PC."""
         ksp = PETSc.KSP().create(self.matrix.getComm())
         ksp.setOperators(self.matrix)
         pc = ksp.getPC()
         pc.setType("python")
-        pc.setPythonContext(self.vertex_preconditioner)
+        pc.setPythonContext(context)
         configure_ksp(ksp, outer, OPTIONS_PREFIX, set_up=True)
         return LinearSolver.from_ksp(ksp, self.name)
 
