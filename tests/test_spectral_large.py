@@ -36,11 +36,16 @@ def hamming_laplacian(dim: int, q: int) -> np.ndarray:
     return L
 
 
+@pytest.mark.parametrize("merged", [1, 9, 32])
 @pytest.mark.parametrize("graph", [graphs.hamming(3, 3),
                                    graphs.product([graphs.path(3), graphs.complete(4)])],
                          ids=["H(3,3)", "path3xK4"])
-def test_factor_wise_transforms_equal_the_dense_ones(graph):
+def test_factor_wise_transforms_equal_the_dense_ones(graph, merged, monkeypatch):
+    # Factors applied one by one (1), merged in pairs (9), all in one (32).
+    monkeypatch.setattr(spectral, "MERGED_FACTOR_SIZE", merged)
     transform = coupling_transform(graph, "laplacian")
+    assert len(transform._factors) == {1: len(graph.product_spectrum().shape), 9: 2,
+                                       32: 1}[merged]
     assert isinstance(transform, ProductModes) and transform.exact
     R = np.random.default_rng(1).standard_normal((graph.n, 6))
     modes = transform.to_modes(R, np.empty_like(R))
