@@ -713,4 +713,6 @@ class SpectralPreconditioner:
         if self.coarse is not None:
             self.coarse.destroy()
             self.coarse = None
+        if self.exchange is not None:
+            self.exchange.destroy()
         self.solvers, self.matrices, self._shared, self._dense = [], [], [], {}
