@@ -13,8 +13,9 @@ the averaged ``K̄`` is a preconditioner for a Krylov method on the true operato
 
 The transforms (:class:`ModalTransform`) are never N × N beyond small graphs:
 
-* product graphs (``hamming``, ``hypercube``, ``product``) apply ``Q = Q_1 ⊗ … ⊗ Q_d`` one
-  factor at a time, O(N Σ q_i) per dof; for gibbs beyond :data:`DENSE_GIBBS_MAX` vertices
+* product graphs (``hamming``, ``hypercube``, ``product``) apply ``Q = Q_1 ⊗ … ⊗ Q_d`` a few
+  factors at a time (merged up to :data:`MERGED_FACTOR_SIZE` rows), O(N Σ m_j) per dof for
+  the merged sizes ``m_j``; for gibbs beyond :data:`DENSE_GIBBS_MAX` vertices
   the chain ``Π̄^{-1/2} L̄ Π̄^{1/2} = D_π − W`` is not a Kronecker sum (its diagonal varies),
   and the preconditioner solves the product surrogate ``L + c I`` (the same ``W``, the
   diagonal replaced by its mean) exactly instead;
@@ -124,7 +125,7 @@ class DenseModes(ModalTransform):
 
 
 class ProductModes(ModalTransform):
-    """``P = diag(root) (Q_1 ⊗ … ⊗ Q_d)`` applied a few factors at a time, O(N Σ q_i) per dof.
+    """``P = diag(root) (Q_1 ⊗ … ⊗ Q_d)`` applied a few factors at a time, O(N Σ m_j) per dof.
 
     Consecutive factors are merged into one Kronecker factor of at most
     :data:`MERGED_FACTOR_SIZE` rows (H(6, 5): three of 25 × 25), each applied as one
