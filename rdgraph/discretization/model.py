@@ -404,9 +404,11 @@ class Model:
             masses: The initial mass of every vertex (the same on every rank).
         """
         comm = self.mesh.comm
-        lowest = comm.allreduce(float(np.min(self._initial_nodal, initial=np.inf)), op=MPI.MIN)
-        largest = comm.allreduce(float(np.max(np.abs(self._initial_nodal), initial=0.0)),
-                                 op=MPI.MAX)
+        # No |values| temporary: the nodal values of all vertices can be large.
+        lowest = float(np.min(self._initial_nodal, initial=np.inf))
+        highest = float(np.max(self._initial_nodal, initial=-np.inf))
+        lowest, highest = comm.allreduce(lowest, op=MPI.MIN), comm.allreduce(highest, op=MPI.MAX)
+        largest = max(abs(lowest), abs(highest), 0.0)
         source = "model.initials" if self.settings.initials is not None else "model.initial"
         # Round-off of node coordinates (x[0] = -3e-18 for x[0] = 0) is not a negative density.
         if lowest < -1e-12 * largest:
