@@ -84,6 +84,7 @@ POTENTIALS = {
     "separable": f"{BOWL} + 0.3*g*x[0]",
     "not separable": "exp(-(x[0] - 0.2*g)**2) + x[1]**2",
     "data": f"{BOWL} + 0.5*loss[g]",
+    "data, not separable": "exp(-(x[0] - loss[g])**2) + x[1]**2",
 }
 
 
@@ -91,12 +92,13 @@ POTENTIALS = {
 @pytest.mark.parametrize("coupling", ["laplacian", "gibbs"])
 @pytest.mark.parametrize("kind", list(POTENTIALS))
 def test_energies_at_points_equal_the_assembled_forms(degree, coupling, kind, loss_file):
-    data = loss_file if kind == "data" else None
+    data = loss_file if kind.startswith("data") else None
     sim = Simulation(_settings(degree, coupling, POTENTIALS[kind], data), COMM)
     try:
         model = sim.model
         assert model.point_values() is not None
-        assert (model.potential_separation is None) == (kind in ("shared", "not separable"))
+        assert (model.potential_separation is None) == (kind == "shared"
+                                                        or kind.endswith("not separable"))
         for vary in (False, True):
             if vary:
                 _vary(sim)
@@ -150,10 +152,10 @@ def test_python_potential_uses_its_interpolant():
         sim.destroy()
 
 
-@pytest.mark.parametrize("kind", ["separable", "not separable", "data"])
+@pytest.mark.parametrize("kind", ["separable", "not separable", "data", "data, not separable"])
 def test_gibbs_integrals_and_nodal_values_match_vertex_by_vertex(kind, loss_file):
     """The set-up's batched evaluation gives what one vertex at a time gives."""
-    data = loss_file if kind == "data" else None
+    data = loss_file if kind.startswith("data") else None
     sim = Simulation(_settings(1, "gibbs", POTENTIALS[kind], data), COMM)
     try:
         model = sim.model
