@@ -74,7 +74,8 @@ class Model:
         self._dof_points = None  # dof coordinates, tabulated once for nodal values
         self._quadrature = None  # the rule of dx on the owned cells, computed once
         self._points: PointValues | None = None  # B at those points, made on first use
-        self._potential_basis = None  # the separation's φ_k at those points, (P, r)
+        # At those points: the shared V (P, 1), or the separation's φ_k (P, r).
+        self._potential_points = None
         self.num_owned = self.V.dofmap.index_map.size_local
         self.x = ufl.SpatialCoordinate(mesh)
         scalar = dolfinx.default_scalar_type
@@ -239,8 +240,9 @@ class Model:
             values[row] = known[expr]
         return values
 
-    def potentials_at(self, points: np.ndarray) -> list[np.ndarray]:
-        """``V_g`` at ``points`` of shape ``(3, P)`` for every vertex (shared when equal)."""
+    def potentials_at(self, points: np.ndarray) -> np.ndarray:
+        """``V_g`` at ``points`` of shape ``(3, P)`` for every vertex, ``(N, P)`` (a read-only
+        broadcast when all are equal)."""
         return self._values_all(self.potentials, points, self.potential_separation)
 
     def quadrature_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -281,16 +283,16 @@ class Model:
         """
         _, coordinates, weights = self.quadrature_points()
         if self.shared_potential:
-            if self._potential_basis is None:
-                self._potential_basis = self.potentials.evaluate(coordinates)[:, None]
-            return self._potential_basis
+            if self._potential_points is None:
+                self._potential_points = self.potentials.evaluate(coordinates)[:, None]
+            return self._potential_points
         separation = self.potential_separation
         if separation is not None:
-            if self._potential_basis is None:
-                self._potential_basis = np.array(
+            if self._potential_points is None:
+                self._potential_points = np.array(
                     [f.evaluate(coordinates) for f in separation.basis]).reshape(
                     separation.rank, weights.size).T.copy()
-            values = self._potential_basis @ separation.coefficients[batch].T
+            values = self._potential_points @ separation.coefficients[batch].T
             values += separation.constants[batch]
             return values
         if isinstance(self.potentials, PythonFunction):
