@@ -117,8 +117,13 @@ class Simulation:
         initial: Callable[[np.ndarray, int], np.ndarray] | None = None,
         verbose: bool = False,
     ):
+        # The progress's log handler is removed however the set-up ends.
+        with SetupProgress(rank=comm.rank, quiet=not verbose) as progress:
+            self._set_up(settings, comm, solver_overrides, potential, initial, progress)
+
+    def _set_up(self, settings: Settings, comm: MPI.Comm, solver_overrides: dict | None,
+                potential, initial, progress: SetupProgress) -> None:
         start = time.perf_counter()
-        progress = SetupProgress(rank=comm.rank, quiet=not verbose)
         self.settings = settings
         self.comm = comm
         #: β(t) of a temperature schedule, else None (β is the number ``model.beta``); checked

@@ -212,3 +212,44 @@ def test_setup_progress_prints_long_loops_reported_to_the_setup_logger():
         "rdgraph: set-up 0:04 solver (auto) ...",
         "rdgraph: set-up 0:08 spectral solver: factorization 3 of 7 on this rank (4 s)"]
     assert "after the set-up" not in out.getvalue()
+
+
+def test_setup_progress_detaches_its_handler_when_the_set_up_raises():
+    """A set-up that raises must not leave its handler on the ``rdgraph.setup`` logger: later
+    set-ups in the same process would print through the dead one."""
+    import logging
+
+    from rdgraph.output.progress import SETUP_LOGGER
+
+    logger = logging.getLogger(SETUP_LOGGER)
+    before = list(logger.handlers)
+    out = io.StringIO()
+    with pytest.raises(RuntimeError, match="set-up failed"):
+        with SetupProgress(stream=out) as progress:
+            assert len(logger.handlers) == len(before) + 1
+            progress.phase("mesh")
+            raise RuntimeError("set-up failed")
+    assert logger.handlers == before
+    logger.info("after the failed set-up")
+    assert "after the failed set-up" not in out.getvalue()
+
+
+def test_simulation_with_bad_input_leaves_no_setup_handler():
+    """The same through ``Simulation(verbose=True)``, failing in the model's set-up (after the
+    progress began), on every rank."""
+    import logging
+
+    from rdgraph.errors import InputError
+    from rdgraph.output.progress import SETUP_LOGGER
+    from rdgraph.problem.config import settings_from_dict
+    from rdgraph.simulation import Simulation
+
+    logger = logging.getLogger(SETUP_LOGGER)
+    before = list(logger.handlers)
+    settings = settings_from_dict({
+        "mesh": {"shape": "rectangle", "cells": [4, 4]}, "graph": {"kind": "path", "n": 5},
+        "model": {"potential": "1/(g - 3) + x[0]"},
+        "time": {"dt": 0.1, "t_end": 0.1}, "output": {"fields_every": 0}})
+    with pytest.raises(InputError, match="not finite"):
+        Simulation(settings, MPI.COMM_WORLD, verbose=True)
+    assert logger.handlers == before

@@ -12,6 +12,7 @@ import numpy as np
 import ufl
 
 from rdgraph.compat import MPI, dolfinx
+from rdgraph.discretization.point_values import BATCH_ENTRIES, PointValues
 from rdgraph.discretization.ufl_expressions import to_ufl
 from rdgraph.errors import InputError
 from rdgraph.problem.config import ModelSettings, SpaceSettings
@@ -71,6 +72,10 @@ class Model:
 
         self.V = fem.functionspace(mesh, ("Lagrange", space.degree))
         self._dof_points = None  # dof coordinates, tabulated once for nodal values
+        self._quadrature = None  # the rule of dx on the owned cells, computed once
+        self._points: PointValues | None = None  # B at those points, made on first use
+        # At those points: the shared V (P, 1), or the separation's φ_k (P, r).
+        self._potential_points = None
         self.num_owned = self.V.dofmap.index_map.size_local
         self.x = ufl.SpatialCoordinate(mesh)
         scalar = dolfinx.default_scalar_type
@@ -115,9 +120,10 @@ class Model:
                 self.drift_form = fem.form(u * ufl.inner(ufl.grad(phi), ufl.grad(v)) * dx)
 
         # Vertex expressions are evaluated once: set-up must not grow with N more than it must.
+        self._initial_separation = None if isinstance(
+            self.initials, PythonFunction) else separate(self.initials, n)
         self._potential_nodal = self._nodal_all(self.potentials, self.potential_separation)
-        self._initial_nodal = self._nodal_all(self.initials, None if isinstance(
-            self.initials, PythonFunction) else separate(self.initials, n))
+        self._initial_nodal = self._nodal_all(self.initials, self._initial_separation)
         # NaN/inf expressions first: they would otherwise surface as overflowing rates.
         self.check_finite()
         self.check_finite_at_points()
@@ -182,21 +188,61 @@ class Model:
             points.shape[1]
         )
 
-    def _nodal_all(self, exprs, separation: Separation | None = None) -> list[np.ndarray]:
-        """Nodal values for every vertex; one shared array when the expression has no ``g``."""
+    def _nodal_all(self, exprs, separation: Separation | None = None) -> np.ndarray:
+        """Nodal values for every vertex, ``(N, local dofs)``; a read-only broadcast of one
+        row when the expression has no ``g``."""
         return self._values_all(exprs, self._dof_coordinates(), separation)
 
     def _values_all(self, exprs, points: np.ndarray,
-                    separation: Separation | None = None) -> list[np.ndarray]:
-        """Values at ``points`` for every vertex; one shared array when there is no ``g``."""
-        if isinstance(exprs, Expression) and not exprs.depends_on("g"):
-            return [self._values(exprs, 0, points)] * self.graph.n
-        if separation is not None:
-            return list(separation.evaluate(points))
-        return [self._values(exprs, g, points) for g in range(self.graph.n)]
+                    separation: Separation | None = None) -> np.ndarray:
+        """Values at ``points`` for every vertex, ``(N, P)`` (a broadcast when there is no
+        ``g``)."""
+        batches = list(self._value_batches(exprs, points, separation))
+        if len(batches) == 1:
+            return batches[0][1]
+        return np.concatenate([values for _, values in batches])
 
-    def potentials_at(self, points: np.ndarray) -> list[np.ndarray]:
-        """``V_g`` at ``points`` of shape ``(3, P)`` for every vertex (shared when equal)."""
+    def _value_batches(self, exprs, points: np.ndarray, separation: Separation | None = None,
+                       t: float = 0.0):
+        """``(vertices, values)`` for batches of vertices covering all N, ``values`` of shape
+        ``(batch size, P)`` at ``points`` of shape ``(3, P)``: bounded temporaries, and one
+        NumPy evaluation per batch rather than one per vertex."""
+        n, count = self.graph.n, points.shape[1]
+        if isinstance(exprs, Expression) and not exprs.depends_on("g"):
+            yield slice(0, n), np.broadcast_to(self._values(exprs, 0, points, t), (n, count))
+            return
+        size = n if separation is not None else max(1, BATCH_ENTRIES // max(count, 1))
+        for start in range(0, n, size):
+            batch = slice(start, min(start + size, n))
+            if separation is not None:  # r basis functions, one small matrix product
+                yield batch, separation.evaluate(points)
+            else:
+                yield batch, self._batch_values(exprs, points, batch, t)
+
+    def _batch_values(self, exprs, points: np.ndarray, batch: slice,
+                      t: float = 0.0) -> np.ndarray:
+        """Values of the vertices of ``batch`` at ``points``, ``(batch size, P)``."""
+        vertices = np.arange(batch.start, batch.stop)
+        count = points.shape[1]
+        if isinstance(exprs, Expression):
+            # The points repeated once per vertex, g constant along each copy.
+            return exprs.evaluate(np.tile(points, vertices.size), g=np.repeat(vertices, count),
+                                  t=t).reshape(vertices.size, count)
+        values = np.empty((vertices.size, count))
+        known: dict = {}  # a list repeats few distinct expressions
+        for row, g in enumerate(vertices):  # a Python callable is called once per vertex
+            expr = exprs if isinstance(exprs, PythonFunction) else exprs[g]
+            if isinstance(expr, PythonFunction) or expr.depends_on("g"):
+                values[row] = self._values(exprs, g, points, t)
+                continue
+            if expr not in known:
+                known[expr] = self._values(exprs, g, points, t)
+            values[row] = known[expr]
+        return values
+
+    def potentials_at(self, points: np.ndarray) -> np.ndarray:
+        """``V_g`` at ``points`` of shape ``(3, P)`` for every vertex, ``(N, P)`` (a read-only
+        broadcast when all are equal)."""
         return self._values_all(self.potentials, points, self.potential_separation)
 
     def quadrature_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,6 +253,8 @@ class Model:
             ``P = q × owned cells``; and their weights times ``|det J|``, so that
             ``Σ_p w_p f(x_p)`` is what ``assemble_scalar(f * dx)`` computes on this rank.
         """
+        if self._quadrature is not None:
+            return self._quadrature
         mesh = self.mesh
         reference, weights = basix.make_quadrature(mesh.basix_cell(), self.quadrature_degree)
         cells = np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
@@ -215,7 +263,41 @@ class Model:
         quadrature = (volume.reshape(len(cells), -1) * weights).ravel()
         coordinates = np.zeros((3, quadrature.size))
         coordinates[: x.shape[-1]] = x.reshape(-1, x.shape[-1]).T
-        return reference, coordinates, quadrature
+        self._quadrature = (reference, coordinates, quadrature)
+        return self._quadrature
+
+    def point_values(self) -> PointValues | None:
+        """The densities at the points of :meth:`quadrature_points` in batches of vertices,
+        or ``None`` for elements with dof transformations (collective on first call)."""
+        if self._points is None and PointValues.applicable(self.V):
+            reference, _, weights = self.quadrature_points()
+            self._points = PointValues(self.V, reference, weights, self.graph.n)
+        return self._points
+
+    def _potential_at_points(self, batch: slice) -> np.ndarray:
+        """``V_g`` at the points of :meth:`quadrature_points` for the vertices of ``batch``:
+        ``(points, batch size)``, or ``(points, 1)`` when all vertices share it.
+
+        What the forms see there: the expression at the physical points, or for a Python
+        callable its interpolant (:meth:`point_values` is then not ``None``).
+        """
+        _, coordinates, weights = self.quadrature_points()
+        if self.shared_potential:
+            if self._potential_points is None:
+                self._potential_points = self.potentials.evaluate(coordinates)[:, None]
+            return self._potential_points
+        separation = self.potential_separation
+        if separation is not None:
+            if self._potential_points is None:
+                self._potential_points = np.array(
+                    [f.evaluate(coordinates) for f in separation.basis]).reshape(
+                    separation.rank, weights.size).T.copy()
+            values = self._potential_points @ separation.coefficients[batch].T
+            values += separation.constants[batch]
+            return values
+        if isinstance(self.potentials, PythonFunction):
+            return self._points.interpolate(self._potential_nodal[batch].T)
+        return self._batch_values(self.potentials, coordinates, batch).T
 
     def _dof_coordinates(self) -> np.ndarray:
         if self._dof_points is None:
@@ -251,15 +333,16 @@ class Model:
 
     def check_finite(self) -> None:
         """Refuse potentials and initial densities that are NaN/inf on the mesh (collective)."""
-        checks = [(what, g, values, exprs)
-                  for what, nodal, exprs in (("potential", self._potential_nodal, self.potentials),
-                                             ("initial", self._initial_nodal, self.initials))
-                  for g, values in enumerate(nodal)]
-        local = np.array([np.isfinite(values).all() for _, _, values, _ in checks], dtype=np.int32)
+        checks = (("potential", self._potential_nodal, self.potentials),
+                  ("initial", self._initial_nodal, self.initials))
+        # One flag per vertex and expression, (2, N), one reduction for all vertices.
+        local = np.array([np.isfinite(nodal).all(axis=1) for _, nodal, _ in checks],
+                         dtype=np.int32)
         finite = np.empty_like(local)
-        self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)  # one reduction for all vertices
-        for (what, g, _, exprs), ok in zip(checks, finite):
-            if not ok:
+        self.mesh.comm.Allreduce(local, finite, op=MPI.MIN)
+        for (what, _, exprs), ok in zip(checks, finite, strict=True):
+            if not ok.all():
+                g = int(np.argmin(ok))  # the first vertex that fails
                 src = exprs if isinstance(exprs, Expression | PythonFunction) else exprs[g]
                 raise InputError(
                     f"model.{what} '{src}' is not finite (NaN or inf) on the mesh "
@@ -280,7 +363,7 @@ class Model:
         rounded = np.round(nodes / scale, 12) * scale
         _, quadrature, _ = self.quadrature_points()
         items = [("potential", self.potentials, self.potential_separation, (0.0,)),
-                 ("initial", self.initials, None, (0.0,))]
+                 ("initial", self.initials, self._initial_separation, (0.0,))]
         if self.sources is not None:
             items.append(("source", self.sources, None,
                           (0.0,) if t_end is None else (0.0, float(t_end))))
@@ -310,10 +393,9 @@ class Model:
                     if used[k] and not np.isfinite(phi.evaluate(points)).all():
                         return False
                 continue
-            shared = isinstance(exprs, Expression) and not exprs.depends_on("g")
-            for g in range(1 if shared else self.graph.n):
-                for t in times:
-                    if not np.isfinite(self._values(exprs, g, points, t)).all():
+            for t in times:
+                for _, values in self._value_batches(exprs, points, None, t):
+                    if not np.isfinite(values).all():
                         return False
         return True
 
@@ -324,12 +406,11 @@ class Model:
             masses: The initial mass of every vertex (the same on every rank).
         """
         comm = self.mesh.comm
-        lowest = comm.allreduce(
-            min(float(np.min(values, initial=np.inf)) for values in self._initial_nodal),
-            op=MPI.MIN)
-        largest = comm.allreduce(
-            max(float(np.max(np.abs(values), initial=0.0)) for values in self._initial_nodal),
-            op=MPI.MAX)
+        # No |values| temporary: the nodal values of all vertices can be large.
+        lowest = float(np.min(self._initial_nodal, initial=np.inf))
+        highest = float(np.max(self._initial_nodal, initial=-np.inf))
+        lowest, highest = comm.allreduce(lowest, op=MPI.MIN), comm.allreduce(highest, op=MPI.MAX)
+        largest = max(abs(lowest), abs(highest), 0.0)
         source = "model.initials" if self.settings.initials is not None else "model.initial"
         # Round-off of node coordinates (x[0] = -3e-18 for x[0] = 0) is not a negative density.
         if lowest < -1e-12 * largest:
@@ -346,19 +427,24 @@ class Model:
         Args:
             what: The setting that needs it, e.g. ``"time.scheme = 'jko'"``.
         """
-        local = all(bool(np.all(values > 0)) for values in self._initial_nodal)
+        local = bool(np.all(self._initial_nodal > 0))
         if not self.mesh.comm.allreduce(local, op=MPI.LAND):
             raise InputError(f"{what} needs an initial density > 0 at every node "
                              "(Φ = β log ρ + V); give a positive initial density")
 
     def _check_rates(self) -> None:
-        if self.coupling != "gibbs" or not self.graph.edges:
+        if self.coupling != "gibbs" or not self.graph.num_edges:
             return
         beta = min(self.beta_range)  # the rates are largest at the smallest β
-        local = max(
-            float(np.max(np.abs(self._potential_nodal[g] - self._potential_nodal[h]), initial=0))
-            for g, h, _ in self.graph.edges
-        )
+        local = 0.0
+        if not self.shared_potential:  # else every difference is 0
+            tails, heads, _ = self.graph.edge_arrays()
+            nodal = self._potential_nodal
+            size = max(1, BATCH_ENTRIES // max(nodal.shape[1], 1))
+            for start in range(0, tails.size, size):  # bounded (edges, dofs) temporaries
+                edges = slice(start, start + size)
+                difference = np.abs(nodal[tails[edges]] - nodal[heads[edges]])
+                local = max(local, float(np.max(difference, initial=0.0)))
         largest = self.mesh.comm.allreduce(local, op=MPI.MAX) / (2 * beta)
         if not np.isfinite(largest) or largest > _MAX_EXPONENT:
             raise InputError(
@@ -394,30 +480,32 @@ class Model:
     def _energy_setup(self) -> None:
         comm = self.mesh.comm
         # Shift potentials by their smallest nodal value so exp(-V/beta) stays in range.
-        local_min = min(float(np.min(p, initial=np.inf)) for p in self._potential_nodal)
+        local_min = float(np.min(self._potential_nodal, initial=np.inf))
         self.potential_shift = comm.allreduce(local_min, op=MPI.MIN)
-        shift = fem.Constant(self.mesh, dolfinx.default_scalar_type(self.potential_shift))
-        self._rho = fem.Function(self.V, name="rho")
-        rho, dx = self._rho, self.dx
-        self._weight_form = None
-        if self.potential_separation is None:
-            boltzmann = ufl.exp(-(self.potential_g - shift) / self.beta)
-            self._weight_form = fem.form(boltzmann * dx)
+        # The forms below are compiled only where the quadrature points cannot serve
+        # (one shared potential, elements with dof transformations).
+        self._weight_form = self._energy_forms = None
         self._gibbs_integrals, self._gibbs_beta = None, None
         # At every β of the run: a schedule's weights are checked at its ends (at set-up, on
         # every rank), the smallest β being where exp(-V/β) spreads most.
         for beta in sorted(set(self.beta_range)):
             self._compute_gibbs_integrals(beta)
         self._compute_gibbs_integrals(self.beta_value)
-        beta = self.beta
-        # Negative nodal undershoots contribute nothing to the entropy terms.
-        positive = ufl.gt(rho, 0)
-        log_rho = ufl.ln(ufl.max_value(rho, 1e-300))
-        entropy = ufl.conditional(positive, rho * log_rho, 0)
-        self._free_energy_form = fem.form((beta * entropy + self.potential_g * rho) * dx)
-        self._log_reference = fem.Constant(self.mesh, dolfinx.default_scalar_type(0))
-        relative = entropy + rho * ((self.potential_g - shift) / self.beta + self._log_reference)
-        self._relative_entropy_form = fem.form(relative * dx)
+
+    def _shift_constant(self) -> fem.Constant:
+        return fem.Constant(self.mesh, dolfinx.default_scalar_type(self.potential_shift))
+
+    def _assembled_gibbs_integrals(self) -> np.ndarray:
+        """This rank's ``∫ exp(−(V_g − V*)/β)``, one assembly per vertex (one for a shared
+        potential)."""
+        if self._weight_form is None:
+            boltzmann = ufl.exp(-(self.potential_g - self._shift_constant()) / self.beta)
+            self._weight_form = fem.form(boltzmann * self.dx)
+        local = []
+        for g in range(1 if self.shared_potential else self.graph.n):
+            self.set_vertex(g)
+            local.append(fem.assemble_scalar(self._weight_form))
+        return np.array(local, dtype=np.float64)
 
     def _compute_gibbs_integrals(self, beta: float) -> None:
         """``∫ exp(−(V_g − V*)/β)`` for every vertex at ``beta`` (collective)."""
@@ -425,14 +513,12 @@ class Model:
         current = self.beta_value
         self.beta.value = beta
         try:
-            if self.potential_separation is not None:
-                local = self._separated_gibbs_integrals()
+            # A Python callable's interpolant needs the tabulation at the points.
+            if self.shared_potential or (isinstance(self.potentials, PythonFunction)
+                                         and self.point_values() is None):
+                local = self._assembled_gibbs_integrals()
             else:
-                local = []
-                for g in range(1 if self.shared_potential else n):
-                    self.set_vertex(g)
-                    local.append(fem.assemble_scalar(self._weight_form))
-                local = np.array(local, dtype=np.float64)
+                local = self._gibbs_integrals_at_points()
         finally:
             self.beta.value = current
         weights = np.empty_like(local)
@@ -453,25 +539,22 @@ class Model:
             self._compute_gibbs_integrals(self.beta_value)
         return self._gibbs_integrals
 
-    def _separated_gibbs_integrals(self) -> np.ndarray:
+    def _gibbs_integrals_at_points(self) -> np.ndarray:
         """This rank's ``∫ exp(−(V_g − V*)/β)`` for all g by the quadrature of :attr:`dx`.
 
         The rule of ``assemble_scalar`` (same points and weights, owned cells), with ``V_g``
-        at the points from the separation: r basis evaluations and one exponential per point
-        and vertex, instead of N form assemblies that each evaluate the whole expression.
+        at the points for a batch of vertices at a time (:meth:`_potential_at_points`):
+        array work instead of N form assemblies that each evaluate the whole expression.
         """
-        separation = self.potential_separation
-        _, coordinates, quadrature = self.quadrature_points()
-        # (points, r), so that each vertex's exponent is one matrix-vector product.
-        phi = np.array([f.evaluate(coordinates) for f in separation.basis]).reshape(
-            separation.rank, quadrature.size).T.copy()
+        _, _, quadrature = self.quadrature_points()
         scale = -1.0 / self.beta_value
-        exponent = np.empty(quadrature.size)
         local = np.empty(self.graph.n)
-        for g in range(self.graph.n):  # one vertex at a time: no (N, points) temporary
-            np.dot(phi, scale * separation.coefficients[g], out=exponent)
-            exponent += scale * (separation.constants[g] - self.potential_shift)
-            local[g] = np.exp(exponent, out=exponent) @ quadrature
+        batch_size = max(1, BATCH_ENTRIES // max(quadrature.size, 1))  # bounded temporaries
+        for start in range(0, self.graph.n, batch_size):
+            batch = slice(start, min(start + batch_size, self.graph.n))
+            exponent = self._potential_at_points(batch) - self.potential_shift
+            exponent *= scale
+            local[batch] = quadrature @ np.exp(exponent, out=exponent)
         return local
 
     @property
@@ -527,20 +610,80 @@ class Model:
 
         Args:
             blocks: The owned nodal values of each vertex, shape ``(N, owned dofs)`` (a
-                view of the block vector). They are swapped one vertex at a time into a
-                single work Function, so the cost in PETSc/MPI objects does not grow with N.
+                view of the block vector).
             total_mass: The total mass, for the reference state.
         """
-        comm = self.mesh.comm
-        log_z = np.log(self.gibbs_integrals.sum())
-        self._log_reference.value = log_z - np.log(max(total_mass, 1e-300))
-        free, relative = 0.0, 0.0
+        free, relative = self.vertex_energies(blocks, total_mass)
+        return float(free.sum()), float(relative.sum())
+
+    def vertex_energies(self, blocks: np.ndarray,
+                        total_mass: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each vertex's share of :meth:`energies`: ``∫ β ρ_g log ρ_g + V_g ρ_g`` and
+        ``∫ ρ_g log ρ_g + ρ_g ((V_g − V*)/β + log(M/Z))``, two ``(N,)`` arrays (collective).
+
+        Evaluated at the quadrature points of :attr:`dx` for batches of vertices
+        (:meth:`point_values`); for elements with dof transformations, by assembling the
+        energy forms one vertex at a time.
+        """
+        log_reference = np.log(self.gibbs_integrals.sum()) - np.log(max(total_mass, 1e-300))
+        if self.point_values() is None:
+            local = self._assembled_energies(blocks, log_reference)
+        else:
+            local = self._energies_at_points(blocks, log_reference)
+        result = np.empty_like(local)
+        self.mesh.comm.Allreduce(local, result, op=MPI.SUM)  # one reduction for all N
+        return result[0], result[1]
+
+    def _energies_at_points(self, blocks: np.ndarray, log_reference: float) -> np.ndarray:
+        """This rank's ``(2, N)`` energies from the densities at the points, batch by batch.
+
+        Per vertex ``E = Σ w ρ log ρ`` (ρ ≤ 0 counting 0, as in the forms), ``A = Σ w V ρ``
+        and ``m = Σ w ρ``; then ``F = β E + A`` and ``H = E + (A − V* m)/β + log(M/Z) m``.
+        """
+        points = self._points
+        beta, shift, weights = self.beta_value, self.potential_shift, points.weights
+        local = np.empty((2, self.graph.n))
+        for batch in points.batches():
+            rho = points.at_points(blocks, batch)
+            potential = self._potential_at_points(batch)
+            if potential.shape[1] == 1:  # one potential: both linear terms in one product
+                mass, linear = np.vstack([weights, weights * potential[:, 0]]) @ rho
+            else:
+                mass = weights @ rho
+                linear = np.einsum("p,pk,pk->k", weights, potential, rho)
+            # ρ log ρ with ρ ≤ 0 counting 0: max(ρ, 0) · log(max(ρ, tiny)).
+            log_rho = np.log(np.maximum(rho, 1e-300))
+            log_rho *= np.maximum(rho, 0.0, out=rho)
+            entropy = weights @ log_rho
+            local[0, batch] = beta * entropy + linear
+            local[1, batch] = entropy + (linear - shift * mass) / beta + log_reference * mass
+        return local
+
+    def _assembled_energies(self, blocks: np.ndarray, log_reference: float) -> np.ndarray:
+        """This rank's ``(2, N)`` energies by assembling the forms one vertex at a time.
+
+        The vertices are swapped into a single work Function, so the cost in PETSc/MPI
+        objects does not grow with N.
+        """
+        if self._energy_forms is None:
+            rho = fem.Function(self.V, name="rho")
+            reference = fem.Constant(self.mesh, dolfinx.default_scalar_type(0))
+            # Negative nodal undershoots contribute nothing to the entropy terms.
+            entropy = ufl.conditional(ufl.gt(rho, 0), rho * ufl.ln(ufl.max_value(rho, 1e-300)),
+                                      0)
+            potential, beta = self.potential_g, self.beta
+            free = fem.form((beta * entropy + potential * rho) * self.dx)
+            relative = fem.form((entropy + rho * ((potential - self._shift_constant()) / beta
+                                                  + reference)) * self.dx)
+            self._energy_forms = (rho, reference, free, relative)
+        rho, reference, free, relative = self._energy_forms
+        reference.value = log_reference
+        local = np.empty((2, self.graph.n))
         owned = self.num_owned
         for g, values in enumerate(blocks):
-            self._rho.x.array[:owned] = values
-            self._rho.x.scatter_forward()  # the ghosts, for the cells this rank assembles
+            rho.x.array[:owned] = values
+            rho.x.scatter_forward()  # the ghosts, for the cells this rank assembles
             self.set_vertex(g)
-            free += fem.assemble_scalar(self._free_energy_form)
-            relative += fem.assemble_scalar(self._relative_entropy_form)
-        free, relative = comm.allreduce(np.array([free, relative]), op=MPI.SUM)
-        return float(free), float(relative)
+            local[0, g] = fem.assemble_scalar(free)
+            local[1, g] = fem.assemble_scalar(relative)
+        return local

@@ -175,7 +175,14 @@ class SetupProgress:
 
     A small problem sets up in a second and prints nothing; a large one (thousands of
     vertices, a large factorization) says what it is doing instead of going silent.
-    Only rank 0 prints, one complete line per phase.
+    Only rank 0 prints, one complete line per phase. Use it as a context manager, so that
+    a set-up that raises does not leave its handler on the ``rdgraph.setup`` logger (every
+    later set-up in the process would print through it)::
+
+        with SetupProgress(rank=comm.rank) as progress:
+            progress.phase("mesh")
+            ...
+            progress.done()
 
     Args:
         rank: This process's rank.
@@ -222,9 +229,19 @@ class SetupProgress:
     def done(self) -> None:
         """The set-up is over."""
         self.phase("time stepping")
+        self.close()
+
+    def close(self) -> None:
+        """Stop printing the ``rdgraph.setup`` records (idempotent; :meth:`done` calls it)."""
         if self._handler is not None:
             logging.getLogger(SETUP_LOGGER).removeHandler(self._handler)
             self._handler = None
+
+    def __enter__(self) -> SetupProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _Forward(logging.Handler):

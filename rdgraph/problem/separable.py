@@ -71,10 +71,18 @@ def separate(exprs: Expression | list[Expression], n: int) -> Separation | None:
 
 
 def _separation(exprs, n: int, fine: bool) -> Separation | None:
-    per_vertex = [exprs] * n if isinstance(exprs, Expression) else list(exprs)
-    data = next((e.data for e in per_vertex if e.data is not None), None)
+    # The vertices of each distinct expression, to evaluate them together: O(N) array work,
+    # not N Python-level evaluations (nor N hashes of one expression's tree for all N).
+    if isinstance(exprs, Expression):
+        vertices = {exprs: np.arange(n, dtype=np.int64)}
+    else:
+        members: dict[Expression, list[int]] = {}
+        for g, expr in enumerate(exprs):
+            members.setdefault(expr, []).append(g)
+        vertices = {expr: np.array(g, dtype=np.int64) for expr, g in members.items()}
+    data = next((e.data for e in vertices if e.data is not None), None)
     split = {}
-    for expr in dict.fromkeys(per_vertex):
+    for expr in vertices:
         terms = _split(expr.tree, fine)
         if terms is None:
             return None
@@ -85,13 +93,7 @@ def _separation(exprs, n: int, fine: bool) -> Separation | None:
     column = {key: k for k, key in enumerate(basis)}
     coefficients = np.zeros((n, len(basis)))
     constants = np.zeros(n)
-    # The vertices of each distinct expression, evaluated together: O(N) array work, not N
-    # Python-level evaluations (one expression in g for N = 10^4..10^5 vertices).
-    vertices: dict[Expression, list[int]] = {}
-    for g, expr in enumerate(per_vertex):
-        vertices.setdefault(expr, []).append(g)
-    for expr, members in vertices.items():
-        g = np.array(members, dtype=np.int64)
+    for expr, g in vertices.items():
         origin = np.zeros((3, g.size))
         for key, coefficient in split[expr].items():
             value = _expression(coefficient, data).evaluate(origin, g=g)
