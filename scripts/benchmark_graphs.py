@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from rdgraph.studies.launch import run_worker
+
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
 
 #: ``--solver`` choices: rdgraph's ``solver.type`` values (``auto`` measures what it picks).
 SOLVERS = ("auto", "spectral", "vertex", "krylov", "direct", "fieldsplit")
@@ -160,23 +158,7 @@ def worker(case: dict) -> None:
 # -- the driver side ----------------------------------------------------------------------------
 def run_case(case: dict, ranks: int, timeout: float) -> dict:
     """Run one case in its own ``mpiexec`` and return its result or ``{"error": ...}``."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(name, "1")
-    command = [MPIEXEC, "-n", str(ranks), PYTHON, __file__, "--worker", json.dumps(case)]
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[7:])
-            result["wall"] = time.perf_counter() - start
-            return result
-    message = (proc.stderr or proc.stdout).strip()
-    return {"error": message[-2000:] or f"exit status {proc.returncode}",
-            "returncode": proc.returncode}
+    return run_worker(__file__, case, ranks, timeout, root=ROOT)
 
 
 def select(names: str | None, cases: dict, max_n: int | None) -> dict:
