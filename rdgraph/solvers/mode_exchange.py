@@ -71,8 +71,8 @@ class ModeExchange:
     ``send`` deals the block layout's rows to the modes' ranks, ``load``/``store`` copy one
     of this rank's modes, whole, out of and back into the received pieces, and ``receive``
     returns the stored modes to the block layout. The buffers are allocated once: each trip
-    is one all-to-all and one copy of each of this rank's modes (plus one reordering of the
-    block when the modes are not dealt in order).
+    is one all-to-all and one copy of each of this rank's modes; when the modes are not dealt in
+    order, indexed datatypes reorder the block's rows within the all-to-all.
 
     Args:
         comm: The communicator of the block layout.
@@ -94,7 +94,22 @@ class ModeExchange:
         # ascending eigenvalues are), else a reordered copy ...
         self._counts_rows = counts * size_local
         self.in_order = bool(np.array_equal(self.order, np.arange(len(self.order))))
-        self._rows = None if self.in_order else np.empty((len(self.order), size_local))
+        self._rows = None
+        self._row_types: list[MPI.Datatype] = []
+        if not self.in_order:
+            # The reordering rides on the all-to-all: one indexed datatype per rank picks its
+            # modes' rows out of the block (and puts them back), where a reordered copy cost
+            # one more pass over the (N, n) block each way (H(6, 5) × 32², 2 ranks: 0.24 s
+            # and 0.1 s of a 2.6 s step).
+            starts = np.concatenate([[0], np.cumsum(counts)])
+            for q in range(comm.size):
+                rows = self.order[starts[q]:starts[q + 1]]
+                if len(rows) and size_local:
+                    kind = MPI.DOUBLE.Create_indexed_block(
+                        size_local, (rows * size_local).tolist()).Commit()
+                    self._row_types.append(kind)
+                else:
+                    self._row_types.append(None)
         # ... and the pieces of this rank's modes, grouped by the rank that owns the rows.
         self._counts_pieces = len(self.modes) * sizes
         self._pieces = np.empty(int(self._counts_pieces.sum()))
@@ -107,9 +122,10 @@ class ModeExchange:
         """Deal ``modal`` (N × owned dofs, every mode) to the ranks that solve the modes."""
         if self.in_order:
             rows = np.ascontiguousarray(modal)  # no copy: the block layout's own array
+            self.comm.Alltoallv([rows, self._counts_rows], [self._pieces, self._counts_pieces])
         else:
-            rows = np.take(modal, self.order, axis=0, out=self._rows)
-        self.comm.Alltoallv([rows, self._counts_rows], [self._pieces, self._counts_pieces])
+            self.comm.Alltoallw([np.ascontiguousarray(modal), *self._typed_rows()],
+                                [self._pieces, *self._typed_pieces()])
 
     def load(self, mode: int, whole: np.ndarray) -> None:
         """Copy one of this rank's :attr:`modes`, whole, into ``whole``."""
@@ -143,11 +159,36 @@ class ModeExchange:
 
     def receive(self, modal: np.ndarray) -> None:
         """Write this rank's owned rows of every stored mode into ``modal`` (N × owned)."""
+        if not self.in_order and modal.flags.c_contiguous:
+            self.comm.Alltoallw([self._pieces, *self._typed_pieces()],
+                                [modal, *self._typed_rows()])
+            return
         direct = self.in_order and modal.flags.c_contiguous
         if direct:
             rows = modal
         else:
-            rows = self._rows if self._rows is not None else np.empty(modal.shape)
+            if self._rows is None:
+                self._rows = np.empty((len(self.order), modal.shape[1]))
+            rows = self._rows
         self.comm.Alltoallv([self._pieces, self._counts_pieces], [rows, self._counts_rows])
         if not direct:
             modal[self.order] = rows
+
+    def _typed_rows(self) -> tuple[list[int], list[int], list[MPI.Datatype]]:
+        """Counts, byte displacements and datatypes of the block's side of an all-to-all."""
+        counts = [1 if kind is not None else 0 for kind in self._row_types]
+        kinds = [kind if kind is not None else MPI.DOUBLE for kind in self._row_types]
+        return counts, [0] * len(counts), kinds
+
+    def _typed_pieces(self) -> tuple[list[int], list[int], list[MPI.Datatype]]:
+        """The same for the pieces' side (contiguous doubles)."""
+        counts = [int(c) for c in self._counts_pieces]
+        displacements = np.concatenate([[0], np.cumsum(self._counts_pieces)[:-1]]) * 8
+        return counts, [int(d) for d in displacements], [MPI.DOUBLE] * len(counts)
+
+    def destroy(self) -> None:
+        """Free the datatypes of the reordering."""
+        for kind in self._row_types:
+            if kind is not None:
+                kind.Free()
+        self._row_types = [None] * len(self._row_types)
