@@ -17,25 +17,27 @@ a time-out, running out of memory) are kept in the JSON with their message.
     python scripts/benchmark_graphs.py --solver vertex --append \
         --json docs/notes/benchmark_graphs.json       # add a run to the docs' figures
 
-Problems: ``same`` (``laplacian``, every vertex ``V = |x − c|²``: the spectral solve is exact)
-and ``offsets`` (``gibbs``, ``V_g = |x − c|² + s·loss[g]`` with ``loss`` uniform in [0, 1] read
-from a generated CSV file through ``[model] data``).
+Problems: ``same`` (``laplacian``, every vertex ``V = |x − c|²``: the spectral solve is exact),
+``offsets`` (``gibbs``, ``V_g = |x − c|² + s·loss[g]`` with ``loss`` uniform in [0, 1] read
+from a generated CSV file through ``[model] data``), and ``wells`` / ``wells-gibbs``
+(``laplacian`` / ``gibbs``, a well per vertex ``V_g = depth[g]·|x − (cx[g], cy[g])|²`` whose
+centre and depth are data columns: the vertex operators all differ)::
+
+    python scripts/benchmark_graphs.py --problem wells --cells 16 --cases hypercube_N4096
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from rdgraph.studies.launch import run_worker
+
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
 
 #: ``--solver`` choices: rdgraph's ``solver.type`` values (``auto`` measures what it picks).
 SOLVERS = ("auto", "spectral", "vertex", "krylov", "direct", "fieldsplit")
@@ -62,6 +64,10 @@ QUICK_CASES = {
 #: Scale ``s`` of the per-vertex offsets of the ``offsets`` problem, and its temperature.
 OFFSET_SCALE = 0.5
 BETA = 0.5
+#: The ``wells`` problems: centres uniform in this square, depths uniform in this range.
+WELL_CENTRES = (0.3, 0.7)
+WELL_DEPTHS = (0.5, 2.0)
+PROBLEMS = ("same", "offsets", "wells", "wells-gibbs")
 
 
 # -- the worker side (runs under mpiexec) -------------------------------------------------------
@@ -84,6 +90,20 @@ def write_losses(path: Path, n: int, seed: int = 0) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_wells(path: Path, n: int, seed: int = 0) -> None:
+    """A per-vertex data file: ``vertex``, ``cx``, ``cy`` (a well's centre, uniform in
+    :data:`WELL_CENTRES` squared) and ``depth`` (uniform in :data:`WELL_DEPTHS`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(*WELL_CENTRES, size=(n, 2))
+    depths = rng.uniform(*WELL_DEPTHS, size=n)
+    lines = ["vertex,cx,cy,depth"] + [
+        f"{g},{cx!r},{cy!r},{d!r}"
+        for g, ((cx, cy), d) in enumerate(zip(centres.tolist(), depths.tolist(), strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def config(case: dict) -> dict:
     """The rdgraph config of a case (``graph``, ``cells``, ``dt``, ``steps``, ``solver``,
     ``problem``, and for ``offsets`` the ``data`` file)."""
@@ -94,6 +114,11 @@ def config(case: dict) -> dict:
     if case["problem"] == "offsets":
         model.update({"coupling": "gibbs", "data": case["data"],
                       "potential": f"{centre} + {OFFSET_SCALE}*loss[g]"})
+    elif case["problem"] in ("wells", "wells-gibbs"):
+        model.update({"data": case["data"],
+                      "potential": "depth[g]*((x[0] - cx[g])**2 + (x[1] - cy[g])**2)"})
+        if case["problem"] == "wells-gibbs":
+            model["coupling"] = "gibbs"
     solver = {"type": case["solver"], "rtol": case["rtol"]}
     return {
         "mesh": {"shape": "rectangle", "cells": [case["cells"]] * 2},
@@ -160,23 +185,7 @@ def worker(case: dict) -> None:
 # -- the driver side ----------------------------------------------------------------------------
 def run_case(case: dict, ranks: int, timeout: float) -> dict:
     """Run one case in its own ``mpiexec`` and return its result or ``{"error": ...}``."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(name, "1")
-    command = [MPIEXEC, "-n", str(ranks), PYTHON, __file__, "--worker", json.dumps(case)]
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[7:])
-            result["wall"] = time.perf_counter() - start
-            return result
-    message = (proc.stderr or proc.stdout).strip()
-    return {"error": message[-2000:] or f"exit status {proc.returncode}",
-            "returncode": proc.returncode}
+    return run_worker(__file__, case, ranks, timeout, root=ROOT)
 
 
 def select(names: str | None, cases: dict, max_n: int | None) -> dict:
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated case names or graph kinds (default: all)")
     parser.add_argument("--max-n", type=int, default=None, help="skip cases with more vertices")
     parser.add_argument("--solver", default="auto", choices=SOLVERS, help="solver.type")
-    parser.add_argument("--problem", default="same", choices=("same", "offsets"))
+    parser.add_argument("--problem", default="same", choices=PROBLEMS)
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--cells", type=int, default=None, help="mesh cells per direction (8)")
     parser.add_argument("--steps", type=int, default=None, help="time steps per case (3)")
@@ -270,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, (graph, n) in cases.items():
             case = {"graph": graph, "cells": cells, "steps": steps, "dt": args.dt,
                     "rtol": args.rtol, "solver": args.solver, "problem": args.problem}
-            if args.problem == "offsets":
+            if args.problem != "same":
                 data = Path(scratch) / f"{name}.csv"
-                write_losses(data, n)
+                (write_losses if args.problem == "offsets" else write_wells)(data, n)
                 case["data"] = str(data)
             print(f"  running {name} ({n} vertices, {args.solver}) ...", flush=True)
             r = run_case(case, args.ranks, args.timeout)

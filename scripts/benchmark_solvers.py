@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rdgraph.studies.launch import run_worker
+
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
 
 
 # -- the worker side (runs under mpiexec) -------------------------------------------------------
@@ -316,23 +314,8 @@ def worker(case: dict) -> None:
 
 # -- the driver side ----------------------------------------------------------------------------
 def run_case(case: dict, ranks: int, timeout: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # The same single-threaded BLAS for every case (rdgraph sets it too, but the worker
-    # loads NumPy before importing rdgraph).
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(name, "1")
-    command = [MPIEXEC, "-n", str(ranks), PYTHON, __file__, "--worker", json.dumps(case)]
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[7:])
-            result["wall"] = time.perf_counter() - start
-            return result
-    return {"error": (proc.stderr or proc.stdout)[-2000:]}
+    """Run one case in its own ``mpiexec`` and return its result or ``{"error": ...}``."""
+    return run_worker(__file__, case, ranks, timeout, root=ROOT)
 
 
 def _solver(name: str) -> dict:

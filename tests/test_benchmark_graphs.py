@@ -82,3 +82,19 @@ def test_case_selection_and_table(benchmark):
     (row,) = benchmark.table_rows(results)
     assert row["error"] == "ValueError: too big" and row["step"] is None
     assert np.isfinite(benchmark.OFFSET_SCALE)
+
+
+def test_wells_case_reads_centres_and_depths_from_its_data_file(benchmark, shared_tmp):
+    data = shared_tmp / "wells.csv"
+    if MPI.COMM_WORLD.rank == 0:
+        benchmark.write_wells(data, 9)
+    MPI.COMM_WORLD.Barrier()
+    header, *rows = data.read_text().splitlines()
+    assert header == "vertex,cx,cy,depth" and len(rows) == 9
+    values = np.array([[float(v) for v in row.split(",")[1:]] for row in rows])
+    assert np.all((values[:, :2] >= 0.3) & (values[:, :2] <= 0.7))
+    assert np.all((values[:, 2] >= 0.5) & (values[:, 2] <= 2.0))
+    run = benchmark.run_rdgraph(_case(problem="wells", data=str(data), solver="vertex"),
+                                MPI.COMM_WORLD)
+    assert run["unknowns"] == 9 * 25 and max(run["iterations"]) <= 20
+    assert run["mass_drift"] < 1e-12

@@ -17,7 +17,10 @@ RNG_POINTS = np.random.default_rng(7).uniform(-2, 2, size=(3, 50))
 
 @pytest.mark.parametrize("source, n, rank", [
     ("(g + 1)/16*((x[0] - 0.5)**2 + (x[1] - 0.5)**2)", 16, 1),  # scaled bowls
-    ("(x[0] - 0.1*g)**2 + (x[1] + 0.2*g)**2", 8, 4),  # shifted: x0², x0, x1², x1
+    # shifted: x0² + x1² (one coefficient, 1), x0, x1
+    ("(x[0] - 0.1*g)**2 + (x[1] + 0.2*g)**2", 8, 3),
+    # wells: depth·(x0² + x1²), x0, x1 (the wells of issue 22, from data)
+    ("(1 + g)*((x[0] - 0.1*g)**2 + (x[1] - 0.3*g)**2)", 8, 3),
     ("cos(x[0]) + g*x[0]*x[1] - 3*g", 5, 2),  # tilt; the constant -3g has no basis function
     ("(g - 2)*x[0]/(1 + x[1]**2) + 0.5*g", 4, 1),  # x-only denominator
     ("-(x[0]*g - x[1])**3", 6, 4),  # powers expand: x0³, x0²x1, x0x1², x1³

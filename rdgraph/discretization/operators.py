@@ -520,6 +520,10 @@ class BlockShell:
         self._blocks, self._blocks_dense = dense_columns((n, layout.size_global), N, comm)
         self._formed, self._formed_dense = dense_columns((n, layout.size_global), N, comm)
         self._products: dict[tuple[int, int], PETSc.Mat] = {}
+        #: Every product is a few sparse-times-dense passes over all blocks at once (shared
+        #: vertex parts, laplacian or constant-rate coupling): no loop over vertices or edges.
+        self.batched = (not self.per_vertex and not self.off_diagonal and not self.gains
+                        and self.quadrature_coupling is None)
 
     def _product(self, matrix: PETSc.Mat, dense: PETSc.Mat) -> np.ndarray:
         """``matrix @ dense`` as (N, n) blocks; a view, valid until the next same product."""

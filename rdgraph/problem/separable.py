@@ -6,7 +6,8 @@ tilts ``V(x) + a_g·x``, and coefficients from per-vertex data (``|x − c|² + 
 ``depth[g]*exp(-|x|²)``: a data column ``name[g]`` is a function of ``g``). The drift form
 is linear in ``V``, so then
 ``K_g = β S + Σ_k c_k(g) D[φ_k]`` costs ``1 + r`` assemblies for all vertices instead of N,
-and nodal values are one small matrix product. :func:`separate` finds such a sum by walking
+and nodal values are one small matrix product. Terms whose coefficients are equal at every
+vertex share one basis function. :func:`separate` finds such a sum by walking
 the expression tree (sums, products, integer powers up to 4, division by ``x``-free factors;
 a function of an argument that mixes ``x`` and ``g`` is not separable) and returns ``None``
 when there is none with fewer than N terms. Nothing is approximated: the terms are exact
@@ -101,7 +102,29 @@ def _separation(exprs, n: int, fine: bool) -> Separation | None:
                 constants[g] += value
             else:
                 coefficients[g, column[key]] += value
+    basis, coefficients = _merge_equal_columns(basis, coefficients)
     return Separation(tuple(_expression(key, data) for key in basis), coefficients, constants)
+
+
+def _merge_equal_columns(basis: list, coefficients: np.ndarray) -> tuple[list, np.ndarray]:
+    """One basis function ``φ_a + φ_b`` for terms whose coefficients are equal at every vertex
+    (``depth[g]·(x₀² + x₁²)``): one assembly and one product fewer per pair, and exact, as
+    only bitwise-equal columns are merged."""
+    merged: dict[bytes, int] = {}
+    keys: list = []
+    columns: list[np.ndarray] = []
+    for key, column in zip(basis, coefficients.T, strict=True):
+        signature = np.ascontiguousarray(column).tobytes()
+        if signature in merged:
+            k = merged[signature]
+            keys[k] = Bin("+", keys[k], key)
+        else:
+            merged[signature] = len(keys)
+            keys.append(key)
+            columns.append(column)
+    if len(keys) == len(basis):
+        return basis, coefficients
+    return keys, np.column_stack(columns) if columns else coefficients[:, :0]
 
 
 def _expression(node: Node, data=None) -> Expression:

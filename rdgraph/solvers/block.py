@@ -511,10 +511,14 @@ class BlockSolver:
                  "ksp_max_it": settings.max_it, "ksp_gmres_restart": 100}
         outer.update(settings.petsc_options)
         outer.update(overrides)
-        # Assembled: the matrix-free products would dominate a step (they cost more than a
-        # pass of the preconditioner). It stores every block once (N + 2E scalar matrices):
-        # far below a factorization.
-        self.matrix = operators.matrix(a, b)
+        # Matrix-free where the shell applies all vertices at once (one potential, separable
+        # potentials; laplacian or constant-rate coupling): assembling the N + 2E blocks
+        # then costs more set-up and memory than it saves per product. Otherwise assembled:
+        # the shell's loops over vertices or edges would dominate a step.
+        self.matrix = operators.shell(a, b)
+        if not self.matrix.getPythonContext().batched:
+            self.matrix.destroy()
+            self.matrix = operators.matrix(a, b)
         self.vertex_preconditioner = VertexBlockPreconditioner(
             operators, a, b, inner, OPTIONS_PREFIX + VERTEX_PREFIX)
         return self._preconditioned(self.vertex_preconditioner, outer)
