@@ -6,11 +6,13 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import load_module
 
 from rdgraph.compat import MPI
 from rdgraph.problem.config import load_settings
+from rdgraph.problem.validation import graph_from_settings, vertex_data
 from rdgraph.studies.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +75,20 @@ def test_slurm_script_is_valid_bash_and_runs_a_sweep():
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
     text = script.read_text()
     assert "#SBATCH --ntasks" in text and "rdgraph sweep" in text and "srun" in text
+
+
+def test_search_space_table_is_the_generators_output_and_matches_the_graph():
+    """``examples/search_space.csv`` is what ``scripts/make_search_space.py`` writes, its
+    labels are H(6, 5)'s words in vertex order, and the config reads it as ``loss[g]``."""
+    script = load_module(ROOT / "scripts" / "make_search_space.py")
+    labels, loss = script.loss_table(seed=0)
+    settings = load_settings(EXAMPLES / "search_space.toml")
+    graph = graph_from_settings(settings)
+    assert graph.n == 5**6 == len(labels)
+    assert list(graph.labels) == labels
+    data = vertex_data(settings.model, graph)
+    np.testing.assert_allclose(data.columns["loss"], loss, atol=5e-5)  # 4 decimals
+    # Words in the order of numpy.ravel_multi_index: the label names vertex g's operations.
+    g = int(np.ravel_multi_index((3, 3, 2, 3, 2, 3), (5,) * 6))
+    assert graph.labels[g] == "c3-c3-c1-c3-c1-c3"
+    assert loss.min() == 0.0 and loss.max() == 1.0

@@ -107,9 +107,11 @@ def test_readme_is_short():
 
 
 def test_readme_keeps_the_users_order():
-    """What it solves, quick start, running, config, output, API, docs, layout, tests, citing."""
+    """What it solves, quick start, running, config, search spaces, output, API, docs, layout,
+    tests, citing."""
     headings = re.findall(r"^## (.+)$", TEXT, flags=re.M)
-    assert headings == ["Quick start", "Running", "A minimal config", "What a run writes",
+    assert headings == ["Quick start", "Running", "A minimal config",
+                        "Search spaces of real size", "What a run writes",
                         "Python API", "Documentation", "Repository layout",
                         "Tests and contributing", "Citing"]
     quick_start = TEXT.split("## Quick start")[1].split("## ")[0]
