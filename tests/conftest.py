@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 import tomli_w
 
+from rdgraph.cli import main
 from rdgraph.compat import MPI  # noqa: F401  (imports DOLFINx the supported way)
+from rdgraph.output import checkpoint
+from rdgraph.output.rundir import open_run_directory
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.simulation import Simulation
 
 BASE_CONFIG = {
     "mesh": {"shape": "rectangle", "cells": [8, 8]},
@@ -79,6 +84,59 @@ def csv_rows(path) -> np.ndarray:
 def write_config(path: Path, data: dict) -> str:
     """Write ``data`` as TOML to ``path`` on rank 0 (seen by all ranks); return the path."""
     return put(path, tomli_w.dumps(data))
+
+
+def listing(folder: Path) -> list[str]:
+    """Every path under ``folder`` (relative, sorted); empty if it does not exist."""
+    if not folder.exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def assert_refused(capsys, args: list[str], message: str, out: Path, status: int = 2) -> str:
+    """``rdgraph`` with ``args``, in this process, refuses and writes nothing (collective).
+
+    Checks the exit status, that ``message`` is in the error output (rank 0 prints it) and
+    that the folder holding ``out`` is as it was: no run directory, no stray file. Returns
+    rank 0's error output (empty on the other ranks) for further checks.
+    """
+    comm = MPI.COMM_WORLD
+    before = listing(out.parent)
+    comm.Barrier()  # every rank has looked before any rank runs
+    capsys.readouterr()  # output of earlier steps of the test is not this refusal's
+    assert main(args) == status
+    err = capsys.readouterr().err
+    if comm.rank == 0:
+        assert message in err, err
+    comm.Barrier()  # rank 0 has finished with the file system
+    assert not out.exists()
+    assert listing(out.parent) == before
+    return err
+
+
+def cut_run(data: dict, whole: Path | str, cut: Path | str, steps: int) -> None:
+    """Make ``cut`` the run directory that the run of ``data`` written to ``whole`` would have
+    left had it been stopped just after its checkpoint at step ``steps`` (collective).
+
+    The same steps are taken again by a :class:`Simulation` and checkpointed into a new run
+    directory, and the first rows of ``whole``'s ``diagnostics.csv`` (steps ``0..steps``) are
+    copied there: what ``--resume`` finds after an interruption.
+    """
+    comm = MPI.COMM_WORLD
+    sim = Simulation(settings_from_dict(data))
+    try:
+        for _ in range(steps):
+            sim.advance()
+        assert sim.step_index == steps
+        directory = open_run_directory(cut, comm, overwrite=False, explicit=True)
+        checkpoint.write_checkpoint(sim, directory.path)
+    finally:
+        sim.destroy()
+    if comm.rank == 0:
+        lines = Path(whole, "diagnostics.csv").read_text().splitlines()[: steps + 2]
+        Path(cut, "diagnostics.csv").write_text("\n".join(lines) + "\n")
+    comm.Barrier()
+    directory.release()
 
 
 # -- one report under mpiexec ----------------------------------------------------------------
