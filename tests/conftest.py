@@ -1,4 +1,9 @@
-"""Shared fixtures. Every test runs serially and under ``mpiexec -n 2``."""
+"""Shared fixtures and helpers.
+
+Every test runs serially and under ``mpiexec -n 2``, but those marked :data:`serial_only`:
+their outcome cannot depend on the number of ranks (static checks of the sources, pure
+ODE integrations, long runs on a code path that other tests cover on 2 ranks).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,11 @@ from rdgraph.output import checkpoint
 from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
+
+#: A test that runs serially only: its outcome cannot depend on the number of ranks, and the
+#: parallel code paths it takes are covered on 2 ranks by other tests.
+serial_only = pytest.mark.skipif(MPI.COMM_WORLD.size > 1,
+                                 reason="rank-count independent: runs serially only")
 
 BASE_CONFIG = {
     "mesh": {"shape": "rectangle", "cells": [8, 8]},
