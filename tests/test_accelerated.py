@@ -95,6 +95,7 @@ def simulate(data, observe=None, **stepper_options):
 
 
 # -- test 1: one layer, constant damping -------------------------------------------------------
+@serial_only  # one layer on 2 ranks: the restart test (γ = 3/t, with and without)
 def test_one_layer_constant_damping_follows_moment_odes():
     """Mean and σ of the Gaussian follow the damped ODEs for γ = 0.4 (the critical mean).
 
@@ -114,6 +115,7 @@ def test_one_layer_constant_damping_follows_moment_odes():
     sim.destroy()
 
 
+@serial_only  # one layer on 2 ranks: the restart test (γ = 3/t, with and without)
 def test_one_layer_nesterov_damping_follows_bessel_mean():
     """γ = 3/t (no restart): the mean is 2J₁(0.2t)/(0.2t) and σ follows its ODE.
 
