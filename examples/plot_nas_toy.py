@@ -79,7 +79,7 @@ V = sim.model.V
 xy = V.tabulate_dof_coordinates()[:, :2]
 cells = V.dofmap.list
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-for ax, g in zip(axes, (5, 6)):
+for ax, g in zip(axes, (5, 6), strict=True):
     image = ax.tripcolor(xy[:, 0], xy[:, 1], cells, sim.functions[g].x.array,
                          shading="gouraud")
     ax.set(title=fr"$\rho_{g}$ at t = {sim.t:g}", xlabel="x[0]", aspect="equal")

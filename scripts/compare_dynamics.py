@@ -115,7 +115,7 @@ class LumpedEnergy:
     def gap(self) -> tuple[float, float]:
         """``(M, F_h − min F_h)`` of the simulation's current densities (collective)."""
         mass, free = 0.0, 0.0
-        for v, rho in zip(self.V, self.sim.nodal_values()):
+        for v, rho in zip(self.V, self.sim.nodal_values(), strict=True):
             # Nodal undershoots of the linear schemes (if any) count as 0 in ρ log ρ.
             entropy = np.where(rho > 0, rho * np.log(np.maximum(rho, 1e-300)), 0.0)
             mass += self.m @ rho
@@ -155,7 +155,8 @@ def run_one(name: str, cells: int, dt: float, t_end: float, beta: float | None =
     fraction = float(energy.fractions[BEST])
     sim.destroy()
     target = LEVEL * fraction * mass
-    hit = next((t for t, m in zip(series["t"], series["mass_best"]) if m >= target), None)
+    pairs = zip(series["t"], series["mass_best"], strict=True)
+    hit = next((t for t, m in pairs if m >= target), None)
     gaps = {}
     for t_gap in GAP_TIMES:
         index = round(t_gap / dt)

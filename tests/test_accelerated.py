@@ -11,7 +11,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import make_config, serial_only
 from scipy.integrate import solve_ivp
 from scipy.special import j1
 
@@ -95,6 +95,7 @@ def simulate(data, observe=None, **stepper_options):
 
 
 # -- test 1: one layer, constant damping -------------------------------------------------------
+@serial_only  # one layer on 2 ranks: the restart test (γ = 3/t, with and without)
 def test_one_layer_constant_damping_follows_moment_odes():
     """Mean and σ of the Gaussian follow the damped ODEs for γ = 0.4 (the critical mean).
 
@@ -114,6 +115,7 @@ def test_one_layer_constant_damping_follows_moment_odes():
     sim.destroy()
 
 
+@serial_only  # one layer on 2 ranks: the restart test (γ = 3/t, with and without)
 def test_one_layer_nesterov_damping_follows_bessel_mean():
     """γ = 3/t (no restart): the mean is 2J₁(0.2t)/(0.2t) and σ follows its ODE.
 
@@ -143,6 +145,9 @@ def free_energy_gap(sim) -> float:
     return free - mass * BETA * (np.log(mass) - np.log(z))
 
 
+# Three runs of 250 steps on the code paths that the damping, restart and rank-comparison
+# tests take on 2 ranks: the figures are the same on any number of ranks.
+@serial_only
 def test_accelerated_flow_beats_gradient_flow_at_t25():
     """F − F∞ at t = 25: gradient flow ~3e-3, γ = 0.4 ~3e-5, 3/t with restart ~6e-5.
 

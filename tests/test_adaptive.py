@@ -10,14 +10,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import assert_refused, cut_run, make_config
 
-from rdgraph.cli import main
 from rdgraph.compat import MPI
 from rdgraph.errors import InputError, SolverError
-from rdgraph.output import checkpoint
 from rdgraph.output.plots import read_diagnostics
-from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation, run
 from rdgraph.timestepping.adaptive import AdaptiveStepper
@@ -140,21 +137,9 @@ def test_resume_in_the_middle_of_an_adaptive_run_is_bit_for_bit(shared_tmp):
     data = cosine_config(1e-4, t_end=1.0)
     data["output"] = {"fields_every": 5, "checkpoint_every": 10}
     whole = run(settings_from_dict(data), out_dir=f"{base}-whole", quiet=True, comm=comm)
-    # The same run, cut short at the checkpoint of step 10: its CSV and checkpoint stand
-    # where the interrupted run's would.
     cut = f"{base}-cut"
-    sim = Simulation(settings_from_dict(data))
-    for _ in range(10):
-        sim.advance()
-    directory = open_run_directory(cut, comm, overwrite=False, explicit=True)
-    checkpoint.write_checkpoint(sim, directory.path)
+    cut_run(data, f"{base}-whole", cut, steps=10)
     rows = np.loadtxt(f"{base}-whole/diagnostics.csv", delimiter=",", skiprows=1)
-    if comm.rank == 0:
-        lines = open(f"{base}-whole/diagnostics.csv").read().splitlines()[:12]
-        open(f"{cut}/diagnostics.csv", "w").write("\n".join(lines) + "\n")
-    comm.barrier()
-    directory.release()
-    sim.destroy()
     resumed = run(settings_from_dict(data), resume=cut, quiet=True, comm=comm)
     again = np.loadtxt(f"{cut}/diagnostics.csv", delimiter=",", skiprows=1)
     assert again.shape == rows.shape
@@ -258,10 +243,7 @@ def test_refused_time_settings_exit_2_on_the_command_line(shared_tmp, capsys, ov
     args = ["run", "--out", str(out), "--quiet"]
     for o in overrides:
         args += ["--set", o]
-    assert main(args) == 2
-    if MPI.COMM_WORLD.rank == 0:
-        assert message in capsys.readouterr().err
-    assert not out.exists()
+    assert_refused(capsys, args, message, out)
 
 
 def test_adaptive_run_over_a_barrier_takes_long_steps_and_keeps_the_mass():

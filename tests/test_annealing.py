@@ -10,12 +10,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import assert_refused, cut_run, make_config
 
 from rdgraph.compat import MPI
 from rdgraph.errors import InputError
-from rdgraph.output import checkpoint
-from rdgraph.output.rundir import open_run_directory
 from rdgraph.problem.config import load_settings, settings_from_dict
 from rdgraph.problem.schedule import BetaSchedule
 from rdgraph.problem.validation import check_schedule
@@ -282,17 +280,7 @@ def test_resume_in_the_middle_of_a_schedule(shared_tmp):
     data["output"].update(checkpoint_every=4)
     run(settings_from_dict(data), out_dir=f"{base}-whole", quiet=True, comm=comm)
     cut = f"{base}-cut"
-    sim = Simulation(settings_from_dict(data))
-    for _ in range(4):
-        sim.advance()
-    directory = open_run_directory(cut, comm, overwrite=False, explicit=True)
-    checkpoint.write_checkpoint(sim, directory.path)
-    if comm.rank == 0:
-        lines = open(f"{base}-whole/diagnostics.csv").read().splitlines()[:6]
-        open(f"{cut}/diagnostics.csv", "w").write("\n".join(lines) + "\n")
-    comm.barrier()
-    directory.release()
-    sim.destroy()
+    cut_run(data, f"{base}-whole", cut, steps=4)
     run(settings_from_dict(data), resume=cut, quiet=True, comm=comm)
     rows = np.loadtxt(f"{base}-whole/diagnostics.csv", delimiter=",", skiprows=1)
     again = np.loadtxt(f"{cut}/diagnostics.csv", delimiter=",", skiprows=1)
@@ -353,14 +341,10 @@ def test_refused_schedules(model, time, message):
 
 
 def test_a_refused_schedule_exits_with_status_2(shared_tmp, capsys):
-    from rdgraph.cli import main
-
-    status = main(["run", "--out", str(shared_tmp / "refused"), "--set",
-                   "model.beta=0.5*exp(-t/20) - 0.1", "--set", "time.t_end=50",
-                   "--set", "time.dt=0.5"])
-    assert status == 2
-    if MPI.COMM_WORLD.rank == 0:
-        assert "model.beta = '0.5*exp(-t/20) - 0.1' is" in capsys.readouterr().err
+    out = shared_tmp / "refused"
+    assert_refused(capsys, ["run", "--out", str(out), "--set", "model.beta=0.5*exp(-t/20) - 0.1",
+                            "--set", "time.t_end=50", "--set", "time.dt=0.5"],
+                   "model.beta = '0.5*exp(-t/20) - 0.1' is", out)
 
 
 def test_a_reused_setup_that_fails_is_replaced_by_a_new_one():

@@ -1,6 +1,6 @@
 """The package's layering: import-linter contracts, no cycles, no hidden imports, a pure
-problem layer. Rank 0 checks (the checks read files, not a distributed state) and every rank
-gets its verdict, so that the tests pass or fail together under ``mpiexec -n 2``."""
+problem layer. The checks read files, not a distributed state: they run serially only (and
+were they run under ``mpiexec``, rank 0 checks and every rank gets its verdict)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import serial_only
 
 from rdgraph.compat import MPI
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "rdgraph"
 COMM = MPI.COMM_WORLD
+pytestmark = serial_only
 # What the problem layer must work without.
 FEM_MODULES = ("dolfinx", "dolfinx_solver", "petsc4py", "mpi4py", "ufl", "basix", "ffcx")
 

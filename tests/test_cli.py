@@ -8,7 +8,7 @@ import tomllib
 
 import numpy as np
 import pytest
-from conftest import make_config, write_config
+from conftest import assert_refused, make_config, write_config
 
 from rdgraph.cli import main
 from rdgraph.compat import MPI
@@ -70,10 +70,7 @@ def test_invalid_input_exits_2_without_a_run_directory(shared_tmp, capsys, overr
     args = ["run", "--out", str(out)]
     for o in overrides:
         args += ["--set", o]
-    assert main(args) == 2
-    if MPI.COMM_WORLD.rank == 0:
-        assert message in capsys.readouterr().err
-    assert not out.exists()
+    assert_refused(capsys, args, message, out)
 
 
 def test_existing_run_directory_is_not_overwritten(shared_tmp):

@@ -1,6 +1,7 @@
 """``scripts/compare_dynamics.py``: the comparison of the three dynamics on the NAS toy.
 
-The script runs in this process (it is MPI-aware), so the test runs serially and on 2 ranks.
+The script runs in this process (it is MPI-aware), so the tests run serially and on 2 ranks,
+but the node ODE's, which has no MPI in it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_module
+from conftest import load_module, serial_only
 
 from rdgraph.compat import MPI
 
@@ -44,6 +45,7 @@ def test_lumped_gap_vanishes_at_the_discrete_gibbs_state(script):
         sim.destroy()
 
 
+@serial_only  # scipy on one process: no MPI in it
 def test_node_ode_vacuum(script):
     """The two-vertex node reaches vacuum for the toy's gap, not for a small one."""
     common = {"beta": 0.1, "weight": 2.0, "rho0": 1 / 128}
@@ -54,9 +56,33 @@ def test_node_ode_vacuum(script):
     assert script.node_ode(0.3, mobility="laplacian", damping="nesterov", **common) is None
 
 
-def test_quick_comparison_outputs(script, shared_tmp):
+def test_quick_comparison_on_every_rank(script, shared_tmp, monkeypatch):
+    """The script's own parallel parts: runs on the mesh distributed over the ranks, the node
+    ODE's table made on rank 0 and sent to all, the outputs written once. One run, and a
+    stand-in for the node ODE (the full comparison below checks the numbers, serially)."""
+    out = shared_tmp / "dynamics"
+    monkeypatch.setattr(script, "NODE_BETAS", ())
+    monkeypatch.setattr(script, "node_ode", lambda *args, **kwargs: 0.25)
+    argv = ["--quick", "--no-trials", "--t-end", "12", "--out", str(out),
+            "--only", "gradient flow"]
+    assert script.main(argv) == 0
+    MPI.COMM_WORLD.Barrier()
+    data = json.loads((out / "dynamics.json").read_text())
+    assert data["meta"]["ranks"] == MPI.COMM_WORLD.size
+    assert [row["time"] for row in data["node_ode"]["vacuum"]] == [0.25] * 6
+    flow = data["runs"]["gradient flow"]
+    assert flow["failure"] is None and flow["reached"] == pytest.approx(12.0)
+    assert flow["concentration_time"] == pytest.approx(9.7)
+    assert f"| {flow['concentration_time']:g} |" in (out / "dynamics.md").read_text()
+
+
+@serial_only  # the dynamics' own parallel paths are tested above and in their own files
+def test_quick_comparison_outputs(script, shared_tmp, monkeypatch):
     out = shared_tmp / "dynamics"
     runs = ["gradient flow", "JKO", "accelerated, gamma = 1, log-mean"]
+    # The node ODE's table at the toy's β only: the hotter toys' rows take the same code
+    # path and most of the time (each vacuum time is some 2000 Radau steps).
+    monkeypatch.setattr(script, "NODE_BETAS", ())
     argv = ["--quick", "--no-trials", "--t-end", "12", "--out", str(out)]
     for name in runs:
         argv += ["--only", name]

@@ -62,7 +62,7 @@ def test_the_rendered_tables_name_every_key_with_its_default(reference):
         assert f"[{section}]" in lines[0]
         rows = [line for line in lines if line.startswith("| `")]
         assert len(rows) == len(keys)
-        for key, row in zip(keys, rows):
+        for key, row in zip(keys, rows, strict=True):
             cells = re.split(r"(?<!\\)\|", row)[1:-1]
             assert len(cells) == 4, row  # a stray | in a docstring would add a column
             assert cells[0].strip() == f"`{key.name}`"

@@ -141,15 +141,15 @@ def test_laplacian_vertex_mass_recursion(scheme):
     )
     sim, history = simulate(data)
     L = sim.graph.laplacian()
-    I = np.eye(sim.graph.n)
+    identity = np.eye(sim.graph.n)
     m = masses(history)
     for n in range(1, len(m)):
         if scheme == "implicit-euler" or (scheme == "bdf2" and n == 1):
-            residual = (I + dt * L) @ m[n] - m[n - 1]
+            residual = (identity + dt * L) @ m[n] - m[n - 1]
         elif scheme == "crank-nicolson":
-            residual = (I + dt / 2 * L) @ m[n] - (I - dt / 2 * L) @ m[n - 1]
+            residual = (identity + dt / 2 * L) @ m[n] - (identity - dt / 2 * L) @ m[n - 1]
         else:
-            residual = (1.5 * I + dt * L) @ m[n] - (2 * m[n - 1] - 0.5 * m[n - 2])
+            residual = (1.5 * identity + dt * L) @ m[n] - (2 * m[n - 1] - 0.5 * m[n - 2])
         assert np.abs(residual).max() <= 1e-10 * np.abs(m[n]).max(), (n, residual)
     sim.destroy()
 

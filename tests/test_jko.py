@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from conftest import make_config
@@ -59,7 +61,7 @@ def test_positive_energy_decreasing_mass_conserved(coupling):
     )
     history, _ = _run(config)
     mass0 = history[0].mass
-    for prev, new in zip(history, history[1:]):
+    for prev, new in itertools.pairwise(history):
         assert new.min_density > 0
         assert new.free_energy < prev.free_energy
         assert new.mass == pytest.approx(mass0, rel=1e-11)

@@ -65,7 +65,8 @@ def _gibbs_distance(sim: Simulation) -> tuple[float, np.ndarray]:
     weights = np.array([comm.allreduce(float(m @ p), op=MPI.SUM) for p in pi])
     rho = [sim.layout.block(sim.state, g) for g in range(sim.graph.n)]
     mass = comm.allreduce(sum(float(m @ r) for r in rho), op=MPI.SUM)
-    local = sum(float(m @ (r * np.log(r * weights.sum() / (mass * p)))) for r, p in zip(rho, pi))
+    local = sum(float(m @ (r * np.log(r * weights.sum() / (mass * p))))
+                for r, p in zip(rho, pi, strict=True))
     return comm.allreduce(local, op=MPI.SUM) / mass, weights / weights.sum()
 
 
@@ -134,7 +135,7 @@ def test_upwind_exchange_is_exact_upwind_and_monotone():
     for args in ([w, np.array([0.2]), np.array([0.1]), np.array([1.3]), np.array([0.7])],
                  [w, np.array([0.1]), np.array([0.2]), np.array([1.3]), np.array([0.7])]):
         derivatives = upwind_flux(*args)[1:]
-        for k, exact in zip(range(1, 5), derivatives):
+        for k, exact in zip(range(1, 5), derivatives, strict=True):
             plus, minus = list(args), list(args)
             plus[k], minus[k] = args[k] + d, args[k] - d
             numeric = (upwind_flux(*plus)[0] - upwind_flux(*minus)[0]) / (2 * d)

@@ -7,7 +7,6 @@ repository. The README stays a short page for users.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shlex
 import tomllib

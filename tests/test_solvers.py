@@ -231,7 +231,8 @@ def test_modes_sharing_a_factorization_are_solved_at_once(layout, package):
     N = 6 * MPI.COMM_WORLD.size  # enough modes per rank to batch
     # In double precision: batched and one-at-a-time single-precision solves round apart.
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": N},
-                       model={**CASES["laplacian-unequal"], "initial": "1 + 0.5*cos(pi*x[0])*sin(g + 1)"},
+                       model={**CASES["laplacian-unequal"],
+                              "initial": "1 + 0.5*cos(pi*x[0])*sin(g + 1)"},
                        time={"dt": 1e-3, "t_end": 2e-3},
                        solver={"type": "spectral", "inner": "lu", "scalar_layout": layout,
                                "rtol": 1e-11, "factorization_precision": "double"})
@@ -268,7 +269,8 @@ def test_one_cluster_of_modes_preconditions_every_vertex_alike(layout, inner):
     comm = MPI.COMM_WORLD
     dt, N = 1e-3, 3 * comm.size
     data = make_config(mesh={"cells": [12, 12]}, graph={"kind": "path", "n": N},
-                       model={**CASES["laplacian-unequal"], "initial": "1 + 0.5*cos(pi*x[0])*sin(g + 1)"},
+                       model={**CASES["laplacian-unequal"],
+                              "initial": "1 + 0.5*cos(pi*x[0])*sin(g + 1)"},
                        time={"dt": dt, "t_end": 2 * dt},
                        solver={"type": "spectral", "inner": inner, "scalar_layout": layout,
                                "rtol": 1e-11, "factorization_precision": "double"})
@@ -586,7 +588,7 @@ def test_krylov_solves_start_from_the_extrapolated_state():
     scale = MPI.COMM_WORLD.allreduce(np.abs(reference).max(), op=MPI.MAX)
     error = MPI.COMM_WORLD.allreduce(np.abs(state - reference).max(), op=MPI.MAX)
     assert error <= 1e-9 * scale
-    assert all(p <= z for p, z in zip(predicted, from_zero))
+    assert all(p <= z for p, z in zip(predicted, from_zero, strict=True))
     assert sum(predicted[2:]) < sum(from_zero[2:])  # extrapolating from the third step
 
 
@@ -782,7 +784,7 @@ def test_newton_solvers_alive_together_keep_their_own_options():
                                time={"scheme": "jko", "dt": 0.1, "t_end": 0.2},
                                solver={"petsc_options": {"mat_mumps_icntl_14": value}})
             sims.append(Simulation(settings_from_dict(data)))
-        for sim, value in zip(sims, (77, 55)):
+        for sim, value in zip(sims, (77, 55), strict=True):
             sim.advance()
             factor = sim.stepper.solver.snes.getKSP().getPC().getFactorMatrix()
             assert factor.getMumpsIcntl(14) == value

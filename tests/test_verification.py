@@ -93,7 +93,7 @@ def test_affine_in_time_solution_has_no_time_error(scheme):
 @pytest.mark.parametrize("dim,cells", [(2, 8), (3, 2)])
 def test_semidiscrete_time_orders(dim, cells):
     studies = v.semidiscrete_time_studies(v.manufactured("gibbs", dim), 1, cells, [8, 16, 32])
-    for study, expected in zip(studies, (1, 2, 2)):
+    for study, expected in zip(studies, (1, 2, 2), strict=True):
         l2, h1 = study.orders
         assert l2[-1] == pytest.approx(expected, abs=0.2), study.name
         assert h1[-1] == pytest.approx(expected, abs=0.2), study.name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 from typing import Any
 
 from docutils import nodes
@@ -42,7 +43,7 @@ def field_docs(class_source: str) -> dict[str, str]:
     """``{field: docstring}`` from the source of one class: the string after each field."""
     body = ast.parse(class_source).body[0].body
     docs = {}
-    for stmt, after in zip(body, body[1:]):
+    for stmt, after in itertools.pairwise(body):
         if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
                 and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)):

@@ -365,7 +365,7 @@ class BlockOperators:
         if b:
             if self.chain is not None:
                 chain = self.chain.tocoo()
-                for h, g, value in zip(chain.row, chain.col, chain.data):
+                for h, g, value in zip(chain.row, chain.col, chain.data, strict=True):
                     if h != g:
                         out[int(h), int(g)] = b * value * self.mass
             elif self.rate_vectors is not None:
@@ -437,7 +437,7 @@ class _Combined(_PerVertex):
 
     def _combine(self, weights: np.ndarray) -> np.ndarray:
         out = self.parts[0].copy()
-        for weight, part in zip(weights, self.parts[1:]):
+        for weight, part in zip(weights, self.parts[1:], strict=True):
             out += weight * part
         return out
 

@@ -427,7 +427,7 @@ def _check_mesh(s: MeshSettings) -> None:
         s.upper = [1.0] * dim
     s.lower = _list("mesh.lower", s.lower, _float, length=dim)
     s.upper = _list("mesh.upper", s.upper, _float, length=dim)
-    for i, (lo, hi) in enumerate(zip(s.lower, s.upper)):
+    for i, (lo, hi) in enumerate(zip(s.lower, s.upper, strict=True)):
         if not lo < hi:
             raise InputError(f"mesh.lower[{i}] = {lo} must be less than mesh.upper[{i}] = {hi}")
     if s.file is not None:

@@ -168,5 +168,6 @@ class BetaSchedule:
         if self.expression is not None:
             return str(self.expression)
         if self.times is not None:
-            return [[float(t), float(math.exp(b))] for t, b in zip(self.times, self.log_betas)]
+            pairs = zip(self.times, self.log_betas, strict=True)
+            return [[float(t), float(math.exp(b))] for t, b in pairs]
         return self.constant

@@ -48,7 +48,7 @@ def options_in_database(options: dict, prefix: str):
     database = PETSc.Options()
     names = [f"{prefix}{key}" for key in options]
     previous = {name: database.getString(name) for name in names if database.hasName(name)}
-    for name, value in zip(names, options.values()):
+    for name, value in zip(names, options.values(), strict=True):
         database.setValue(name, _option_value(value))
     try:
         yield

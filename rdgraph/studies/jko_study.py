@@ -64,7 +64,8 @@ class JKOStudy:
         lines = ["JKO vs implicit Euler (expected order 1 in tau, h ~ tau)",
                  "| tau | cells | \u2016rho_jko - rho_IE\u2016 | order | Newton/step |",
                  "|----:|------:|------:|------:|------:|"]
-        for row in zip(self.dt, self.cells, self.distance, self.orders, self.newton_per_step):
+        columns = (self.dt, self.cells, self.distance, self.orders, self.newton_per_step)
+        for row in zip(*columns, strict=True):
             dt, cells, dist, order, newton = row
             shown = "-" if np.isnan(order) else f"{order:.2f}"
             lines.append(f"| {dt:.4g} | {cells} | {dist:.3e} | {shown} | {newton:.2f} |")
@@ -75,7 +76,9 @@ class JKOStudy:
         with open(path, "w", newline="") as f:
             out = csv.writer(f)
             out.writerow(["tau", "cells", "distance", "order", "newton_per_step"])
-            for row in zip(self.dt, self.cells, self.distance, self.orders, self.newton_per_step):
+            columns = (self.dt, self.cells, self.distance, self.orders,
+                       self.newton_per_step)
+            for row in zip(*columns, strict=True):
                 out.writerow(["" if isinstance(v, float) and np.isnan(v) else v for v in row])
 
     def plot(self, path: Path) -> None:

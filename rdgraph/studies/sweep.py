@@ -157,11 +157,11 @@ class Sweep:
         keys = list(self.parameters)
         short = [k.split(".", 1)[1] for k in keys]
         # The key alone names a value unless two sections share it.
-        labels = [s if short.count(s) == 1 else k for s, k in zip(short, keys)]
+        labels = [s if short.count(s) == 1 else k for s, k in zip(short, keys, strict=True)]
         out = []
         for combo in itertools.product(*self.parameters.values()):
-            name = "_".join(f"{label}={_label(v)}" for label, v in zip(labels, combo))
-            out.append((name or "base", dict(zip(keys, combo))))
+            name = "_".join(f"{label}={_label(v)}" for label, v in zip(labels, combo, strict=True))
+            out.append((name or "base", dict(zip(keys, combo, strict=True))))
         return out
 
     def cases(self) -> list[SweepCase]:

@@ -617,7 +617,7 @@ def _plot(studies: list[Study], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, which in zip(axes, ("l2", "h1")):
+    for ax, which in zip(axes, ("l2", "h1"), strict=True):
         for s in studies:
             values = getattr(s, which)
             ax.loglog(s.sizes, values, "o-", label=s.name)

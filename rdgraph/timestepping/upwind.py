@@ -6,7 +6,8 @@ of the larger potential moves. The unknowns are the nodal potentials ``Φ_g`` (P
 ``ρ_g = exp((Φ_g − V_g)/β)`` nodally (positive by construction); one implicit-Euler step
 solves, for every vertex g,
 
-    m ∘ (ρ_g − ρ_g^n) + τ ∫ ρ(Φ_g) ∇Φ_g·∇φ + τ m ∘ Σ_h w_gh (ρ_g [Φ_g − Φ_h]_+ − ρ_h [Φ_h − Φ_g]_+) = 0,
+    m ∘ (ρ_g − ρ_g^n) + τ ∫ ρ(Φ_g) ∇Φ_g·∇φ
+        + τ m ∘ Σ_h w_gh (ρ_g [Φ_g − Φ_h]_+ − ρ_h [Φ_h − Φ_g]_+) = 0,
 
 with ``m`` the lumped mass (vertex quadrature for the time derivative and the graph term) and
 the drift–diffusion in its mobility form ``∇·(ρ ∇Φ) = ∇·(β∇ρ + ρ∇V)`` with
