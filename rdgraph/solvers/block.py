@@ -52,7 +52,8 @@ from rdgraph.solvers.spectral import SpectralPreconditioner, factorization_count
 from rdgraph.solvers.vertex import VertexBlockPreconditioner, potential_spread
 
 __all__ = ["AUTO_DIRECT_MAX_VERTICES", "OPTIONS_PREFIX", "BlockSolver", "LinearSolver",
-           "ReusedSetupSolver", "configure_ksp", "direct_package", "krylov_restart",
+           "ReusedSetupSolver", "configure_ksp", "direct_package", "fgmres_options",
+           "krylov_restart",
            "more_robust_type", "options_in_database",
            "reason_name", "resolve_solver", "solver_options", "spectral_per_rank"]
 
@@ -112,6 +113,13 @@ def krylov_restart(local_unknowns: int) -> int:
     :data:`KRYLOV_BYTES` on a rank (H(6, 5) × 32², 2 ranks: 68 MB per vector and rank)."""
     fits = int(KRYLOV_BYTES // (2 * 8 * max(local_unknowns, 1)))
     return max(KRYLOV_MIN_RESTART, min(100, fits))
+
+
+def fgmres_options(settings: SolverSettings, local_unknowns: int) -> dict:
+    """The outer FGMRES on the block operator: the ``[solver]`` tolerances and iteration limit,
+    and a restart bounded by :func:`krylov_restart`."""
+    return {"ksp_type": "fgmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
+            "ksp_max_it": settings.max_it, "ksp_gmres_restart": krylov_restart(local_unknowns)}
 
 
 def _lu() -> dict:
@@ -478,10 +486,8 @@ class BlockSolver:
             # and each iteration applies the preconditioner once (GMRES on the left also
             # applies it to the initial residual), and the solve can be for the correction
             # to a guess (``BlockSolver.solve``).
-            outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
-                     "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
-                     "ksp_gmres_restart": krylov_restart(operators.layout.num_blocks
-                                                         * operators.layout.size_local)}
+            outer = fgmres_options(settings, operators.layout.num_blocks
+                                   * operators.layout.size_local)
         outer.update(settings.petsc_options)
         outer.update(overrides)
         self.matrix = operators.shell(a, b)
@@ -507,8 +513,8 @@ class BlockSolver:
             inner = {"ksp_type": "preonly", "pc_type": "gamg",  # one V-cycle per block
                      "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD, **SPECTRAL_AMG_SMOOTHER}
         inner.update(inner_overrides)
-        outer = {"ksp_type": "fgmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
-                 "ksp_max_it": settings.max_it, "ksp_gmres_restart": 100}
+        outer = fgmres_options(settings, operators.layout.num_blocks
+                               * operators.layout.size_local)
         outer.update(settings.petsc_options)
         outer.update(overrides)
         # Matrix-free where the shell applies all vertices at once (one potential, separable
@@ -649,10 +655,9 @@ class ReusedSetupSolver:
         pc = ksp.getPC()
         pc.setType("python")
         pc.setPythonContext(_EarlierSetup(setup))
-        configure_ksp(ksp, {"ksp_type": "fgmres", "ksp_rtol": settings.rtol,
-                            "ksp_atol": settings.atol, "ksp_max_it": settings.max_it,
-                            "ksp_gmres_restart": 100}, OPTIONS_PREFIX + REUSED_PREFIX,
-                      set_up=True)
+        layout = operators.layout
+        configure_ksp(ksp, fgmres_options(settings, layout.num_blocks * layout.size_local),
+                      OPTIONS_PREFIX + REUSED_PREFIX, set_up=True)
         ksp.setInitialGuessNonzero(True)
         self._solver = LinearSolver.from_ksp(ksp, name)
         self.kind = setup.kind
