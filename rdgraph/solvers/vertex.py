@@ -184,3 +184,5 @@ class VertexBlockPreconditioner:
         for obj in [*self.solvers, *self.matrices, self._b_vec, self._x_vec]:
             obj.destroy()
         self.solvers, self.matrices = [], []
+        if self.exchange is not None:  # its MPI datatypes, where the blocks are reordered
+            self.exchange.destroy()
