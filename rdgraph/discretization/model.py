@@ -12,7 +12,7 @@ import numpy as np
 import ufl
 
 from rdgraph.compat import MPI, dolfinx
-from rdgraph.discretization.point_values import BATCH_ENTRIES, PointValues
+from rdgraph.discretization.point_values import PointValues, batch_slices
 from rdgraph.discretization.ufl_expressions import to_ufl
 from rdgraph.errors import InputError
 from rdgraph.problem.config import ModelSettings, SpaceSettings
@@ -211,13 +211,11 @@ class Model:
         if isinstance(exprs, Expression) and not exprs.depends_on("g"):
             yield slice(0, n), np.broadcast_to(self._values(exprs, 0, points, t), (n, count))
             return
-        size = n if separation is not None else max(1, BATCH_ENTRIES // max(count, 1))
-        for start in range(0, n, size):
-            batch = slice(start, min(start + size, n))
-            if separation is not None:  # r basis functions, one small matrix product
-                yield batch, separation.evaluate(points)
-            else:
-                yield batch, self._batch_values(exprs, points, batch, t)
+        if separation is not None:  # r basis functions, one small matrix product
+            yield slice(0, n), separation.evaluate(points)
+            return
+        for batch in batch_slices(n, count):
+            yield batch, self._batch_values(exprs, points, batch, t)
 
     def _batch_values(self, exprs, points: np.ndarray, batch: slice,
                       t: float = 0.0) -> np.ndarray:
@@ -281,7 +279,7 @@ class Model:
         What the forms see there: the expression at the physical points, or for a Python
         callable its interpolant (:meth:`point_values` is then not ``None``).
         """
-        _, coordinates, weights = self.quadrature_points()
+        _, coordinates, _ = self.quadrature_points()
         if self.shared_potential:
             if self._potential_points is None:
                 self._potential_points = self.potentials.evaluate(coordinates)[:, None]
@@ -289,9 +287,7 @@ class Model:
         separation = self.potential_separation
         if separation is not None:
             if self._potential_points is None:
-                self._potential_points = np.array(
-                    [f.evaluate(coordinates) for f in separation.basis]).reshape(
-                    separation.rank, weights.size).T.copy()
+                self._potential_points = separation.basis_values(coordinates).T.copy()
             values = self._potential_points @ separation.coefficients[batch].T
             values += separation.constants[batch]
             return values
@@ -440,9 +436,8 @@ class Model:
         if not self.shared_potential:  # else every difference is 0
             tails, heads, _ = self.graph.edge_arrays()
             nodal = self._potential_nodal
-            size = max(1, BATCH_ENTRIES // max(nodal.shape[1], 1))
-            for start in range(0, tails.size, size):  # bounded (edges, dofs) temporaries
-                edges = slice(start, start + size)
+            # Bounded (edges, dofs) temporaries.
+            for edges in batch_slices(tails.size, nodal.shape[1]):
                 difference = np.abs(nodal[tails[edges]] - nodal[heads[edges]])
                 local = max(local, float(np.max(difference, initial=0.0)))
         largest = self.mesh.comm.allreduce(local, op=MPI.MAX) / (2 * beta)
@@ -549,9 +544,7 @@ class Model:
         _, _, quadrature = self.quadrature_points()
         scale = -1.0 / self.beta_value
         local = np.empty(self.graph.n)
-        batch_size = max(1, BATCH_ENTRIES // max(quadrature.size, 1))  # bounded temporaries
-        for start in range(0, self.graph.n, batch_size):
-            batch = slice(start, min(start + batch_size, self.graph.n))
+        for batch in batch_slices(self.graph.n, quadrature.size):  # bounded temporaries
             exponent = self._potential_at_points(batch) - self.potential_shift
             exponent *= scale
             local[batch] = quadrature @ np.exp(exponent, out=exponent)

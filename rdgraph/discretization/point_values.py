@@ -24,11 +24,19 @@ from scipy import sparse
 
 from rdgraph.compat import MPI, dolfinx
 
-__all__ = ["BATCH_ENTRIES", "PointValues"]
+__all__ = ["BATCH_ENTRIES", "PointValues", "batch_slices"]
 
 #: Entries of one ``(points, batch)`` array (8 MiB): a few of them are alive at once, and
 #: larger batches gain nothing once the per-batch overhead is amortized.
 BATCH_ENTRIES = 1 << 20
+
+
+def batch_slices(count: int, width: int) -> Iterator[slice]:
+    """Consecutive slices covering ``range(count)`` whose ``(batch, width)`` arrays hold at
+    most :data:`BATCH_ENTRIES` entries (at least one row each)."""
+    size = max(1, BATCH_ENTRIES // max(width, 1))
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
 
 
 class PointValues:

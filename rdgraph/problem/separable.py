@@ -48,10 +48,14 @@ class Separation:
     def rank(self) -> int:
         return len(self.basis)
 
+    def basis_values(self, points: np.ndarray) -> np.ndarray:
+        """The basis functions ``φ_k`` at points of shape ``(3, P)``, shape ``(r, P)``."""
+        return np.array([f.evaluate(points) for f in self.basis]).reshape(self.rank,
+                                                                          points.shape[1])
+
     def evaluate(self, points: np.ndarray) -> np.ndarray:
         """Values at points of shape ``(3, P)`` for every vertex, shape ``(N, P)``."""
-        phi = np.array([f.evaluate(points) for f in self.basis]).reshape(self.rank,
-                                                                         points.shape[1])
+        phi = self.basis_values(points)
         with np.errstate(all="ignore"):  # NaN/inf are the caller's to report
             return self.coefficients @ phi + self.constants[:, None]
 
