@@ -22,8 +22,10 @@ from rdgraph.solvers.spectral import (
     DenseModes,
     DiagonalModes,
     ProductModes,
+    coupling_modes,
     coupling_transform,
     factorization_count,
+    main_effects,
 )
 
 
@@ -89,6 +91,49 @@ def test_gibbs_transforms_beyond_the_dense_limits(monkeypatch):
     per_vertex = coupling_transform(path, "laplacian")
     assert isinstance(per_vertex, DiagonalModes) and np.array_equal(per_vertex.values,
                                                                      path.degrees())
+
+
+def test_main_effects_project_on_sums_of_one_function_per_factor():
+    shape = (3, 4, 2)
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(shape).ravel()
+    mean, effects = main_effects(values, shape)
+    fitted = mean + sum(np.expand_dims(e, [j for j in range(3) if j != i])
+                        for i, e in enumerate(effects))
+    residual = values.reshape(shape) - fitted
+    # Orthogonal to every function of one factor: zero means along all other axes.
+    for i in range(3):
+        assert np.abs(residual.mean(axis=tuple(j for j in range(3) if j != i))).max() < 1e-14
+    additive = fitted.ravel()
+    again_mean, again = main_effects(additive, shape)
+    assert np.isclose(again_mean, mean) and all(np.allclose(a, e) for a, e in
+                                                zip(again, effects, strict=True))
+
+
+@pytest.mark.parametrize("graph", [graphs.hamming(3, 3),
+                                   graphs.product([graphs.path(3), graphs.complete(4)])],
+                         ids=["H(3,3)", "path3xK4"])
+def test_gibbs_surrogate_is_exact_for_offsets_additive_over_the_factors(graph, monkeypatch):
+    """log π̄ a sum of one function per factor: the product surrogate is the chain itself
+    (checked against the dense eigendecomposition of the chain); other offsets: not."""
+    monkeypatch.setattr(spectral, "DENSE_GIBBS_MAX", 4)
+    shape = graph.product_spectrum().shape
+    words = np.array(np.unravel_index(np.arange(graph.n), shape)).T
+    rng = np.random.default_rng(2)
+    additive = sum(rng.uniform(size=q)[words[:, i]] for i, q in enumerate(shape))
+    R = rng.standard_normal((graph.n, 3))
+    for offsets, exact in ((additive, True), (additive + rng.uniform(size=graph.n), False)):
+        integrals = np.exp(-offsets / 0.3)
+        transform = coupling_transform(graph, "gibbs", integrals)
+        assert isinstance(transform, ProductModes) and not transform.exact
+        values, P, P_inverse = coupling_modes(graph, "gibbs", integrals)
+        chain = P @ np.diag(values) @ P_inverse
+        modes = transform.to_modes(R, np.empty_like(R))
+        assert np.abs(transform.from_modes(modes, np.empty_like(R)) - R).max() < 1e-12
+        applied = transform.from_modes(transform.values[:, None] * modes, np.empty_like(R))
+        error = np.abs(applied - chain @ R).max() / np.abs(chain @ R).max()
+        assert (error < 1e-12) if exact else (error > 1e-3), error
+        assert transform.values.min() >= 0.0
 
 
 def test_auto_never_factorizes_many_vertices_whole():

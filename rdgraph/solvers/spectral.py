@@ -16,9 +16,10 @@ The transforms (:class:`ModalTransform`) are never N × N beyond small graphs:
 * product graphs (``hamming``, ``hypercube``, ``product``) apply ``Q = Q_1 ⊗ … ⊗ Q_d`` a few
   factors at a time (merged up to :data:`MERGED_FACTOR_SIZE` rows), O(N Σ m_j) per dof for
   the merged sizes ``m_j``; for gibbs beyond :data:`DENSE_GIBBS_MAX` vertices
-  the chain ``Π̄^{-1/2} L̄ Π̄^{1/2} = D_π − W`` is not a Kronecker sum (its diagonal varies),
-  and the preconditioner solves the product surrogate ``L + c I`` (the same ``W``, the
-  diagonal replaced by its mean) exactly instead;
+  the chain ``Π̄^{-1/2} L̄ Π̄^{1/2} = D_π − W`` is in general not a Kronecker sum (its
+  diagonal varies), and the preconditioner solves a product surrogate exactly instead: the
+  same ``W``, the diagonal replaced by its mean and main effects (:func:`main_effects`),
+  whose factors are diagonalized one by one;
 * other graphs up to :data:`DENSE_LIMIT` vertices: the dense eigendecomposition;
 * larger graphs without product structure: no transform at all, each vertex's block solved
   with the shift of its own diagonal ``d_g`` of ``L̄`` (block Jacobi on the coupling), the
@@ -38,7 +39,7 @@ import numpy as np
 from rdgraph.compat import MPI, PETSc
 from rdgraph.discretization.operators import BlockOperators
 from rdgraph.errors import InputError, SolverError
-from rdgraph.problem.graph import DENSE_LIMIT
+from rdgraph.problem.graph import DENSE_LIMIT, ProductSpectrum
 from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matrices
 from rdgraph.solvers.petsc import configure_ksp, direct_package, reason_name
 
@@ -47,7 +48,7 @@ __all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "BATCH_BYTES", "DENSE_GIBBS_MAX",
            "DenseModes", "DiagonalModes",
            "ModalTransform", "ProductModes", "SpectralPreconditioner", "coupling_modes",
            "coupling_transform", "factorization_count", "factorization_span", "graph_modes",
-           "merged_factors", "modal_transform", "residual_budgets"]
+           "main_effects", "merged_factors", "modal_transform", "residual_budgets"]
 
 #: Modes whose scalar operators ``s M + bK̄`` have shifts ``s`` within this ratio share one AMG
 #: hierarchy (built at their geometric mean): each mode's operator is then within a factor
@@ -146,7 +147,9 @@ class ProductModes(ModalTransform):
     def __init__(self, spectrum, root: np.ndarray | None = None, shift: float = 0.0,
                  exact: bool = True):
         self.spectrum, self.root = spectrum, root
-        self.values = spectrum.values + shift if shift else spectrum.values
+        values = spectrum.values + shift if shift else spectrum.values
+        # The gibbs chain is positive semidefinite; its surrogate's rounding below 0 is not.
+        self.values = values if exact else np.maximum(values, 0.0)
         self.identity = spectrum.n == 1 and root is None
         self.exact = exact
         self._work: np.ndarray | None = None
@@ -216,6 +219,17 @@ class DiagonalModes(ModalTransform):
         return out
 
 
+def main_effects(values: np.ndarray, shape: tuple[int, ...]) -> tuple[float, list[np.ndarray]]:
+    """The mean and main effects of ``values`` on the grid ``shape`` (vertex order of a
+    product graph): ``mean + Σ_i effects[i][a_i]`` is the orthogonal projection of ``values``
+    on the sums of one function per factor."""
+    grid = np.asarray(values, dtype=float).reshape(shape)
+    mean = float(grid.mean())
+    axes = range(len(shape))
+    effects = [grid.mean(axis=tuple(j for j in axes if j != i)) - mean for i in axes]
+    return mean, effects
+
+
 def modal_transform(operators: BlockOperators) -> ModalTransform:
     """The :class:`ModalTransform` of the block operators' coupling (see the module)."""
     weights = operators.model.gibbs_integrals if operators.coupling == "gibbs" else None
@@ -240,12 +254,16 @@ def coupling_transform(graph, coupling: str, gibbs_integrals: np.ndarray | None 
         if coupling != "gibbs":
             return ProductModes(spectrum)
         # Symmetrized chain D_π − W, D_π = diag(Σ_h w_gh sqrt(π̄_h / π̄_g)): the surrogate keeps
-        # W (the product's) and replaces the diagonal by degree + its mean excess, which is
-        # exact when the π̄ are equal and close while they vary little over an edge.
+        # W (the product's) and replaces D_π's excess over the degrees by its mean and main
+        # effects, the nearest diagonal that is a Kronecker sum. It is exact when log π̄ is a
+        # sum of one function per factor (a loss additive over a cell's operations).
         root = _chain_root(gibbs_integrals)
-        chain_diagonal = (graph.matrix @ root) / root
-        excess = float(np.mean(chain_diagonal - graph.degrees()))
-        return ProductModes(spectrum, root, excess, exact=False)
+        excess = (graph.matrix @ root) / root - graph.degrees()
+        mean, effects = main_effects(excess, spectrum.shape)
+        factor_spectra = [np.linalg.eigh(factor.laplacian() + np.diag(effect))
+                          for factor, effect in zip(graph.factors, effects, strict=True)]
+        surrogate = ProductSpectrum(factor_spectra, spectrum.tolerance)
+        return ProductModes(surrogate, root, mean, exact=False)
     if graph.n <= DENSE_LIMIT:
         return DenseModes(*coupling_modes(graph, coupling, gibbs_integrals))
     if coupling == "gibbs":
@@ -578,7 +596,7 @@ class SpectralPreconditioner:
         """The solves of an application: modes sharing one factorization in one batch
         (``MatMatSolve`` over the columns of a dense block), every other mode alone."""
         self.batches: list[tuple[PETSc.KSP, list[int]]] = []
-        for group, ksp in zip(self.local_groups, self.solvers):
+        for group, ksp in zip(self.local_groups, self.solvers, strict=True):
             if batched and self.batches and self.batches[-1][0] is ksp:
                 self.batches[-1][1].extend(group)
             elif batched:
