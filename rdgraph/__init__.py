@@ -9,13 +9,12 @@ Example:
     >>> result = rdgraph.run(settings, out_dir="results/nas_toy")
 """
 
-import os as _os
+from rdgraph import threads as _threads
 
-# One BLAS thread per process: MPI ranks already occupy the cores, and threaded BLAS
-# spinning beside busy-polling ranks made parallel runs several times slower (measured).
-# Set before NumPy loads its BLAS; an explicit user setting wins.
-for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    _os.environ.setdefault(_name, "1")
+# One BLAS thread per process (see rdgraph.threads): before NumPy loads, or, when it was
+# imported first, by limiting its loaded BLAS.
+_threads.limit_loaded_blas()
+_threads.single_threaded_blas()
 
 import importlib as _importlib  # noqa: E402
 

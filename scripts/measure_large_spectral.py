@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import time
 
-# One BLAS thread per rank, as ``import rdgraph`` sets, but before NumPy loads its BLAS here:
-# threaded BLAS beside busy ranks made the product transforms' matmuls several times slower
-# (H(6, 5) × 16², 1 rank: 1.8 s per transform against 0.27 s).
-for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from rdgraph.compat import MPI  # noqa: E402
-from rdgraph.problem.config import settings_from_dict  # noqa: E402
-from rdgraph.simulation import Simulation  # noqa: E402
-from rdgraph.studies.lower_bound import scalar_lower_bound  # noqa: E402
+from rdgraph.compat import MPI
+from rdgraph.problem.config import settings_from_dict
+from rdgraph.simulation import Simulation
+from rdgraph.studies.lower_bound import scalar_lower_bound
 
 BOWL = "(x[0] - 0.3)**2 + (x[1] - 0.6)**2"
 

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from rdgraph.threads import single_threaded_blas
+
 __all__ = ["RESULT_PREFIX", "run_worker"]
 
 #: The line a worker prints on rank 0 before its result as JSON.
@@ -43,10 +45,9 @@ def run_worker(script: str | Path, case: dict, ranks: int, timeout: float, *,
     env = dict(os.environ)
     if root is not None:
         env["PYTHONPATH"] = str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    # The same single-threaded BLAS for every case (rdgraph sets it too, but the worker
-    # loads NumPy before importing rdgraph), and no oversubscription of the ranks' cores.
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(name, "1")
+    # The same single-threaded BLAS for every case, set before the worker starts: no
+    # oversubscription of the ranks' cores.
+    single_threaded_blas(env)
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     command = [mpiexec, "-n", str(ranks), sys.executable, str(script), "--worker",
                json.dumps(case)]
