@@ -178,7 +178,7 @@ def _run_lower_bound(case: dict, comm) -> dict:
         for _ in range(3):
             comm.Barrier()
             t0 = time.perf_counter()
-            for k, A in zip(stiffness, per_vertex):
+            for k in stiffness:
                 b.array[:] = 1.0 + 0.1 * rng.random(b.getLocalSize())
                 x.set(0.0)
                 solvers[id(k)].solve(b, x)
@@ -476,7 +476,7 @@ def main() -> int:
                     **case, "kind": "rd", "differ": differ, "solver": _solver(name),
                     "steps": 3 if name != "spectral" else steps}
                 for name in names})
-            for name, r in zip(names, measured.values()):
+            for name, r in zip(names, measured.values(), strict=True):
                 if "error" in r:
                     totals[name] = None
                     continue
@@ -647,7 +647,7 @@ def main() -> int:
         # Interleaved rounds as for figure 3: one short run each drifts with the machine.
         measured = measure_repeated({"speedup_1rank": case, "speedup_2ranks": case},
                                     {"speedup_1rank": 1, "speedup_2ranks": 2})
-        for ranks, r in zip((1, 2), measured.values()):
+        for ranks, r in zip((1, 2), measured.values(), strict=True):
             if "error" not in r and ranks in per_ranks:
                 bound = per_ranks[ranks]["lb"]
                 rows.append((f"step/LB on {ranks} rank{'s' if ranks > 1 else ''} (N = 16, "

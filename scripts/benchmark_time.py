@@ -261,13 +261,13 @@ def setup_reuse(cells: int, solver: str, beta: float = 0.1, dt: float = 0.1,
         reused = ReusedSetupSolver(setup, operators, 1.0, dt, settings, name="step")
         sim.state.copy(x)
         try:
-            iterations, solve_time = timed(lambda: reused.solve(rhs, x))
+            iterations, solve_time = timed(lambda reused=reused: reused.solve(rhs, x))
         except SolverError:
             iterations, solve_time = -1, math.nan  # no convergence in solver.max_it
         reused.destroy()
         fresh, fresh_time = timed(lambda: BlockSolver(operators, 1.0, dt, settings, name="s"))
         sim.state.copy(x)
-        _, fresh_solve = timed(lambda: fresh.solve(rhs, x))
+        _, fresh_solve = timed(lambda fresh=fresh: fresh.solve(rhs, x))
         fresh.destroy()
         change = operators.change_factor(beta / ratio, beta)
         say(f"  {ratio:10.3f} | {change:15.3g} | {iterations:3d}, {solve_time:.3f} | "

@@ -130,25 +130,25 @@ class ModeExchange:
     def load(self, mode: int, whole: np.ndarray) -> None:
         """Copy one of this rank's :attr:`modes`, whole, into ``whole``."""
         i = self._row[mode]
-        for view, part in zip(self._views, self._parts):
+        for view, part in zip(self._views, self._parts, strict=True):
             whole[part] = view[i]
 
     def store(self, mode: int, whole: np.ndarray) -> None:
         """Put back one of this rank's modes (its solution) for :meth:`receive`."""
         i = self._row[mode]
-        for view, part in zip(self._views, self._parts):
+        for view, part in zip(self._views, self._parts, strict=True):
             view[i] = whole[part]
 
     def load_many(self, modes: np.ndarray, whole: np.ndarray) -> None:
         """Copy several of this rank's modes, whole, into the rows of ``whole``."""
         rows = self._rows_of(modes)
-        for view, part in zip(self._views, self._parts):
+        for view, part in zip(self._views, self._parts, strict=True):
             whole[:, part] = view[rows]
 
     def store_many(self, modes: np.ndarray, whole: np.ndarray) -> None:
         """Put back several of this rank's modes (the rows of ``whole``)."""
         rows = self._rows_of(modes)
-        for view, part in zip(self._views, self._parts):
+        for view, part in zip(self._views, self._parts, strict=True):
             view[rows] = whole[:, part]
 
     def _rows_of(self, modes) -> np.ndarray:

@@ -128,7 +128,7 @@ class VertexBlockPreconditioner:
         # noted, decided by all ranks together, and reported by the first solve on every rank
         # (a SolverError: the retry path then takes over).
         failure = None
-        for g, matrix in zip(self.vertices, self.matrices):
+        for g, matrix in zip(self.vertices, self.matrices, strict=True):
             ksp = PETSc.KSP().create(scalar_comm)
             ksp.setOperators(matrix)
             self.solvers.append(ksp)
@@ -153,7 +153,7 @@ class VertexBlockPreconditioner:
         if exchange is not None:
             exchange.send(R)
         failed = None
-        for g, ksp in zip(self.vertices, self.solvers):
+        for g, ksp in zip(self.vertices, self.solvers, strict=True):
             if exchange is None:
                 self._b[:] = R[g]
             else:
