@@ -69,13 +69,21 @@ def _model_config(degree, coupling, potential, shape="rectangle", cells=(10, 10)
     (2, "laplacian", "interval", (12,)),
     (1, "gibbs", "box", (3, 3, 3)),
 ])
-def test_separated_operators_match_vertex_by_vertex_assembly(degree, coupling, shape, cells):
+@pytest.mark.parametrize("shared_term", [False, True], ids=["weighted", "shared-bowl"])
+def test_separated_operators_match_vertex_by_vertex_assembly(degree, coupling, shape, cells,
+                                                             shared_term):
     potential = "(g + 1)/5*(x[0] - 0.5)**2 + 0.1*g*x[0]"
+    if shared_term:  # the same coefficient at every vertex: joins the shared part
+        potential += " + 0.7*(x[0] + 0.2)**4 + 0.3*g"
     sim = Simulation(settings_from_dict(_model_config(degree, coupling, potential, shape, cells)),
                      MPI.COMM_WORLD)
     try:
         model, operators = sim.model, sim.operators
-        assert model.potential_separation is not None
+        separation = model.potential_separation
+        assert separation is not None
+        varying = np.any(separation.coefficients != separation.coefficients[0], axis=0)
+        assert len(operators.stiffness.parts) == 1 + int(varying.sum())
+        assert separation.rank == int(varying.sum()) + shared_term
         for g in range(model.graph.n):
             model.set_vertex(g)
             expected = operators.pattern.assemble(model.stiffness_form)

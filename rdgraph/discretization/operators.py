@@ -270,14 +270,24 @@ class BlockOperators:
             return None
 
     def _separated_stiffness(self) -> _Combined:
-        """``K_g = β S + Σ_k c_k(g) D[φ_k]`` from 1 + r assemblies, formed on demand."""
+        """``K_g = β S + Σ_k c_k(g) D[φ_k]`` from 1 + r assemblies, formed on demand; the
+        terms whose ``c_k`` is the same at every vertex are added to the first part."""
         model = self.model
         separation = model.potential_separation
-        parts = [self.pattern.assemble(model.diffusion_form)]
+        coefficients = separation.coefficients
+        # A term with the same coefficient at every vertex (a shared bowl beside per-vertex
+        # offsets) joins the shared part: one sparse product less per block product.
+        shared = np.all(coefficients == coefficients[:1], axis=0)
+        common = self.pattern.assemble(model.diffusion_form)
+        parts = []
         for k in range(separation.rank):
             model.set_basis_function(k)
-            parts.append(self.pattern.assemble(model.drift_form))
-        return _Combined(parts, separation.coefficients)
+            drift = self.pattern.assemble(model.drift_form)
+            if shared[k]:
+                common += coefficients[0, k] * drift
+            else:
+                parts.append(drift)
+        return _Combined([common, *parts], coefficients[:, ~shared])
 
     def _constant_rate_chain(self) -> sparse.csr_array:
         """The vertex chain ``L̄`` of gibbs rates ``k_gh = exp((c_g − c_h)/2β)`` for potentials
@@ -538,9 +548,12 @@ class BlockShell:
     def _form_mass_input(self, X: np.ndarray) -> np.ndarray:
         """The blocks that ``M`` multiplies, formed in the second dense input."""
         formed = self._formed.T
-        np.multiply(X, self.mass_diagonal[:, None], out=formed)
-        if self.chain is not None:
-            formed += self.chain @ X
+        if self.chain is not None and not self.mass_diagonal.any():
+            formed[:] = self.chain @ X  # no pass over X for a zero shift
+        else:
+            np.multiply(X, self.mass_diagonal[:, None], out=formed)
+            if self.chain is not None:
+                formed += self.chain @ X
         if self.leaving is not None:
             formed += self.leaving * X
             for h, g, rate in self.gains:
