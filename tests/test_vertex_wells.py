@@ -76,6 +76,9 @@ def test_vertex_solver_reaches_the_direct_solution(wells_csv, model, matrix_free
     assert solver.kind == "vertex"
     # Matrix-free only where the shell applies every vertex at once.
     assert (solver.matrix.getType() == PETSc.Mat.Type.PYTHON) is matrix_free
+    # Factorized blocks are solved by their factors directly, not through a KSP.
+    factors = solver.vertex_preconditioner.factors
+    assert factors and all(factor is not None for factor in factors)
     sim.destroy()
     assert 1 <= max(iterations) <= 20, iterations
     scale = COMM.allreduce(float(np.abs(reference).max()), op=MPI.MAX)

@@ -71,6 +71,12 @@ def _set_up(ksp: PETSc.KSP, options: dict, prefix: str, vertex: int) -> tuple | 
     return None
 
 
+def _factorized(ksp: PETSc.KSP) -> bool:
+    """Whether ``ksp`` only applies a factorization (``preonly`` with LU or Cholesky)."""
+    return (ksp.getType() == PETSc.KSP.Type.PREONLY
+            and ksp.getPC().getType() in (PETSc.PC.Type.LU, PETSc.PC.Type.CHOLESKY))
+
+
 class VertexBlockPreconditioner:
     """Applies ``blockdiag((a M + b (K_g + C_gg))⁻¹)`` (a PETSc python PC context).
 
@@ -134,6 +140,10 @@ class VertexBlockPreconditioner:
             self.solvers.append(ksp)
             if failure is None:
                 failure = _set_up(ksp, inner_options, prefix, g)
+        # A factorized block is solved by its factors' own triangular solves: KSPSolve's
+        # bookkeeping around them cost as much as the solve on small blocks.
+        self.factors = [ksp.getPC().getFactorMatrix() if failure is None and _factorized(ksp)
+                        else None for ksp in self.solvers]
         failures = [f for f in comm.allgather(failure) if f is not None]
         #: Why a vertex block could not be set up (the same on every rank), else ``None``.
         self.setup_failure: str | None = None
@@ -141,6 +151,7 @@ class VertexBlockPreconditioner:
             vertex, why = min(failures)
             self.setup_failure = f"the block of vertex {vertex} could not be set up ({why})"
         self._b, self._x = np.zeros(size), np.zeros(size)
+        self._rows: np.ndarray | None = None  # this rank's blocks, whole (several ranks)
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
 
@@ -150,14 +161,23 @@ class VertexBlockPreconditioner:
         N, n = self.layout.num_blocks, self.layout.size_local
         R, out = r.array_r.reshape(N, n), x.array.reshape(N, n)
         exchange = self.exchange
-        if exchange is not None:
+        if exchange is None:
+            rhs, solutions = R, out
+        else:
             exchange.send(R)
+            if self._rows is None:
+                self._rows = np.empty((len(self.vertices), len(self._b)))
+            exchange.load_many(self.vertices, self._rows)
+            rhs = solutions = self._rows
         failed = None
-        for g, ksp in zip(self.vertices, self.solvers, strict=True):
-            if exchange is None:
-                self._b[:] = R[g]
-            else:
-                exchange.load(g, self._b)
+        for i, (g, ksp, factor) in enumerate(zip(self.vertices, self.solvers, self.factors,
+                                                  strict=True)):
+            row = g if exchange is None else i
+            self._b[:] = rhs[row]
+            if factor is not None:
+                factor.solve(self._b_vec, self._x_vec)
+                solutions[row] = self._x
+                continue
             self._x[:] = 0.0
             try:
                 ksp.solve(self._b_vec, self._x_vec)
@@ -166,11 +186,9 @@ class VertexBlockPreconditioner:
                 reason = PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
             if reason < 0 and failed is None:
                 failed = (g, reason)
-            if exchange is None:
-                out[g] = self._x
-            else:
-                exchange.store(g, self._x)
+            solutions[row] = self._x
         if exchange is not None:
+            exchange.store_many(self.vertices, self._rows)
             failures = [f for f in self.layout.comm.allgather(failed) if f is not None]
             failed = failures[0] if failures else None
             exchange.receive(out)
@@ -181,8 +199,9 @@ class VertexBlockPreconditioner:
 
     def destroy(self, pc=None) -> None:
         """Free the block solvers (also called by PETSc when the PC is destroyed)."""
-        for obj in [*self.solvers, *self.matrices, self._b_vec, self._x_vec]:
+        factors = [factor for factor in self.factors if factor is not None]
+        for obj in [*factors, *self.solvers, *self.matrices, self._b_vec, self._x_vec]:
             obj.destroy()
-        self.solvers, self.matrices = [], []
+        self.solvers, self.matrices, self.factors = [], [], []
         if self.exchange is not None:  # its MPI datatypes, where the blocks are reordered
             self.exchange.destroy()
