@@ -14,6 +14,7 @@ import pytest
 from conftest import make_config
 
 from rdgraph.compat import MPI, PETSc
+from rdgraph.errors import SolverError
 from rdgraph.problem.config import settings_from_dict
 from rdgraph.simulation import Simulation
 from rdgraph.solvers import block
@@ -97,3 +98,32 @@ def test_auto_takes_the_spectral_solver_for_wells_a_few_beta_apart(wells_csv, mo
     assert max(iterations) <= 20, iterations
     scale = COMM.allreduce(float(np.abs(reference).max()), op=MPI.MAX)
     assert max_difference(state, reference) <= 1e-8 * scale
+
+
+class _FailingFactor:
+    def solve(self, b, x):
+        raise PETSc.Error(76)  # what a solve phase running out of memory raises
+
+
+def test_a_block_solve_failing_on_one_rank_fails_the_preconditioner_on_every_rank(wells_csv):
+    config = make_config(
+        mesh={"cells": [4, 4]}, graph={"kind": "hypercube", "dim": 3, "n": 8},
+        model={"coupling": "laplacian", "beta": 0.5, "data": wells_csv, "potential": WELLS},
+        time={"scheme": "implicit-euler", "dt": 0.05, "t_end": 0.05},
+        solver={"type": "vertex"})
+    sim = Simulation(settings_from_dict(config))
+    try:
+        factors = sim.stepper.solver.vertex_preconditioner.factors
+        kept = factors[0]
+        if COMM.rank == COMM.size - 1:
+            factors[0] = _FailingFactor()
+        r, x = sim.state.duplicate(), sim.state.duplicate()
+        r.set(1.0)
+        with pytest.raises(SolverError, match=r"vertex-block solver: the block of vertex \d+ "
+                                              r"did not solve"):
+            sim.stepper.solver.vertex_preconditioner.apply(None, r, x)
+        factors[0] = kept
+        for vec in (r, x):
+            vec.destroy()
+    finally:
+        sim.destroy()

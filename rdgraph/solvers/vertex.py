@@ -151,7 +151,9 @@ class VertexBlockPreconditioner:
             vertex, why = min(failures)
             self.setup_failure = f"the block of vertex {vertex} could not be set up ({why})"
         self._b, self._x = np.zeros(size), np.zeros(size)
-        self._rows: np.ndarray | None = None  # this rank's blocks, whole (several ranks)
+        # This rank's blocks, whole, on several ranks: a copy of the exchange's pieces, so
+        # that each block is one contiguous row for its solve.
+        self._rows: np.ndarray | None = None
         self._b_vec = PETSc.Vec().createWithArray(self._b, comm=scalar_comm)
         self._x_vec = PETSc.Vec().createWithArray(self._x, comm=scalar_comm)
 
@@ -174,15 +176,16 @@ class VertexBlockPreconditioner:
                                                   strict=True)):
             row = g if exchange is None else i
             self._b[:] = rhs[row]
-            if factor is not None:
-                factor.solve(self._b_vec, self._x_vec)
-                solutions[row] = self._x
-                continue
             self._x[:] = 0.0
             try:
-                ksp.solve(self._b_vec, self._x_vec)
-                reason = ksp.getConvergedReason()
+                if factor is not None:
+                    factor.solve(self._b_vec, self._x_vec)
+                    reason = PETSc.KSP.ConvergedReason.CONVERGED_ITS
+                else:
+                    ksp.solve(self._b_vec, self._x_vec)
+                    reason = ksp.getConvergedReason()
             except PETSc.Error:
+                # Noted, not raised: the other ranks would wait in the exchange below.
                 reason = PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
             if reason < 0 and failed is None:
                 failed = (g, reason)
