@@ -136,6 +136,27 @@ def test_gibbs_surrogate_is_exact_for_offsets_additive_over_the_factors(graph, m
         assert transform.values.min() >= 0.0
 
 
+@pytest.mark.parametrize("graph", [graphs.hamming(3, 4),
+                                   graphs.product([graphs.path(6), graphs.complete(4)])],
+                         ids=["H(3,4)", "path6xK4"])
+def test_an_indefinite_main_effects_surrogate_gives_way_to_the_mean_shift(graph, monkeypatch):
+    """Offsets spread over 20 β: the main effects would make the surrogate indefinite (the
+    chain never is), so only the mean excess is kept."""
+    monkeypatch.setattr(spectral, "DENSE_GIBBS_MAX", 4)
+    offsets = np.random.default_rng(5).uniform(0.0, 20.0, graph.n)  # in units of β
+    integrals = np.exp(-offsets)
+    shape = graph.product_spectrum().shape
+    root = np.sqrt(integrals / integrals.max())
+    excess = (graph.matrix @ root) / root - graph.degrees()
+    mean, effects = main_effects(excess, shape)
+    lowest = mean + sum(np.linalg.eigvalsh(factor.laplacian() + np.diag(effect))[0]
+                        for factor, effect in zip(graph.factors, effects, strict=True))
+    assert lowest < -0.01 * excess.max()  # the main-effects surrogate would be indefinite
+    transform = coupling_transform(graph, "gibbs", integrals)
+    expected = np.sort(graph.product_spectrum().values + mean)
+    assert np.allclose(np.sort(transform.values), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_auto_never_factorizes_many_vertices_whole():
     auto = SolverSettings()
     assert resolve_solver(auto, 64, AUTO_DIRECT_MAX // 64, False)[0] == "direct"

@@ -44,6 +44,7 @@ from rdgraph.solvers.mode_exchange import ModeExchange, deal_groups, whole_matri
 from rdgraph.solvers.petsc import configure_ksp, direct_package, reason_name
 
 __all__ = ["BATCHED_FACTORIZATION_MIN_MODES", "BATCH_BYTES", "DENSE_GIBBS_MAX",
+           "INDEFINITE_SURROGATE",
            "MERGED_FACTOR_SIZE", "SHARED_FACTORIZATION_SPAN", "SHARED_HIERARCHY_SPAN",
            "DenseModes", "DiagonalModes",
            "ModalTransform", "ProductModes", "SpectralPreconditioner", "coupling_modes",
@@ -87,6 +88,9 @@ DENSE_GIBBS_MAX = 1024
 #: dofs per rank, one pass: 25 rows 0.13 s, 5 rows 0.12 s, 125 rows 0.35 s), so fewer passes
 #: win until the flops (2 × rows per entry) outweigh the memory traffic.
 MERGED_FACTOR_SIZE = 32
+#: A gibbs surrogate whose lowest eigenvalue is below −this × its largest is indefinite (not
+#: rounding), and gives way to the mean-shift surrogate.
+INDEFINITE_SURROGATE = 1e-8
 
 
 class ModalTransform:
@@ -138,9 +142,11 @@ class ProductModes(ModalTransform):
     array had spent most of a step in transposed copies).
 
     Args:
-        spectrum: The product graph's :class:`rdgraph.problem.graph.ProductSpectrum`.
+        spectrum: The product graph's :class:`rdgraph.problem.graph.ProductSpectrum`, or
+            for gibbs the surrogate's (factors ``L_i + diag(e_i)``, see
+            :func:`coupling_transform`).
         root: ``sqrt(π̄)`` of the symmetrized gibbs chain (``None``: laplacian).
-        shift: Added to every eigenvalue (the surrogate ``L + c I``).
+        shift: Added to every eigenvalue (the surrogate's mean excess ``c``).
         exact: Whether ``P Λ P⁻¹`` is the coupling's graph matrix.
     """
 
@@ -148,7 +154,7 @@ class ProductModes(ModalTransform):
                  exact: bool = True):
         self.spectrum, self.root = spectrum, root
         values = spectrum.values + shift if shift else spectrum.values
-        # The gibbs chain is positive semidefinite; its surrogate's rounding below 0 is not.
+        # The gibbs chain is positive semidefinite: a surrogate's rounding below 0 goes.
         self.values = values if exact else np.maximum(values, 0.0)
         self.identity = spectrum.n == 1 and root is None
         self.exact = exact
@@ -262,6 +268,12 @@ def coupling_transform(graph, coupling: str, gibbs_integrals: np.ndarray | None 
         mean, effects = main_effects(excess, spectrum.shape)
         factor_spectra = [np.linalg.eigh(factor.laplacian() + np.diag(effect))
                           for factor, effect in zip(graph.factors, effects, strict=True)]
+        lowest = mean + sum(float(values[0]) for values, _ in factor_spectra)
+        highest = mean + sum(float(values[-1]) for values, _ in factor_spectra)
+        if lowest < -INDEFINITE_SURROGATE * abs(highest):
+            # Main effects of widely spread rates (many β) can make the surrogate indefinite,
+            # unlike the chain: then only the mean is kept, which never is.
+            return ProductModes(spectrum, root, mean, exact=False)
         surrogate = ProductSpectrum(factor_spectra, spectrum.tolerance)
         return ProductModes(surrogate, root, mean, exact=False)
     if graph.n <= DENSE_LIMIT:
