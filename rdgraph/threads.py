@@ -16,16 +16,15 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-__all__ = ["BLAS_THREAD_VARIABLES", "limit_loaded_blas", "single_threaded_blas",
-           "user_chose_threads"]
+__all__ = ["BLAS_THREAD_VARIABLES", "LIBRARY_VARIABLES", "limit_loaded_blas",
+           "single_threaded_blas"]
 
 #: The variables OpenBLAS, OpenMP and MKL read for their thread counts.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def user_chose_threads(env: MutableMapping[str, str] = os.environ) -> bool:
-    """Whether ``env`` sets any BLAS thread count."""
-    return any(name in env for name in BLAS_THREAD_VARIABLES)
+#: The variable that wins for each BLAS library (threadpoolctl's ``internal_api`` names):
+#: with all three set to 1 by :func:`single_threaded_blas`, a user's ``OMP_NUM_THREADS``
+#: alone does not change OpenBLAS's count, so it does not here either.
+LIBRARY_VARIABLES = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS"}
 
 
 def single_threaded_blas(env: MutableMapping[str, str] = os.environ) -> None:
@@ -34,15 +33,25 @@ def single_threaded_blas(env: MutableMapping[str, str] = os.environ) -> None:
         env.setdefault(name, "1")
 
 
-def limit_loaded_blas() -> bool:
-    """Limit the BLAS libraries already loaded in this process to one thread.
+def limit_loaded_blas() -> list[str]:
+    """Limit the BLAS libraries already loaded in this process to one thread, each unless
+    the user set its own variable, as :func:`single_threaded_blas` would have.
 
     Returns:
-        Whether a limit was set: only when NumPy is loaded and the user set no thread count.
+        The libraries limited (none before NumPy is loaded).
     """
-    if "numpy" not in sys.modules or user_chose_threads():
-        return False
-    from threadpoolctl import threadpool_limits
+    if "numpy" not in sys.modules:
+        return []
+    apis = [api for api, name in LIBRARY_VARIABLES.items() if name not in os.environ]
+    if not apis:
+        return []
+    from threadpoolctl import ThreadpoolController
 
-    threadpool_limits(limits=1, user_api="blas")
-    return True
+    controller = ThreadpoolController()
+    limited = []
+    for api in apis:
+        selected = controller.select(internal_api=api)
+        if selected.lib_controllers:
+            selected.limit(limits=1)
+            limited.append(api)
+    return limited
