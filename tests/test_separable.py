@@ -96,6 +96,27 @@ def test_separated_operators_match_vertex_by_vertex_assembly(degree, coupling, s
         sim.destroy()
 
 
+@pytest.mark.parametrize("coupling", ["laplacian", "gibbs"])
+def test_a_temperature_change_keeps_the_shared_part_exact(coupling):
+    """The shared part holds β S and the drifts common to all vertices; set_beta moves it
+    by (β − β0) S alone, which must equal a fresh assembly at the new β."""
+    potential = "(x[1] - 0.4)**2 + (g + 1)/5*(x[0] - 0.5)**2 + 0.3*g"
+    sim = Simulation(settings_from_dict(_model_config(1, coupling, potential, cells=(6, 6))),
+                     MPI.COMM_WORLD)
+    try:
+        model, operators = sim.model, sim.operators
+        assert len(operators.stiffness.parts) == 2  # diffusion and bowl; one weighted drift
+        for beta in (0.7, 0.2):
+            operators.set_beta(beta)
+            for g in range(model.graph.n):
+                model.set_vertex(g)
+                expected = operators.pattern.assemble(model.stiffness_form)
+                scale = np.max(np.abs(expected), initial=1.0)
+                np.testing.assert_allclose(operators.stiffness[g], expected, atol=1e-13 * scale)
+    finally:
+        sim.destroy()
+
+
 @pytest.mark.parametrize("solver", ["spectral", "krylov", "direct"])
 def test_separated_run_matches_unseparated(solver):
     """The same trajectory whether the potentials are separated or assembled one by one."""
