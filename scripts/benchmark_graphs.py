@@ -279,16 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         for name, (graph, n) in cases.items():
             case = {"graph": graph, "cells": cells, "steps": steps, "dt": args.dt,
                     "rtol": args.rtol, "solver": args.solver, "problem": args.problem}
+            recorded = case
             if args.problem != "same":
                 data = Path(scratch) / f"{name}.csv"
-                (write_losses if args.problem == "offsets" else write_wells)(data, n)
+                writer = write_losses if args.problem == "offsets" else write_wells
+                writer(data, n)
                 case["data"] = str(data)
+                # The JSON says how the file was made, not where it was for a moment.
+                recorded = {**case, "data": f"(generated: {writer.__name__}, seed 0)"}
             print(f"  running {name} ({n} vertices, {args.solver}) ...", flush=True)
             r = run_case(case, args.ranks, args.timeout)
             if "error" in r:
                 lines = r["error"].strip().splitlines() or ["?"]
                 print(f"    failed: {lines[-1][:200]}", flush=True)
-            results["cases"][name] = {"case": case, "n": n, "result": r}
+            results["cases"][name] = {"case": recorded, "n": n, "result": r}
             save()
     rows = table_rows(results)
     header = (f"{'case':<18} {'unknowns':>10} {'solver':>9} {'set-up s':>9} {'step s':>9} "
