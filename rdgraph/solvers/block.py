@@ -34,6 +34,7 @@ import os
 from typing import Any
 
 from rdgraph.compat import MPI, PETSc
+from rdgraph.discretization.blocks import BlockLayout
 from rdgraph.errors import SolverError
 from rdgraph.problem.config import SolverSettings
 from rdgraph.solvers.petsc import (
@@ -115,11 +116,12 @@ def krylov_restart(local_unknowns: int) -> int:
     return max(KRYLOV_MIN_RESTART, min(100, fits))
 
 
-def fgmres_options(settings: SolverSettings, local_unknowns: int) -> dict:
-    """The outer FGMRES on the block operator: the ``[solver]`` tolerances and iteration limit,
-    and a restart bounded by :func:`krylov_restart`."""
+def fgmres_options(settings: SolverSettings, layout: BlockLayout) -> dict:
+    """The outer FGMRES on the block operator of ``layout``: the ``[solver]`` tolerances and
+    iteration limit, and a restart bounded by :func:`krylov_restart` of its local unknowns."""
+    restart = krylov_restart(layout.num_blocks * layout.size_local)
     return {"ksp_type": "fgmres", "ksp_rtol": settings.rtol, "ksp_atol": settings.atol,
-            "ksp_max_it": settings.max_it, "ksp_gmres_restart": krylov_restart(local_unknowns)}
+            "ksp_max_it": settings.max_it, "ksp_gmres_restart": restart}
 
 
 def _lu() -> dict:
@@ -486,8 +488,7 @@ class BlockSolver:
             # and each iteration applies the preconditioner once (GMRES on the left also
             # applies it to the initial residual), and the solve can be for the correction
             # to a guess (``BlockSolver.solve``).
-            outer = fgmres_options(settings, operators.layout.num_blocks
-                                   * operators.layout.size_local)
+            outer = fgmres_options(settings, operators.layout)
         outer.update(settings.petsc_options)
         outer.update(overrides)
         self.matrix = operators.shell(a, b)
@@ -513,8 +514,7 @@ class BlockSolver:
             inner = {"ksp_type": "preonly", "pc_type": "gamg",  # one V-cycle per block
                      "pc_gamg_threshold": SPECTRAL_GAMG_THRESHOLD, **SPECTRAL_AMG_SMOOTHER}
         inner.update(inner_overrides)
-        outer = fgmres_options(settings, operators.layout.num_blocks
-                               * operators.layout.size_local)
+        outer = fgmres_options(settings, operators.layout)
         outer.update(settings.petsc_options)
         outer.update(overrides)
         # Matrix-free where the shell applies all vertices at once (one potential, separable
@@ -655,8 +655,7 @@ class ReusedSetupSolver:
         pc = ksp.getPC()
         pc.setType("python")
         pc.setPythonContext(_EarlierSetup(setup))
-        layout = operators.layout
-        configure_ksp(ksp, fgmres_options(settings, layout.num_blocks * layout.size_local),
+        configure_ksp(ksp, fgmres_options(settings, operators.layout),
                       OPTIONS_PREFIX + REUSED_PREFIX, set_up=True)
         ksp.setInitialGuessNonzero(True)
         self._solver = LinearSolver.from_ksp(ksp, name)
