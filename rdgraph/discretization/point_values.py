@@ -24,17 +24,22 @@ from scipy import sparse
 
 from rdgraph.compat import MPI, dolfinx
 
-__all__ = ["BATCH_ENTRIES", "PointValues", "batch_slices"]
+__all__ = ["BATCH_ENTRIES", "PointValues", "batch_size", "batch_slices"]
 
 #: Entries of one ``(points, batch)`` array (8 MiB): a few of them are alive at once, and
 #: larger batches gain nothing once the per-batch overhead is amortized.
 BATCH_ENTRIES = 1 << 20
 
 
+def batch_size(width: int) -> int:
+    """Rows of a ``(batch, width)`` array of at most :data:`BATCH_ENTRIES` entries (≥ 1)."""
+    return max(1, BATCH_ENTRIES // max(width, 1))
+
+
 def batch_slices(count: int, width: int) -> Iterator[slice]:
     """Consecutive slices covering ``range(count)`` whose ``(batch, width)`` arrays hold at
     most :data:`BATCH_ENTRIES` entries (at least one row each)."""
-    size = max(1, BATCH_ENTRIES // max(width, 1))
+    size = batch_size(width)
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
 
@@ -67,8 +72,8 @@ class PointValues:
         self.weights = weights
         self.num_vertices = num_vertices
         # The same batch size on every rank: the ghost scatter is collective.
-        largest = V.mesh.comm.allreduce(max(cells * q, local, 1), op=MPI.MAX)
-        self.batch = int(max(1, min(num_vertices, BATCH_ENTRIES // largest)))
+        self._width = V.mesh.comm.allreduce(max(cells * q, local, 1), op=MPI.MAX)
+        self.batch = min(num_vertices, batch_size(self._width))
         self._ghosted = dolfinx.la.vector(imap, self.batch)
 
     @staticmethod
@@ -78,8 +83,7 @@ class PointValues:
 
     def batches(self) -> Iterator[slice]:
         """The vertex batches, the same on every rank (iterate collectively)."""
-        for start in range(0, self.num_vertices, self.batch):
-            yield slice(start, min(start + self.batch, self.num_vertices))
+        return batch_slices(self.num_vertices, self._width)
 
     def at_points(self, blocks: np.ndarray, batch: slice) -> np.ndarray:
         """``ρ_g(x_p)`` for the vertices of ``batch``, shape ``(points, batch size)``
